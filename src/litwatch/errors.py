@@ -1,0 +1,68 @@
+"""The exception tree. Every expected failure is a `LitwatchError` with a message a
+person can act on; `cli` alone turns them into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+
+class LitwatchError(Exception):
+    """Base of every expected failure."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(LitwatchError):
+    """One or more problems in the configuration; exit 2.
+
+    ``problems`` holds one line per problem, each naming file, line and key path."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def config_problem(file: str, line: int | None, key: str, message: str) -> str:
+    """Format one config problem as `file:line: key: message`."""
+    where = f"{file}:{line}" if line else file
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+
+
+class SourceError(LitwatchError):
+    """A source (E-utilities, a feed) failed: HTTP error, bad XML, time-out."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None):
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+
+class ParseError(SourceError):
+    """A response could not be parsed at all."""
+
+
+class DeliveryError(LitwatchError):
+    """Sending mail failed. ``permanent`` means retrying will not help (5xx)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
+
+
+class UsageError(LitwatchError):
+    """Something the user asked for does not exist (unknown id, digest, query); exit 2."""
+
+    exit_code = 2
+
+
+class StoreError(LitwatchError):
+    """The database cannot be used: unreachable, or a schema newer than this litwatch."""
+
+    exit_code = 2

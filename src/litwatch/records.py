@@ -1,0 +1,149 @@
+"""The vocabulary shared by parsers, events, store and digests. Stdlib only.
+
+A `Record` is one parse of one real-world item (a PubMed citation or a feed entry).
+Its `fields()` form is what is stored per version and what diffs compare; fields that
+are empty are left out so that adding a new field later leaves old versions equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PUBMED = "pubmed"
+
+# CommentsCorrections RefTypes (PubMed DTD, pubmed_250101.dtd) that litwatch acts on.
+# "...In" sits on the original and names the notice; "...For"/"...Of"/"...From" sits on
+# the notice (or republished article) and names the original.
+ERRATUM_ON_ORIGINAL = frozenset({"ErratumIn", "CorrectedandRepublishedIn", "UpdateIn"})
+RETRACTION_ON_ORIGINAL = frozenset({"RetractionIn", "RetractedandRepublishedIn"})
+CONCERN_ON_ORIGINAL = frozenset({"ExpressionOfConcernIn"})
+ERRATUM_ON_NOTICE = frozenset({"ErratumFor", "CorrectedandRepublishedFrom", "UpdateOf"})
+RETRACTION_ON_NOTICE = frozenset({"RetractionOf", "RetractedandRepublishedFrom"})
+CONCERN_ON_NOTICE = frozenset({"ExpressionOfConcernFor"})
+
+ERRATUM_NOTICE_TYPES = frozenset({"published erratum"})
+RETRACTION_NOTICE_TYPES = frozenset({"retraction of publication", "retraction notice"})
+CONCERN_NOTICE_TYPES = frozenset({"expression of concern"})
+RETRACTED_TYPES = frozenset({"retracted publication"})
+
+EVENT_KINDS = ("approval", "erratum", "retraction", "concern", "new", "update")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One CommentsCorrections entry: its RefType and the PMID it names (may be empty)."""
+
+    ref_type: str
+    pmid: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    source: str  # "pubmed" or "feed:<name>"
+    key: str  # the PMID, or the feed entry's identity
+    title: str = ""
+    abstract: str = ""  # PubMed abstract (labels kept), or a feed summary as text
+    authors: tuple[str, ...] = ()
+    journal: str = ""
+    volume: str = ""
+    issue: str = ""
+    pages: str = ""
+    pub_date: str = ""  # as printed: "2024 Jan 15", "2023 Dec-2024 Jan" (MedlineDate)
+    article_date: str = ""  # ISO date of electronic publication
+    entrez_date: str = ""  # ISO date PubMed got it (PubMedPubDate entrez)
+    pubmed_date: str = ""
+    doi: str = ""
+    pmcid: str = ""
+    pubtypes: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
+    mesh: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    status: str = ""  # MedlineCitation/@Status: Publisher, In-Process, MEDLINE...
+    pub_status: str = ""  # PublicationStatus: ppublish, epublish, aheadofprint
+    url: str = ""  # the entry's link (feeds); PubMed URLs are derived from the PMID
+    summary_html: str = ""  # sanitised HTML summary of a feed entry, for the mail
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def pmid(self) -> str:
+        return self.key if self.source == PUBMED else ""
+
+    def fields(self) -> dict[str, Any]:
+        """The canonical stored form: JSON-able, empty fields left out."""
+        out: dict[str, Any] = {}
+        for name in FIELD_NAMES:
+            value = getattr(self, name)
+            if not value:
+                continue
+            if name == "links":
+                value = [[lk.ref_type, lk.pmid] + ([lk.source] if lk.source else []) for lk in value]
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_fields(cls, source: str, key: str, data: dict[str, Any]) -> Record:
+        kw: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in FIELD_NAMES:
+                continue  # a field a newer litwatch wrote; ignore rather than fail
+            if name == "links":
+                value = tuple(Link(*v) for v in value)
+            elif name == "extra":
+                value = tuple(tuple(v) for v in value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kw[name] = value
+        return cls(source=source, key=key, **kw)
+
+    def link_pmids(self, ref_types: frozenset[str]) -> set[str]:
+        return {lk.pmid for lk in self.links if lk.ref_type in ref_types and lk.pmid}
+
+    def has_pubtype(self, names: frozenset[str]) -> bool:
+        return any(p.lower() in names for p in self.pubtypes)
+
+    @property
+    def web_url(self) -> str:
+        if self.source == PUBMED:
+            return f"https://pubmed.ncbi.nlm.nih.gov/{self.key}/"
+        return self.url
+
+    @property
+    def doi_url(self) -> str:
+        return f"https://doi.org/{self.doi}" if self.doi else ""
+
+
+FIELD_NAMES = tuple(
+    f
+    for f in Record.__dataclass_fields__
+    if f not in ("source", "key")
+)
+
+
+def content_hash(fields: dict[str, Any]) -> str:
+    """Stable hash of a canonical field dict (sorted keys, version byte first)."""
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(b"\x01" + blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event decided by `events.classify`, before it is stored.
+
+    ``dedup`` makes it idempotent: the store keeps one event per (query, dedup)."""
+
+    kind: str
+    dedup: str
+    detail: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,173 @@
+"""The NCBI E-utilities client: esearch (history server, date windows, the 10,000-id
+cap split by date), efetch in batches from the history server or by id (POST for
+long lists), `tool`/`email`/`api_key` on every request, and one rate limiter for the
+whole process: 3 requests/s, 10 with an API key (E-utilities manual, "Usage
+Guidelines and Requirements"). Returns bytes; never looks inside PubmedArticle XML."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from ..config import PubmedSettings
+from ..errors import ParseError, SourceError
+from .http import Fetched, HttpClient, RetryPolicy, shared_limiter
+
+log = logging.getLogger(__name__)
+
+# esearch returns at most 10,000 UIDs for PubMed (E-utilities manual, ESearch, retmax).
+ESEARCH_CAP = 10_000
+# Above this many ids a GET URL gets too long; the manual asks for POST beyond ~200.
+POST_THRESHOLD = 200
+
+_SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+@dataclass
+class SearchResult:
+    count: int
+    ids: list[str]
+    webenv: str = ""
+    query_key: str = ""
+    warnings: list[str] = field(default_factory=list)
+    translation: str = ""
+
+
+class EutilsClient:
+    def __init__(self, settings: PubmedSettings) -> None:
+        self.settings = settings
+        self.base = settings.base_url
+        host = urlsplit(self.base).netloc
+        self.http = HttpClient(
+            policy=RetryPolicy(
+                retries=settings.retries,
+                backoff=settings.backoff,
+                timeout=settings.timeout,
+                deadline=settings.deadline,
+            ),
+            max_bytes=settings.max_response_mb * 1_000_000,
+            limiter=shared_limiter(f"eutils:{host}", settings.rate),
+        )
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _params(self, **params: str | int) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"db": "pubmed", "tool": self.settings.tool}
+        if self.settings.email:
+            out["email"] = self.settings.email
+        if self.settings.api_key and self.settings.api_key.get_secret_value():
+            out["api_key"] = self.settings.api_key.get_secret_value()
+        out.update(params)
+        return out
+
+    def _call(self, utility: str, what: str, params: dict[str, str | int], post: bool = False) -> Fetched:
+        url = self.base + f"{utility}.fcgi"
+        if post:
+            return self.http.request("POST", url, data=params, what=what)
+        return self.http.request("GET", url, params=params, what=what)
+
+    # ------------------------------------------------------------------ esearch
+
+    def esearch(
+        self,
+        term: str,
+        *,
+        what: str,
+        datetype: str | None = None,
+        mindate: date | None = None,
+        maxdate: date | None = None,
+        retmax: int = ESEARCH_CAP,
+        usehistory: bool = True,
+    ) -> SearchResult:
+        params: dict[str, str | int] = {"term": term, "retmax": retmax}
+        if usehistory:
+            params["usehistory"] = "y"
+        if datetype and mindate and maxdate:
+            params.update(datetype=datetype, mindate=_d(mindate), maxdate=_d(maxdate))
+        fetched = self._call("esearch", what, self._params(**params), post=len(term) > 1500)
+        result = parse_esearch(fetched.content, what)
+        for w in result.warnings:
+            log.warning("%s: PubMed says: %s", what, w)
+        return result
+
+    def search_window(self, term: str, *, what: str, datetype: str, start: date, end: date) -> list[SearchResult]:
+        """esearch over [start, end]; windows above the 10,000-id cap are split in two
+        by date until each fits (a single day over the cap is an error, not a silent cut)."""
+        result = self.esearch(term, what=what, datetype=datetype, mindate=start, maxdate=end)
+        if result.count < ESEARCH_CAP:
+            return [result]
+        if start >= end:
+            raise SourceError(
+                f"{what}: {result.count} records on {start.isoformat()} alone, above PubMed's "
+                f"{ESEARCH_CAP} cap; narrow the query"
+            )
+        middle = start + timedelta(days=(end - start).days // 2)
+        log.info("%s: %d records in %s..%s, splitting the window", what, result.count, start, end)
+        return self.search_window(term, what=what, datetype=datetype, start=start, end=middle) + self.search_window(
+            term, what=what, datetype=datetype, start=middle + timedelta(days=1), end=end
+        )
+
+    # ------------------------------------------------------------------ efetch
+
+    def efetch_history(self, result: SearchResult, *, what: str) -> Iterator[bytes]:
+        """All records of a history-server result, `batch_size` per request."""
+        batch = self.settings.batch_size
+        for start in range(0, result.count, batch):
+            params = self._params(
+                query_key=result.query_key, WebEnv=result.webenv, retstart=start, retmax=batch, retmode="xml"
+            )
+            yield self._call("efetch", f"{what} (records {start + 1}-{min(start + batch, result.count)})", params).content
+
+    def efetch_ids(self, ids: list[str], *, what: str) -> Iterator[bytes]:
+        batch = self.settings.batch_size
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            params = self._params(id=",".join(chunk), retmode="xml")
+            yield self._call("efetch", f"{what} ({len(chunk)} ids)", params, post=len(chunk) > POST_THRESHOLD).content
+
+
+def _d(day: date) -> str:
+    return day.strftime("%Y/%m/%d")
+
+
+def parse_esearch(content: bytes, what: str) -> SearchResult:
+    """eSearchResult XML → SearchResult. <ERROR> is a SourceError; ErrorList and
+    WarningList entries are warnings (PubMed still ran the search)."""
+    if b"<!ENTITY" in content[:4096]:
+        raise ParseError(f"{what}: refusing XML with entity declarations")
+    try:
+        root = etree.fromstring(content, parser=_SAFE_XML)
+    except etree.XMLSyntaxError as e:
+        raise ParseError(f"{what}: esearch answered malformed XML: {e}") from None
+    if root.tag != "eSearchResult":
+        raise ParseError(f"{what}: esearch answered <{root.tag}>, not an eSearchResult")
+    error = root.findtext("ERROR")
+    if error:
+        raise SourceError(f"{what}: PubMed refused the search: {error.strip()}")
+    count_text = root.findtext("Count")
+    if count_text is None or not count_text.strip().isdigit():
+        raise ParseError(f"{what}: esearch answer has no Count")
+    warnings = []
+    for container in ("ErrorList", "WarningList"):
+        for item in root.iterfind(container + "/*"):
+            text = " ".join("".join(item.itertext()).split())
+            if text:
+                warnings.append(f"{item.tag}: {text}")
+    return SearchResult(
+        count=int(count_text),
+        ids=[t for t in ((e.text or "").strip() for e in root.iterfind("IdList/Id")) if t],
+        webenv=(root.findtext("WebEnv") or "").strip(),
+        query_key=(root.findtext("QueryKey") or "").strip(),
+        warnings=warnings,
+        translation=" ".join((root.findtext("QueryTranslation") or "").split()),
+    )

@@ -1,0 +1,251 @@
+"""A fake NCBI E-utilities server on 127.0.0.1 for tests: esearch (term lookup, edat and
+mdat windows, usehistory, WebEnv/QueryKey, retmax), efetch (from the history server or
+by id, GET or POST), fault injection (status codes with Retry-After, slow answers,
+malformed XML, <ERROR>, huge bodies) and a request log with times, for checking the
+rate limit and that every request carries tool and email."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+
+@dataclass
+class FakeRecord:
+    pmid: str
+    xml: str
+    terms: set[str]
+    edat: date
+    mdat: date
+
+
+@dataclass
+class Request:
+    at: float
+    method: str
+    utility: str
+    params: dict[str, str]
+
+
+@dataclass
+class Fault:
+    utility: str  # "esearch", "efetch" or "*"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    delay: float = 0.0
+    huge: int = 0  # stream this many bytes of garbage
+
+
+class FakeEutils:
+    def __init__(self) -> None:
+        self.records: dict[str, FakeRecord] = {}
+        self.requests: list[Request] = []
+        self.faults: list[Fault] = []
+        self.histories: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # ---------------------------------------------------------------- control
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/entrez/eutils/"
+
+    def start(self) -> FakeEutils:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, pmid: str, *, terms: set[str] | str, edat: date, mdat: date | None = None, **fields: Any) -> None:
+        xml = fields.pop("xml", None) or article_xml(pmid, **fields)
+        terms = {terms} if isinstance(terms, str) else set(terms)
+        with self.lock:
+            self.records[pmid] = FakeRecord(pmid, xml, terms, edat, mdat or edat)
+
+    def change(self, pmid: str, *, mdat: date, **fields: Any) -> None:
+        """Replace a record's XML (re-rendered from `fields`) and bump its mdat."""
+        with self.lock:
+            rec = self.records[pmid]
+            rec.xml = fields.pop("xml", None) or article_xml(pmid, **fields)
+            rec.mdat = mdat
+
+    def count(self, utility: str) -> int:
+        return sum(1 for r in self.requests if r.utility == utility)
+
+    # ---------------------------------------------------------------- behaviour
+
+    def _search(self, params: dict[str, str]) -> bytes:
+        term = params.get("term", "")
+        datetype = params.get("datetype")
+        lo = _date(params.get("mindate"))
+        hi = _date(params.get("maxdate"))
+        with self.lock:
+            ids = []
+            for rec in self.records.values():
+                if term not in rec.terms and not any(t in rec.terms for t in _or_terms(term)):
+                    continue
+                when = rec.mdat if datetype == "mdat" else rec.edat
+                if lo and hi and not (lo <= when <= hi):
+                    continue
+                ids.append(rec.pmid)
+        ids.sort(key=int, reverse=True)
+        retmax = int(params.get("retmax", "20"))
+        webenv = ""
+        if params.get("usehistory") == "y":
+            webenv = "MCID_" + uuid.uuid4().hex
+            with self.lock:
+                self.histories[webenv] = ids
+        id_xml = "".join(f"<Id>{i}</Id>" for i in ids[:retmax])
+        history = f"<QueryKey>1</QueryKey><WebEnv>{webenv}</WebEnv>" if webenv else ""
+        return (
+            '<?xml version="1.0" encoding="UTF-8" ?>\n'
+            '<!DOCTYPE eSearchResult PUBLIC "-//NLM//DTD esearch 20060628//EN" '
+            '"https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20060628/esearch.dtd">\n'
+            f"<eSearchResult><Count>{len(ids)}</Count><RetMax>{min(retmax, len(ids))}</RetMax>"
+            f"<RetStart>0</RetStart>{history}<IdList>{id_xml}</IdList>"
+            f"<TranslationSet/><QueryTranslation>{escape(term)}</QueryTranslation></eSearchResult>"
+        ).encode()
+
+    def _fetch(self, params: dict[str, str]) -> bytes:
+        if "WebEnv" in params:
+            ids = self.histories.get(params["WebEnv"], [])
+            start = int(params.get("retstart", "0"))
+            ids = ids[start : start + int(params.get("retmax", "20"))]
+        else:
+            ids = [i for i in params.get("id", "").split(",") if i]
+        with self.lock:
+            body = "".join(self.records[i].xml for i in ids if i in self.records)
+        return (
+            '<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" '
+            '"https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n'
+            f"<PubmedArticleSet>{body}</PubmedArticleSet>\n"
+        ).encode()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._serve(parse_qs(urlsplit(self.path).query))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                self._serve(parse_qs(self.rfile.read(length).decode()))
+
+            def _serve(self, qs: dict[str, list[str]]) -> None:
+                params = {k: v[-1] for k, v in qs.items()}
+                utility = urlsplit(self.path).path.rsplit("/", 1)[-1].removesuffix(".fcgi")
+                with fake.lock:
+                    fake.requests.append(Request(time.monotonic(), self.command, utility, params))
+                    fault = next((f for f in fake.faults if f.utility in (utility, "*")), None)
+                    if fault is not None:
+                        fake.faults.remove(fault)
+                if fault is not None:
+                    if fault.delay:
+                        time.sleep(fault.delay)
+                    if fault.huge:
+                        return self._huge(fault.huge)
+                    if fault.status != 200 or fault.body is not None:
+                        return self._send(fault.status, fault.body or b"error", fault.headers)
+                if utility == "esearch":
+                    return self._send(200, fake._search(params))
+                if utility == "efetch":
+                    return self._send(200, fake._fetch(params))
+                self._send(404, b"unknown utility")
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/xml; charset=UTF-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _huge(self, size: int) -> None:
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/xml")
+                    self.end_headers()  # no Content-Length: the client must count
+                    self.close_connection = True
+                    chunk = b"<x>" + b"a" * 65533
+                    sent = 0
+                    while sent < size:
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+
+def _date(value: str | None) -> date | None:
+    if not value:
+        return None
+    y, m, d = (int(x) for x in value.split("/"))
+    return date(y, m, d)
+
+
+def _or_terms(term: str) -> list[str]:
+    return [t.strip() for t in term.split(" OR ")]
+
+
+def article_xml(
+    pmid: str,
+    *,
+    title: str = "A paper",
+    abstract: str = "",
+    authors: tuple[str, ...] = ("Smith J", "Doe A"),
+    journal: str = "Journal of Tests",
+    doi: str = "",
+    pubtypes: tuple[str, ...] = ("Journal Article",),
+    links: tuple[tuple[str, str], ...] = (),
+    mesh: tuple[str, ...] = (),
+    status: str = "MEDLINE",
+    year: str = "2026",
+) -> str:
+    author_xml = "".join(
+        f"<Author ValidYN=\"Y\"><LastName>{escape(a.split(' ')[0])}</LastName><Initials>{escape(a.split(' ')[-1])}</Initials></Author>"
+        for a in authors
+    )
+    pt_xml = "".join(f'<PublicationType UI="D000000">{escape(p)}</PublicationType>' for p in pubtypes)
+    cc_xml = "".join(
+        f'<CommentsCorrections RefType="{rt}"><RefSource>Ref</RefSource><PMID Version="1">{p}</PMID></CommentsCorrections>'
+        for rt, p in links
+    )
+    cc_xml = f"<CommentsCorrectionsList>{cc_xml}</CommentsCorrectionsList>" if cc_xml else ""
+    mesh_xml = "".join(f'<MeshHeading><DescriptorName UI="D1">{escape(m)}</DescriptorName></MeshHeading>' for m in mesh)
+    mesh_xml = f"<MeshHeadingList>{mesh_xml}</MeshHeadingList>" if mesh_xml else ""
+    abstract_xml = f"<Abstract><AbstractText>{escape(abstract)}</AbstractText></Abstract>" if abstract else ""
+    doi_xml = f'<ArticleId IdType="doi">{escape(doi)}</ArticleId>' if doi else ""
+    return (
+        f'<PubmedArticle><MedlineCitation Status="{status}" Owner="NLM"><PMID Version="1">{pmid}</PMID>'
+        f"<Article PubModel=\"Print\"><Journal><JournalIssue CitedMedium=\"Internet\"><Volume>1</Volume>"
+        f"<PubDate><Year>{year}</Year><Month>Jan</Month></PubDate></JournalIssue><Title>{escape(journal)}</Title></Journal>"
+        f"<ArticleTitle>{escape(title)}</ArticleTitle>{abstract_xml}<AuthorList>{author_xml}</AuthorList>"
+        f"<PublicationTypeList>{pt_xml}</PublicationTypeList></Article>{mesh_xml}{cc_xml}</MedlineCitation>"
+        f"<PubmedData><History><PubMedPubDate PubStatus=\"entrez\"><Year>{year}</Year><Month>1</Month><Day>2</Day></PubMedPubDate></History>"
+        f"<PublicationStatus>ppublish</PublicationStatus><ArticleIdList><ArticleId IdType=\"pubmed\">{pmid}</ArticleId>{doi_xml}</ArticleIdList></PubmedData>"
+        "</PubmedArticle>"
+    )
