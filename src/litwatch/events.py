@@ -1,0 +1,196 @@
+"""Pure decisions about change: the canonical form of a record, field diffs, and
+classification into events. No I/O; every input is an argument.
+
+How one change is shown once: a version that brings a retraction, erratum or
+expression of concern yields one event per notice kind it gains, and the field
+changes of that version (a title turning "RETRACTED: ...", say) ride along in the
+event's detail; a separate `update` is emitted only when no notice kind was gained.
+Dedup keys are shared by the two ways a notice is seen (the original gaining
+`ErratumIn`/`RetractionIn`, or the notice record itself), so the digest reports it once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .records import (
+    CONCERN_NOTICE_TYPES,
+    CONCERN_ON_NOTICE,
+    CONCERN_ON_ORIGINAL,
+    ERRATUM_NOTICE_TYPES,
+    ERRATUM_ON_NOTICE,
+    ERRATUM_ON_ORIGINAL,
+    FIELD_NAMES,
+    RETRACTED_TYPES,
+    RETRACTION_NOTICE_TYPES,
+    RETRACTION_ON_NOTICE,
+    RETRACTION_ON_ORIGINAL,
+    FieldChange,
+    NewEvent,
+    Record,
+    content_hash,
+)
+
+# Order carries no meaning in these (MeSH, keywords and publication types are sets
+# in the PubMed DTD; CommentsCorrections order varies between exports).
+UNORDERED = frozenset({"mesh", "keywords", "pubtypes", "links"})
+# Changes to these are news ("update"); the rest is indexing, kept as versions only.
+SUBSTANTIVE = ("title", "abstract", "authors", "doi", "url")
+NOTICE_KINDS = ("retraction", "concern", "erratum")
+
+_RETRACTED_TITLE = re.compile(r"^\s*\[?\s*(retracted|withdrawn)\b\s*[\]:.\-]", re.IGNORECASE)
+_APPROVAL_TITLE = re.compile(
+    r"\bfirst(?:\s+global)?\s+approval\b"
+    r"|\bapproval\s+summary\b"
+    r"|\b(?:FDA|EMA|MHRA|PMDA|NMPA|European\s+Commission|Health\s+Canada)\s+(?:grants?\s+)?approv"
+    r"|\bapproved\s+by\s+the\s+(?:U\.?S\.?\s+)?(?:FDA|EMA|Food\s+and\s+Drug\s+Administration|European)",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------- canonical form
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def canonical(record: Record) -> dict[str, Any]:
+    """Whitespace folded, unordered fields sorted, link citations reduced to (type, PMID):
+    two parses of the same record, however serialised, give equal dicts."""
+    out: dict[str, Any] = {}
+    for name, value in record.fields().items():
+        if name == "abstract":
+            value = "\n".join(line for line in (_norm(v) for v in value.splitlines()) if line)
+        elif name == "links":
+            value = sorted({(lk[0], lk[1]) for lk in value})
+            value = [list(v) for v in value]
+        elif isinstance(value, str):
+            value = _norm(value)
+        elif isinstance(value, list):
+            value = [_norm(v) if isinstance(v, str) else v for v in value]
+            if name in UNORDERED:
+                value = sorted(set(value))
+        if value:
+            out[name] = value
+    return out
+
+
+def fingerprint(record: Record) -> str:
+    """Hash of the canonical form: equal for a record seen again unchanged."""
+    return content_hash(canonical(record))
+
+
+def diff(old: Record, new: Record) -> list[FieldChange]:
+    a, b = canonical(old), canonical(new)
+    return [FieldChange(f, a.get(f), b.get(f)) for f in FIELD_NAMES if a.get(f) != b.get(f)]
+
+
+# --------------------------------------------------------------------------- record state
+
+
+def is_retracted(r: Record) -> bool:
+    return bool(
+        r.link_pmids(RETRACTION_ON_ORIGINAL)
+        or any(lk.ref_type in RETRACTION_ON_ORIGINAL for lk in r.links)
+        or r.has_pubtype(RETRACTED_TYPES)
+        or _RETRACTED_TITLE.match(r.title)
+    )
+
+
+def erratum_notices(r: Record) -> set[str]:
+    return _notices(r, ERRATUM_ON_ORIGINAL)
+
+
+def concern_notices(r: Record) -> set[str]:
+    return _notices(r, CONCERN_ON_ORIGINAL)
+
+
+def _notices(r: Record, ref_types: frozenset[str]) -> set[str]:
+    # a link without a PMID still counts, keyed by its citation text
+    return {lk.pmid or f"ref:{_norm(lk.source)}" for lk in r.links if lk.ref_type in ref_types}
+
+
+def is_notice(r: Record) -> bool:
+    """An erratum, retraction or concern notice: reported as news about the record it
+    names, never as a new paper. (Corrected-and-republished articles and updates
+    name an original too, but are papers in their own right.)"""
+    return r.has_pubtype(ERRATUM_NOTICE_TYPES | RETRACTION_NOTICE_TYPES | CONCERN_NOTICE_TYPES) or any(
+        lk.ref_type in ("ErratumFor", "RetractionOf", "ExpressionOfConcernFor") for lk in r.links
+    )
+
+
+def flags(r: Record) -> list[str]:
+    """Labels shown next to an item: what is known about its standing."""
+    out = []
+    if is_retracted(r):
+        out.append("retracted")
+    if concern_notices(r):
+        out.append("expression of concern")
+    if erratum_notices(r):
+        out.append("corrected")
+    return out
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def is_approval_title(title: str) -> bool:
+    return bool(_APPROVAL_TITLE.search(title))
+
+
+def classify_new(record: Record, *, approvals_source: bool = False) -> str | None:
+    """The event for a record a query matches for the first time; None for a notice."""
+    if is_notice(record):
+        return None
+    if approvals_source or is_approval_title(record.title):
+        return "approval"
+    return "new"
+
+
+def _ident(r: Record) -> str:
+    return f"{r.source}:{r.key}"
+
+
+def classify_change(old: Record, new: Record, changes: list[FieldChange], version_n: int) -> list[NewEvent]:
+    """Events for a known record that changed from `old` to `new` (version `version_n`)."""
+    shown = [[c.field, c.old, c.new] for c in changes if c.field in SUBSTANTIVE]
+    ident = _ident(new)
+    out: list[NewEvent] = []
+    if is_retracted(new) and not is_retracted(old):
+        notices = sorted(new.link_pmids(RETRACTION_ON_ORIGINAL))
+        out.append(NewEvent("retraction", f"retraction:{ident}", {"notices": notices, "changes": shown}))
+    for kind, gained in (
+        ("concern", concern_notices(new) - concern_notices(old)),
+        ("erratum", erratum_notices(new) - erratum_notices(old)),
+    ):
+        for notice in sorted(gained):
+            out.append(NewEvent(kind, f"{kind}:{ident}:{notice}", {"notices": [notice], "changes": shown}))
+    if not out and shown:
+        out.append(NewEvent("update", f"update:{ident}:v{version_n}", {"changes": shown}))
+    return out
+
+
+def notice_targets(notice: Record) -> list[tuple[str, str]]:
+    """(kind, target PMID) for each record a notice names, from its CommentsCorrections."""
+    out = []
+    for kind, ref_types in (
+        ("retraction", RETRACTION_ON_NOTICE),
+        ("concern", CONCERN_ON_NOTICE),
+        ("erratum", ERRATUM_ON_NOTICE),
+    ):
+        for pmid in sorted(notice.link_pmids(ref_types)):
+            out.append((kind, pmid))
+    return out
+
+
+def notice_event(kind: str, target: Record, notice: Record) -> NewEvent:
+    """The event a notice gives its target; dedup matches `classify_change`'s."""
+    ident = _ident(target)
+    dedup = f"retraction:{ident}" if kind == "retraction" else f"{kind}:{ident}:{notice.key}"
+    detail = {
+        "notices": [notice.key],
+        "notice": {"pmid": notice.key, "title": notice.title, "url": notice.web_url, "doi": notice.doi},
+    }
+    return NewEvent(kind, dedup, detail)

@@ -1,0 +1,477 @@
+"""`Store`: intention-revealing methods over SQLAlchemy Core. Callers (service) own
+the transaction: every method taking `tx` runs inside the caller's `transaction()`,
+so a poll's records, versions, events and watermark commit together or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import StoreError
+from ..records import Record
+from .schema import deliveries, digest_state, events, hits, leases, outbox, poll_state, records, versions
+
+log = logging.getLogger(__name__)
+_CHUNK = 500  # ids per IN (...) clause
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Current:
+    record_id: int
+    n: int
+    hash: str
+    record: Record
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    record_id: int
+    query: str
+    kind: str
+    version_n: int
+    detail: dict[str, Any]
+    created_at: datetime
+    record: Record
+    terms: tuple[str, ...]
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+class Store:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        if migrate:
+            self.migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        from alembic import command
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
+        script = ScriptDirectory.from_config(cfg)
+        heads = set(script.get_heads())
+        known = {rev.revision for rev in script.walk_revisions()}
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # several instances may start at once: one migrates, the others wait
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
+                current = set(MigrationContext.configure(conn).get_current_heads())
+                unknown = current - known
+                if unknown:
+                    raise StoreError(
+                        f"the database schema ({', '.join(sorted(unknown))}) is newer than this "
+                        f"litwatch knows (up to {', '.join(sorted(heads))}); upgrade litwatch"
+                    )
+                if current != heads:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"cannot open the database {self.safe_url}: {_first_line(e)}") from None
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ records and versions
+
+    def current(self, tx: Connection, source: str, keys: Iterable[str]) -> dict[str, Current]:
+        out: dict[str, Current] = {}
+        keys = list(dict.fromkeys(keys))
+        for i in range(0, len(keys), _CHUNK):
+            q = (
+                sa.select(records.c.id, records.c.key, records.c.current_version, records.c.current_hash, versions.c.fields)
+                .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
+                .where(records.c.source == source, records.c.key.in_(keys[i : i + _CHUNK]))
+            )
+            for row in tx.execute(q):
+                rec = Record.from_fields(source, row.key, json.loads(row.fields))
+                out[row.key] = Current(row.id, row.current_version, row.current_hash, rec)
+        return out
+
+    def current_by_id(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, Current]:
+        out: dict[int, Current] = {}
+        ids = list(set(record_ids))
+        for i in range(0, len(ids), _CHUNK):
+            q = (
+                sa.select(records, versions.c.fields)
+                .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
+                .where(records.c.id.in_(ids[i : i + _CHUNK]))
+            )
+            for row in tx.execute(q):
+                rec = Record.from_fields(row.source, row.key, json.loads(row.fields))
+                out[row.id] = Current(row.id, row.current_version, row.current_hash, rec)
+        return out
+
+    def insert_records(self, tx: Connection, new: Sequence[tuple[Record, str]], now: datetime) -> dict[str, int]:
+        """Insert first versions; returns key → record id."""
+        if not new:
+            return {}
+        rows = [
+            {
+                "source": r.source,
+                "key": r.key,
+                "doi": r.doi.lower() or None,
+                "current_version": 1,
+                "current_hash": h,
+                "first_seen": now,
+                "updated_at": now,
+            }
+            for r, h in new
+        ]
+        result = tx.execute(
+            sa.insert(records).returning(records.c.id, records.c.key, sort_by_parameter_order=True), rows
+        )
+        ids = {row.key: row.id for row in result}
+        tx.execute(
+            sa.insert(versions),
+            [
+                {"record_id": ids[r.key], "n": 1, "fetched_at": now, "hash": h, "fields": dumps(r.fields()), "changes": "[]"}
+                for r, h in new
+            ],
+        )
+        return ids
+
+    def add_versions(
+        self, tx: Connection, changed: Sequence[tuple[Current, Record, str, list[list[Any]]]], now: datetime
+    ) -> None:
+        """Store a new version per (current, new record, new hash, changes)."""
+        if not changed:
+            return
+        tx.execute(
+            sa.insert(versions),
+            [
+                {
+                    "record_id": cur.record_id,
+                    "n": cur.n + 1,
+                    "fetched_at": now,
+                    "hash": h,
+                    "fields": dumps(rec.fields()),
+                    "changes": dumps(changes),
+                }
+                for cur, rec, h, changes in changed
+            ],
+        )
+        tx.execute(
+            records.update()
+            .where(records.c.id == sa.bindparam("rid"), records.c.current_version == sa.bindparam("old_n"))
+            .values(
+                current_version=sa.bindparam("new_n"),
+                current_hash=sa.bindparam("h"),
+                doi=sa.bindparam("d"),
+                updated_at=now,
+            ),
+            [
+                {"rid": cur.record_id, "old_n": cur.n, "new_n": cur.n + 1, "h": h, "d": rec.doi.lower() or None}
+                for cur, rec, h, _ in changed
+            ],
+        )
+
+    def records_by_pmid(self, tx: Connection, pmids: Iterable[str]) -> dict[str, int]:
+        pmids = list(set(pmids))
+        out: dict[str, int] = {}
+        for i in range(0, len(pmids), _CHUNK):
+            q = sa.select(records.c.id, records.c.key).where(
+                records.c.source == "pubmed", records.c.key.in_(pmids[i : i + _CHUNK])
+            )
+            out.update({row.key: row.id for row in tx.execute(q)})
+        return out
+
+    def find_records(self, tx: Connection, ident: str) -> list[tuple[int, str, str]]:
+        """Records whose PMID, DOI or feed key is `ident`: [(id, source, key)]."""
+        ident = ident.strip()
+        cond = sa.or_(
+            sa.and_(records.c.source == "pubmed", records.c.key == ident),
+            records.c.doi == ident.lower().removeprefix("https://doi.org/").removeprefix("doi:"),
+            sa.and_(records.c.source != "pubmed", records.c.key == ident),
+        )
+        q = sa.select(records.c.id, records.c.source, records.c.key).where(cond).order_by(records.c.id)
+        return [(r.id, r.source, r.key) for r in tx.execute(q)]
+
+    def versions_of(self, tx: Connection, record_id: int) -> list[tuple[int, datetime, dict[str, Any], list[Any]]]:
+        q = sa.select(versions).where(versions.c.record_id == record_id).order_by(versions.c.n)
+        return [(r.n, r.fetched_at, json.loads(r.fields), json.loads(r.changes)) for r in tx.execute(q)]
+
+    def linked_by_doi(self, tx: Connection, dois: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """lower-cased DOI → [(source, key)] of every record carrying it."""
+        dois = [d.lower() for d in set(dois) if d]
+        out: dict[str, list[tuple[str, str]]] = {}
+        for i in range(0, len(dois), _CHUNK):
+            q = sa.select(records.c.doi, records.c.source, records.c.key).where(records.c.doi.in_(dois[i : i + _CHUNK]))
+            for row in tx.execute(q):
+                out.setdefault(row.doi, []).append((row.source, row.key))
+        return out
+
+    # ------------------------------------------------------------------ hits and events
+
+    def hits_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, set[str]]:
+        ids = list(set(record_ids))
+        out: dict[int, set[str]] = {}
+        for i in range(0, len(ids), _CHUNK):
+            q = sa.select(hits.c.record_id, hits.c.query).where(hits.c.record_id.in_(ids[i : i + _CHUNK]))
+            for row in tx.execute(q):
+                out.setdefault(row.record_id, set()).add(row.query)
+        return out
+
+    def add_hits(self, tx: Connection, rows: Sequence[tuple[int, str, tuple[str, ...]]], now: datetime) -> None:
+        if rows:
+            tx.execute(
+                self._insert_ignore(hits, ["record_id", "query"]),
+                [{"record_id": rid, "query": q, "first_seen": now, "terms": dumps(list(t))} for rid, q, t in rows],
+            )
+
+    def add_events(self, tx: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> int:
+        """Insert events (record_id, query, kind, version_n, dedup, detail); an event
+        whose (query, dedup) exists already is skipped. Returns how many are new."""
+        if not rows:
+            return 0
+        before = tx.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
+        tx.execute(
+            self._insert_ignore(events, ["query", "dedup"]),
+            [{**r, "detail": dumps(r.get("detail", {})), "created_at": now} for r in rows],
+        )
+        after = tx.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
+        return int(after - before)
+
+    def _insert_ignore(self, table: sa.Table, conflict: list[str]) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing(index_elements=conflict)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict)
+
+    def pending_events(
+        self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str
+    ) -> list[PendingEvent]:
+        """Events of `queries` and `kinds` not yet bound to a message for (digest, recipient)."""
+        delivered = sa.exists().where(
+            deliveries.c.event_id == events.c.id, deliveries.c.digest == digest, deliveries.c.recipient == recipient
+        )
+        q = (
+            sa.select(events, records.c.source, records.c.key, versions.c.fields, hits.c.terms)
+            .join(records, records.c.id == events.c.record_id)
+            .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
+            .outerjoin(hits, sa.and_(hits.c.record_id == events.c.record_id, hits.c.query == events.c.query))
+            .where(events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered)
+            .order_by(events.c.id)
+        )
+        return [
+            PendingEvent(
+                id=row.id,
+                record_id=row.record_id,
+                query=row.query,
+                kind=row.kind,
+                version_n=row.version_n,
+                detail=json.loads(row.detail),
+                created_at=row.created_at,
+                record=Record.from_fields(row.source, row.key, json.loads(row.fields)),
+                terms=tuple(json.loads(row.terms or "[]")),
+            )
+            for row in tx.execute(q)
+        ]
+
+    def count_pending(self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str) -> int:
+        delivered = sa.exists().where(
+            deliveries.c.event_id == events.c.id, deliveries.c.digest == digest, deliveries.c.recipient == recipient
+        )
+        q = sa.select(sa.func.count()).select_from(events).where(
+            events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered
+        )
+        return int(tx.execute(q).scalar_one())
+
+    # ------------------------------------------------------------------ outbox
+
+    def queue_message(
+        self,
+        tx: Connection,
+        *,
+        digest: str,
+        recipient: str,
+        message_id: str,
+        subject: str,
+        mime: bytes,
+        items: int,
+        event_ids: Sequence[int],
+        now: datetime,
+    ) -> int:
+        """The outbox row and the deliveries binding its events, in the caller's transaction."""
+        oid = tx.execute(
+            sa.insert(outbox).returning(outbox.c.id),
+            {
+                "digest": digest,
+                "recipient": recipient,
+                "message_id": message_id,
+                "subject": subject,
+                "mime": mime,
+                "items": items,
+                "state": "queued",
+                "attempts": 0,
+                "created_at": now,
+            },
+        ).scalar_one()
+        if event_ids:
+            tx.execute(
+                sa.insert(deliveries),
+                [{"event_id": e, "digest": digest, "recipient": recipient, "outbox_id": oid} for e in event_ids],
+            )
+        return int(oid)
+
+    def queued_messages(self, tx: Connection, *, digests: Sequence[str] | None, now: datetime | None) -> list[Any]:
+        q = sa.select(outbox).where(outbox.c.state == "queued").order_by(outbox.c.id)
+        if digests is not None:
+            q = q.where(outbox.c.digest.in_(list(digests)))
+        if now is not None:
+            q = q.where(sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now))
+        return list(tx.execute(q))
+
+    def mark_sent(self, tx: Connection, outbox_id: int, now: datetime) -> None:
+        tx.execute(
+            outbox.update()
+            .where(outbox.c.id == outbox_id)
+            .values(state="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None)
+        )
+
+    def mark_failed(
+        self, tx: Connection, outbox_id: int, error: str, *, permanent: bool, retry_at: datetime | None
+    ) -> None:
+        tx.execute(
+            outbox.update()
+            .where(outbox.c.id == outbox_id)
+            .values(
+                state="failed" if permanent else "queued",
+                attempts=outbox.c.attempts + 1,
+                last_error=error,
+                next_attempt_at=retry_at,
+            )
+        )
+
+    def outbox_summary(self, tx: Connection) -> dict[str, Any]:
+        q = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(outbox.c.state == "queued")
+        count, oldest = tx.execute(q).one()
+        failed = tx.execute(sa.select(sa.func.count()).where(outbox.c.state == "failed")).scalar_one()
+        return {"queued": int(count), "oldest_queued": oldest, "failed": int(failed)}
+
+    def failed_messages(self, tx: Connection, digest: str) -> list[Any]:
+        q = sa.select(outbox.c.recipient, outbox.c.last_error, outbox.c.created_at).where(
+            outbox.c.digest == digest, outbox.c.state == "failed"
+        )
+        return list(tx.execute(q))
+
+    # ------------------------------------------------------------------ digest state
+
+    def digest_state(self, tx: Connection, digest: str) -> Any:
+        return tx.execute(sa.select(digest_state).where(digest_state.c.digest == digest)).first()
+
+    def set_digest_state(self, tx: Connection, digest: str, **values: Any) -> None:
+        self._upsert(tx, digest_state, {"digest": digest}, values)
+
+    # ------------------------------------------------------------------ poll state
+
+    def poll_state(self, tx: Connection, query: str, source: str) -> Any:
+        q = sa.select(poll_state).where(poll_state.c.query == query, poll_state.c.source == source)
+        return tx.execute(q).first()
+
+    def all_poll_states(self, tx: Connection) -> list[Any]:
+        return list(tx.execute(sa.select(poll_state).order_by(poll_state.c.query, poll_state.c.source)))
+
+    def poll_ok(self, tx: Connection, query: str, source: str, now: datetime, **values: Any) -> None:
+        values = {"last_ok": now, "failing_since": None, "polls": poll_state.c.polls + 1, **values}
+        self._upsert(tx, poll_state, {"query": query, "source": source}, values)
+
+    def poll_failed(self, tx: Connection, query: str, source: str, error: str, now: datetime, **values: Any) -> None:
+        row = self.poll_state(tx, query, source)
+        since = row.failing_since if row is not None and row.failing_since is not None else now
+        values = {
+            "last_error": error,
+            "last_error_at": now,
+            "failing_since": since,
+            "errors": poll_state.c.errors + 1,
+            **values,
+        }
+        self._upsert(tx, poll_state, {"query": query, "source": source}, values)
+
+    def _upsert(self, tx: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+        cond = sa.and_(*(table.c[k] == v for k, v in key.items()))
+        if tx.execute(table.update().where(cond).values(**values)).rowcount:
+            return
+        plain = {k: (1 if k in ("polls", "errors") else v) for k, v in values.items()}
+        tx.execute(sa.insert(table).values(**key, **plain))
+
+    def count_records(self, tx: Connection, query: str) -> int:
+        return int(tx.execute(sa.select(sa.func.count()).select_from(hits).where(hits.c.query == query)).scalar_one())
+
+    # ------------------------------------------------------------------ leases
+
+    def try_lease(self, owner: str, task: str, until: datetime, now: datetime) -> bool:
+        """Take or renew `task` for `owner` until `until`, if free or expired. Own transaction."""
+        with self.transaction() as tx:
+            q = sa.select(leases).where(leases.c.task == task)
+            if self.dialect == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            row = tx.execute(q).first()
+            if row is None:
+                try:
+                    with tx.begin_nested():
+                        tx.execute(sa.insert(leases).values(task=task, owner=owner, until=until))
+                except sa.exc.IntegrityError:
+                    return False
+                return True
+            if row.owner != owner and row.until > now:
+                return False
+            tx.execute(leases.update().where(leases.c.task == task).values(owner=owner, until=until))
+            return True
+
+    def release_lease(self, owner: str, task: str) -> None:
+        with self.transaction() as tx:
+            tx.execute(leases.delete().where(leases.c.task == task, leases.c.owner == owner))
+
+
+def _first_line(e: Exception) -> str:
+    return str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e) else type(e).__name__
