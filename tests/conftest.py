@@ -161,14 +161,14 @@ mail:
   directory: {tmp_path / 'outbox'}
   from: "litwatch <litwatch@example.org>"
 """
-    queries = queries or """
+    queries = queries if queries is not None else """
 queries:
   - name: trail
     pubmed: TRAIL
   - name: myeloma
     pubmed: multiple myeloma
 """
-    digests = digests or """
+    digests = digests if digests is not None else """
 digests:
   - name: weekly
     to: [team@example.org, boss@example.org]

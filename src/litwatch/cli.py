@@ -1,0 +1,196 @@
+"""The command line (click). Turns `LitwatchError` into one line on stderr and the
+exit code SPEC.md gives; nothing else here decides anything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy.exc
+
+from . import __version__, logs
+from .config import Settings, find_config, load
+from .errors import ConfigError, LitwatchError, StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(e: LitwatchError) -> None:
+    if isinstance(e, ConfigError):
+        for line in e.problems:
+            click.echo(line, err=True)
+    else:
+        click.echo(f"litwatch: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+def handle_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LitwatchError as e:
+            _fail(e)
+        except sqlalchemy.exc.OperationalError as e:
+            _fail(StoreError(f"database error: {str(e.orig).strip().splitlines()[0] if e.orig else e}"))
+        except KeyboardInterrupt:
+            click.echo("litwatch: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Ctx:
+    def __init__(self, config: str | None, verbose: int) -> None:
+        self.config_arg = config
+        self.verbose = verbose
+
+    def settings(self) -> Settings:
+        return load(find_config(self.config_arg))
+
+    def service(self) -> Any:
+        from .service import Service
+
+        return Service(self.settings())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", metavar="FILE", help="Config file (default: $LITWATCH_CONFIG, else ./litwatch.yaml).")
+@click.option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="litwatch")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, verbose: int) -> None:
+    """litwatch: scheduled literature monitoring with errata and retraction alerts."""
+    logs.setup({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    ctx.obj = Ctx(config, verbose)
+
+
+@main.command()
+@click.option("--online", is_flag=True, help="Also ask PubMed to translate every query and report its warnings.")
+@click.pass_obj
+@handle_errors
+def check(obj: Ctx, online: bool) -> None:
+    """Validate the config. Exit 0 valid, 2 invalid."""
+    settings = obj.settings()
+    click.echo(
+        f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, {len(settings.digests)} digests"
+    )
+    if online:
+        from .sources.eutils import EutilsClient
+
+        client = EutilsClient(settings.pubmed)
+        problems = 0
+        for q in settings.queries:
+            if not q.pubmed:
+                continue
+            r = client.esearch(q.pubmed, what=f"query {q.name}", retmax=0, usehistory=False)
+            click.echo(f"{q.name}: {r.count} records; PubMed reads it as: {r.translation or '(no translation)'}")
+            for w in r.warnings:
+                problems += 1
+                click.echo(f"{q.name}: warning: {w}", err=True)
+        if problems:
+            sys.exit(2)
+
+
+@main.command()
+@click.option("--query", "-q", "queries", multiple=True, metavar="NAME", help="Poll only this query (repeatable).")
+@click.pass_obj
+@handle_errors
+def poll(obj: Ctx, queries: tuple[str, ...]) -> None:
+    """One poll cycle now. Exit 1 if some source failed (the rest is kept)."""
+    service = obj.service()
+    try:
+        results = service.poll(queries)
+    finally:
+        service.close()
+    for r in results:
+        click.echo(r.line())
+        for w in r.warnings:
+            click.echo(f"  warning: {w}", err=True)
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Print the text part; send and mark nothing.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML part here.")
+@click.pass_obj
+@handle_errors
+def digest(obj: Ctx, names: tuple[str, ...], dry_run: bool, html: Path | None) -> None:
+    """Build and deliver digests with undelivered events. Exit 1 if a delivery failed."""
+    service = obj.service()
+    try:
+        results = service.digest(names, dry_run=dry_run, html_path=html)
+    finally:
+        service.close()
+    if dry_run:
+        for r in results:
+            if r.text:
+                click.echo(r.text, nl=False)
+        if not results:
+            click.echo("nothing to send", err=True)
+        return
+    for r in results:
+        click.echo(r.line())
+    if not results:
+        click.echo("nothing to send")
+    if any(r.error for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_obj
+@handle_errors
+def run(obj: Ctx) -> None:
+    """Run the scheduler until SIGTERM/SIGINT."""
+    if obj.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    from .scheduler import run_forever
+
+    sys.exit(run_forever(obj.config_arg))
+
+
+@main.command()
+@click.argument("ident")
+@click.pass_obj
+@handle_errors
+def history(obj: Ctx, ident: str) -> None:
+    """Every stored version of a record (PMID, DOI or feed entry id) with diffs."""
+    from .report import format_history
+
+    service = obj.service()
+    try:
+        found = service.history(ident)
+    finally:
+        service.close()
+    click.echo(format_history(found), nl=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@handle_errors
+def status(obj: Ctx, as_json: bool) -> None:
+    """Per query, feed and digest: last success, errors, next run; the outbox."""
+    service = obj.service()
+    try:
+        st = service.status()
+    finally:
+        service.close()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    from .report import format_status
+
+    click.echo(format_status(st), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

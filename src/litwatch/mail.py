@@ -1,0 +1,182 @@
+"""Mail: building the `EmailMessage` (stable Message-ID, List-Id, Auto-Submitted) and
+the transports: SMTP (starttls | ssl | none, AUTH, one connection per run) and file
+(one .eml per message, written atomically). Errors become `DeliveryError`, temporary
+(4xx, refused connection: retry later) or permanent (5xx for a recipient)."""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import socket
+import ssl
+import tempfile
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from .config import MailSettings
+from .errors import DeliveryError
+
+
+def build_message(
+    *, mail: MailSettings, digest: str, recipient: str, subject: str, text: str, html: str | None
+) -> EmailMessage:
+    sender_domain = parseaddr(mail.from_)[1].rpartition("@")[2] or "localhost"
+    msg = EmailMessage()
+    msg["From"] = mail.from_
+    msg["To"] = recipient
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    # Fixed now, stored in the outbox: a message re-sent after a crash keeps it (RFC 5322 §3.6.4).
+    msg["Message-ID"] = make_msgid(idstring=f"litwatch.{_token(digest)}", domain=sender_domain)
+    msg["List-Id"] = mail.list_id or f"{digest} <{_token(digest)}.litwatch.{sender_domain}>"
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
+    msg["X-Litwatch-Digest"] = digest
+    msg.set_content(text, cte="quoted-printable")
+    if html is not None:
+        msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    return msg
+
+
+def _token(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "-", name)
+
+
+class Transport(Protocol):
+    def __enter__(self) -> Transport: ...
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+
+    def send(self, mime: bytes, recipient: str, message_id: str) -> None: ...
+
+
+def transport_for(mail: MailSettings) -> Transport:
+    if mail.transport == "file":
+        return FileTransport(Path(mail.directory))
+    return SmtpTransport(mail)
+
+
+class FileTransport:
+    """One `<message-id>.eml` per message. A re-send overwrites the same file, so a
+    crash between writing and marking cannot leave two copies."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __enter__(self) -> FileTransport:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DeliveryError(f"cannot create mail directory {self.directory}: {e.strerror}") from None
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    def send(self, mime: bytes, recipient: str, message_id: str) -> None:
+        name = re.sub(r"[^A-Za-z0-9.@_-]", "_", message_id.strip("<>")) + ".eml"
+        target = self.directory / name
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
+            with os.fdopen(fd, "wb") as f:
+                f.write(mime)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError as e:
+            raise DeliveryError(f"cannot write {target}: {e.strerror}") from None
+
+
+class SmtpTransport:
+    """One SMTP connection for a whole digest run, opened at the first message."""
+
+    def __init__(self, mail: MailSettings) -> None:
+        self.mail = mail
+        self.smtp: smtplib.SMTP | None = None
+
+    @property
+    def where(self) -> str:
+        user = f"{self.mail.username}@" if self.mail.username else ""
+        return f"smtp://{user}{self.mail.host}:{self.mail.smtp_port}"
+
+    def __enter__(self) -> SmtpTransport:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self.smtp.close()
+            self.smtp = None
+
+    def _connect(self) -> smtplib.SMTP:
+        m = self.mail
+        assert m.host
+        context = ssl.create_default_context()
+        try:
+            smtp: smtplib.SMTP
+            if m.security == "ssl":
+                smtp = smtplib.SMTP_SSL(m.host, m.smtp_port, timeout=m.timeout, context=context)
+            else:
+                smtp = smtplib.SMTP(m.host, m.smtp_port, timeout=m.timeout)
+                if m.security == "starttls":
+                    smtp.starttls(context=context)
+            if m.username:
+                password = m.password.get_secret_value() if m.password else ""
+                smtp.login(m.username, password)
+        except smtplib.SMTPAuthenticationError as e:
+            raise DeliveryError(f"{self.where}: login refused ({e.smtp_code}); check mail.username and mail.password") from None
+        except smtplib.SMTPNotSupportedError as e:
+            raise DeliveryError(f"{self.where}: {e}; check mail.security") from None
+        except (smtplib.SMTPException, OSError, ssl.SSLError) as e:
+            raise DeliveryError(f"{self.where}: cannot connect: {_describe(e)}") from None
+        return smtp
+
+    def send(self, mime: bytes, recipient: str, message_id: str) -> None:
+        if self.smtp is None:
+            self.smtp = self._connect()
+        sender = parseaddr(self.mail.from_)[1]
+        try:
+            refused = self.smtp.sendmail(sender, [recipient], mime)
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = next(iter(e.recipients.values()))
+            raise DeliveryError(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500) from None
+        except smtplib.SMTPResponseException as e:
+            self._drop()
+            raise DeliveryError(
+                f"{self.where}: sending to {recipient} failed: {e.smtp_code} {_text(e.smtp_error)}",
+                permanent=e.smtp_code >= 500,
+            ) from None
+        except (smtplib.SMTPException, OSError) as e:
+            self._drop()
+            raise DeliveryError(f"{self.where}: sending to {recipient} failed: {_describe(e)}") from None
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise DeliveryError(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500)
+
+    def _drop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(e, smtplib.SMTPServerDisconnected):
+        return "server closed the connection"
+    return f"{type(e).__name__}: {e}"
+
+
+__all__ = ["Address", "DeliveryError", "FileTransport", "SmtpTransport", "build_message", "transport_for"]

@@ -1,0 +1,55 @@
+"""Plain-text reports for the terminal: `history` and `status`. Formatting only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _value(v: Any, limit: int = 300) -> str:
+    if v is None or v == "" or v == []:
+        return "(none)"
+    if isinstance(v, list):
+        text = "; ".join(" ".join(map(str, x)) if isinstance(x, list) else str(x) for x in v)
+    else:
+        text = str(v)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_history(found: list[dict[str, Any]]) -> str:
+    out = []
+    for rec in found:
+        out.append(f"{rec['source']} {rec['key']}: {len(rec['versions'])} version(s)")
+        for n, fetched_at, fields, changes in rec["versions"]:
+            title = fields.get("title", "")
+            out.append(f"  v{n}  {fetched_at:%Y-%m-%d %H:%M:%S}Z  {_value(title, 90) if n == 1 else ''}".rstrip())
+            for fname, old, new in changes:
+                out.append(f"      {fname}: {_value(old)}")
+                out.append(f"      {' ' * len(fname)}→ {_value(new)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def format_status(st: dict[str, Any]) -> str:
+    out = ["Queries:"]
+    for q in st["queries"]:
+        line = f"  {q['name']}: last success {q['last_success'] or 'never'}, next {q['next_run'] or '-'}, {q['records']} records"
+        out.append(line)
+        if q["last_error"]:
+            out.append(f"    failing since {q['failing_since']}: {q['last_error']}")
+    if st["feeds"]:
+        out.append("Feeds:")
+        for f in st["feeds"]:
+            state = "DISABLED" if f["disabled"] else f"last success {f['last_success'] or 'never'}"
+            out.append(f"  {f['name']}: {state}")
+            if f["last_error"]:
+                out.append(f"    failing since {f['failing_since']}: {f['last_error']}")
+    out.append("Digests:")
+    for d in st["digests"]:
+        out.append(
+            f"  {d['name']}: last sent {d['last_sent'] or 'never'}, {d['pending_events']} pending events, next {d['next_run'] or '-'}"
+            + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
+        )
+    box = st["outbox"]
+    out.append(f"Outbox: {box['queued']} queued" + (f", oldest {box['oldest_queued']}" if box["oldest_queued"] else "") + (f", {box['failed']} failed" if box["failed"] else ""))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,150 @@
+"""Config loading: every mistake names file, line and key path; `check` exits 2 with
+one line per problem and never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, write_config
+
+from litwatch.config import load, loads, parse_every
+from litwatch.errors import ConfigError
+
+GOOD = """
+database: sqlite:///x.db
+pubmed:
+  email: me@example.org
+mail:
+  transport: smtp
+  host: localhost
+  port: 2525
+  security: none
+  from: "litwatch <lw@example.org>"
+feeds:
+  - name: fda
+    url: https://example.org/rss.xml
+    approvals: true
+queries:
+  - name: trail
+    pubmed: TRAIL[tiab]
+    feeds: [fda]
+    match: 'TRAIL OR "death receptor 5"'
+    every: 6h
+  - name: mm
+    pubmed: myeloma
+    cron: "0 */6 * * *"
+digests:
+  - name: weekly
+    to: [team@example.org]
+    queries: [trail, mm]
+    cron: "0 7 * * MON"
+timezone: Europe/Berlin
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        loads(text, "cfg.yaml", env or {})
+    return info.value.problems
+
+
+def test_good_config_loads_frozen() -> None:
+    s = loads(GOOD, "cfg.yaml", {})
+    assert s.query("trail").interval is not None and s.query("trail").interval.total_seconds() == 6 * 3600
+    assert s.query("trail").matcher is not None
+    assert s.mail.smtp_port == 2525
+    assert s.feed("fda").approvals
+    with pytest.raises(Exception):
+        s.database = "other"  # type: ignore[misc]
+
+
+def test_example_config_is_valid() -> None:
+    s = load(Path(__file__).resolve().parents[1] / "config" / "litwatch.yaml", env={})
+    assert {q.name for q in s.queries} == {"trail-agonists", "multiple-myeloma"}
+    assert s.mail.transport == "file"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("  every: 6h\n", "  every: 6x\n", "cfg.yaml:20: queries[0].every: '6x' is not an interval"),
+        ('    cron: "0 */6 * * *"', '    cron: "0 */6 * *"', "cfg.yaml:24: queries[1].cron: '0 */6 * *' is not a cron expression"),
+        ("  port: 2525", "  port: 99999", "cfg.yaml:8: mail.port: Input should be less than or equal to 65535"),
+        ("    to: [team@example.org]", "    to: [team-at-example.org]", "cfg.yaml:27: digests[0].to: 'team-at-example.org' is not an e-mail address"),
+        ("    queries: [trail, mm]", "    queries: [trail, mn]", "cfg.yaml:28: digests[0].queries[1]: unknown query 'mn'; did you mean 'mm'?"),
+        ("    feeds: [fda]", "    feeds: [fdx]", "cfg.yaml:17: queries[0].feeds[0]: unknown feed 'fdx'; did you mean 'fda'?"),
+        ("  email: me@example.org", "  emial: me@example.org", "cfg.yaml:4: pubmed.emial: unknown key 'emial'; did you mean 'email'?"),
+        ("timezone: Europe/Berlin", "timezone: Mars/Olympus", "cfg.yaml:30: timezone: 'Mars/Olympus' is not a time zone name"),
+        ("  security: none", "  security: tls", "cfg.yaml:9: mail.security: 'tls' is not one of"),
+        ("    match: 'TRAIL OR \"death receptor 5\"'", "    match: 'TRAIL OR (DR5'", "cfg.yaml:18: queries[0].match: syntax error at column"),
+    ],
+)
+def test_each_mistake_names_file_line_key(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_query_needs_a_source() -> None:
+    text = GOOD.replace("    pubmed: myeloma\n", "")
+    found = problems(text)
+    assert any(p.startswith("cfg.yaml:22: queries[1]: a query needs `pubmed`, or `feeds` with `match`") for p in found), found
+
+
+def test_unknown_top_level_key_suggests() -> None:
+    found = problems(GOOD + "digest:\n  - name: x\n")
+    assert any("unknown key 'digest'; did you mean 'digests'?" in p and p.startswith("cfg.yaml:31:") for p in found), found
+
+
+def test_unset_variable_is_named() -> None:
+    found = problems(GOOD.replace("host: localhost", "host: ${SMTP_HOST}"))
+    assert found == ["cfg.yaml:7: mail.host: environment variable SMTP_HOST is not set"]
+
+
+def test_variables_interpolate_and_default() -> None:
+    s = loads(GOOD.replace("host: localhost", "host: ${SMTP_HOST}").replace("2525", "${PORT:-2526}"), "c", {"SMTP_HOST": "mx"})
+    assert s.mail.host == "mx" and s.mail.smtp_port == 2526
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    found = problems("queries:\n  - name: x\n   pubmed: [unclosed\n")
+    assert len(found) == 1 and found[0].startswith("cfg.yaml:3: YAML syntax error"), found
+
+
+def test_all_problems_reported_at_once() -> None:
+    text = GOOD.replace("every: 6h", "every: soon").replace("port: 2525", "port: 0")
+    assert len(problems(text)) == 2
+
+
+def test_secrets_are_hidden_in_repr() -> None:
+    s = loads(GOOD.replace("host: localhost", "host: localhost\n  username: u\n  password: ${PW}"), "c", {"PW": "hunter2"})
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("6h", 21600), ("1d", 86400), ("2w", 1209600)])
+def test_every(text: str, seconds: int) -> None:
+    assert parse_every(text).total_seconds() == seconds
+
+
+def test_check_command_exit_codes(tmp_path: Path) -> None:
+    good = write_config(tmp_path, GOOD, "good.yaml")
+    r = run_cli("--config", str(good), "check")
+    assert r.returncode == 0, r.stderr
+    bad = write_config(tmp_path, GOOD.replace("every: 6h", "every: 6x").replace("port: 2525", "port: 0"), "bad.yaml")
+    r = run_cli("--config", str(bad), "check")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{bad}:") for line in lines), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_config_discovery(tmp_path: Path) -> None:
+    write_config(tmp_path, GOOD, "litwatch.yaml")
+    other = write_config(tmp_path, GOOD.replace("every: 6h", "every: 6x"), "env.yaml")
+    assert run_cli("check", cwd=tmp_path).returncode == 0  # ./litwatch.yaml
+    assert run_cli("check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)}).returncode == 2
+    r = run_cli("--config", "litwatch.yaml", "check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)})
+    assert r.returncode == 0  # --config wins
+    r = run_cli("--config", "missing.yaml", "check", cwd=tmp_path)
+    assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr and "Traceback" not in r.stderr
