@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from fake_eutils import FakeEutils
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -121,7 +122,7 @@ def smtp() -> Iterator[Any]:
 
     received = Received()
     handler = _Handler(received, {})
-    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     controller.received = received  # type: ignore[attr-defined]
     controller.handler = handler
@@ -132,7 +133,15 @@ def smtp() -> Iterator[Any]:
 
 
 def smtp_port(controller: Any) -> int:
-    return int(controller.server.sockets[0].getsockname()[1])
+    return int(controller.port)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- config & CLI
@@ -155,25 +164,36 @@ def basic_config(
     extra: str = "",
 ) -> Path:
     db = db or f"sqlite:///{tmp_path / 'litwatch.db'}"
-    mail = mail or f"""
+    mail = (
+        mail
+        or f"""
 mail:
   transport: file
-  directory: {tmp_path / 'outbox'}
+  directory: {tmp_path / "outbox"}
   from: "litwatch <litwatch@example.org>"
 """
-    queries = queries if queries is not None else """
+    )
+    queries = (
+        queries
+        if queries is not None
+        else """
 queries:
   - name: trail
     pubmed: TRAIL
   - name: myeloma
     pubmed: multiple myeloma
 """
-    digests = digests if digests is not None else """
+    )
+    digests = (
+        digests
+        if digests is not None
+        else """
 digests:
   - name: weekly
     to: [team@example.org, boss@example.org]
     queries: [trail, myeloma]
 """
+    )
     body = f"""
 database: "{db}"
 pubmed:
@@ -190,7 +210,9 @@ pubmed:
     return write_config(tmp_path, body)
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `litwatch` as a user would: a real subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

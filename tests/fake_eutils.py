@@ -226,7 +226,7 @@ def article_xml(
     year: str = "2026",
 ) -> str:
     author_xml = "".join(
-        f"<Author ValidYN=\"Y\"><LastName>{escape(a.split(' ')[0])}</LastName><Initials>{escape(a.split(' ')[-1])}</Initials></Author>"
+        f'<Author ValidYN="Y"><LastName>{escape(a.split(" ")[0])}</LastName><Initials>{escape(a.split(" ")[-1])}</Initials></Author>'
         for a in authors
     )
     pt_xml = "".join(f'<PublicationType UI="D000000">{escape(p)}</PublicationType>' for p in pubtypes)
@@ -241,11 +241,11 @@ def article_xml(
     doi_xml = f'<ArticleId IdType="doi">{escape(doi)}</ArticleId>' if doi else ""
     return (
         f'<PubmedArticle><MedlineCitation Status="{status}" Owner="NLM"><PMID Version="1">{pmid}</PMID>'
-        f"<Article PubModel=\"Print\"><Journal><JournalIssue CitedMedium=\"Internet\"><Volume>1</Volume>"
+        f'<Article PubModel="Print"><Journal><JournalIssue CitedMedium="Internet"><Volume>1</Volume>'
         f"<PubDate><Year>{year}</Year><Month>Jan</Month></PubDate></JournalIssue><Title>{escape(journal)}</Title></Journal>"
         f"<ArticleTitle>{escape(title)}</ArticleTitle>{abstract_xml}<AuthorList>{author_xml}</AuthorList>"
         f"<PublicationTypeList>{pt_xml}</PublicationTypeList></Article>{mesh_xml}{cc_xml}</MedlineCitation>"
-        f"<PubmedData><History><PubMedPubDate PubStatus=\"entrez\"><Year>{year}</Year><Month>1</Month><Day>2</Day></PubMedPubDate></History>"
-        f"<PublicationStatus>ppublish</PublicationStatus><ArticleIdList><ArticleId IdType=\"pubmed\">{pmid}</ArticleId>{doi_xml}</ArticleIdList></PubmedData>"
+        f'<PubmedData><History><PubMedPubDate PubStatus="entrez"><Year>{year}</Year><Month>1</Month><Day>2</Day></PubMedPubDate></History>'
+        f'<PublicationStatus>ppublish</PublicationStatus><ArticleIdList><ArticleId IdType="pubmed">{pmid}</ArticleId>{doi_xml}</ArticleIdList></PubmedData>'
         "</PubmedArticle>"
     )

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_config
 
+from conftest import run_cli, write_config
 from litwatch.config import load, loads, parse_every
 from litwatch.errors import ConfigError
 
@@ -69,15 +69,43 @@ def test_example_config_is_valid() -> None:
     ("old", "new", "expected"),
     [
         ("  every: 6h\n", "  every: 6x\n", "cfg.yaml:20: queries[0].every: '6x' is not an interval"),
-        ('    cron: "0 */6 * * *"', '    cron: "0 */6 * *"', "cfg.yaml:24: queries[1].cron: '0 */6 * *' is not a cron expression"),
+        (
+            '    cron: "0 */6 * * *"',
+            '    cron: "0 */6 * *"',
+            "cfg.yaml:24: queries[1].cron: '0 */6 * *' is not a cron expression",
+        ),
         ("  port: 2525", "  port: 99999", "cfg.yaml:8: mail.port: Input should be less than or equal to 65535"),
-        ("    to: [team@example.org]", "    to: [team-at-example.org]", "cfg.yaml:27: digests[0].to: 'team-at-example.org' is not an e-mail address"),
-        ("    queries: [trail, mm]", "    queries: [trail, mn]", "cfg.yaml:28: digests[0].queries[1]: unknown query 'mn'; did you mean 'mm'?"),
-        ("    feeds: [fda]", "    feeds: [fdx]", "cfg.yaml:17: queries[0].feeds[0]: unknown feed 'fdx'; did you mean 'fda'?"),
-        ("  email: me@example.org", "  emial: me@example.org", "cfg.yaml:4: pubmed.emial: unknown key 'emial'; did you mean 'email'?"),
-        ("timezone: Europe/Berlin", "timezone: Mars/Olympus", "cfg.yaml:30: timezone: 'Mars/Olympus' is not a time zone name"),
+        (
+            "    to: [team@example.org]",
+            "    to: [team-at-example.org]",
+            "cfg.yaml:27: digests[0].to: 'team-at-example.org' is not an e-mail address",
+        ),
+        (
+            "    queries: [trail, mm]",
+            "    queries: [trail, mn]",
+            "cfg.yaml:28: digests[0].queries[1]: unknown query 'mn'; did you mean 'mm'?",
+        ),
+        (
+            "    feeds: [fda]",
+            "    feeds: [fdx]",
+            "cfg.yaml:17: queries[0].feeds[0]: unknown feed 'fdx'; did you mean 'fda'?",
+        ),
+        (
+            "  email: me@example.org",
+            "  emial: me@example.org",
+            "cfg.yaml:4: pubmed.emial: unknown key 'emial'; did you mean 'email'?",
+        ),
+        (
+            "timezone: Europe/Berlin",
+            "timezone: Mars/Olympus",
+            "cfg.yaml:30: timezone: 'Mars/Olympus' is not a time zone name",
+        ),
         ("  security: none", "  security: tls", "cfg.yaml:9: mail.security: 'tls' is not one of"),
-        ("    match: 'TRAIL OR \"death receptor 5\"'", "    match: 'TRAIL OR (DR5'", "cfg.yaml:18: queries[0].match: syntax error at column"),
+        (
+            "    match: 'TRAIL OR \"death receptor 5\"'",
+            "    match: 'TRAIL OR (DR5'",
+            "cfg.yaml:18: queries[0].match: syntax error at column",
+        ),
     ],
 )
 def test_each_mistake_names_file_line_key(old: str, new: str, expected: str) -> None:
@@ -89,12 +117,16 @@ def test_each_mistake_names_file_line_key(old: str, new: str, expected: str) -> 
 def test_query_needs_a_source() -> None:
     text = GOOD.replace("    pubmed: myeloma\n", "")
     found = problems(text)
-    assert any(p.startswith("cfg.yaml:22: queries[1]: a query needs `pubmed`, or `feeds` with `match`") for p in found), found
+    assert any(
+        p.startswith("cfg.yaml:22: queries[1]: a query needs `pubmed`, or `feeds` with `match`") for p in found
+    ), found
 
 
 def test_unknown_top_level_key_suggests() -> None:
     found = problems(GOOD + "digest:\n  - name: x\n")
-    assert any("unknown key 'digest'; did you mean 'digests'?" in p and p.startswith("cfg.yaml:31:") for p in found), found
+    assert any("unknown key 'digest'; did you mean 'digests'?" in p and p.startswith("cfg.yaml:31:") for p in found), (
+        found
+    )
 
 
 def test_unset_variable_is_named() -> None:
@@ -103,7 +135,9 @@ def test_unset_variable_is_named() -> None:
 
 
 def test_variables_interpolate_and_default() -> None:
-    s = loads(GOOD.replace("host: localhost", "host: ${SMTP_HOST}").replace("2525", "${PORT:-2526}"), "c", {"SMTP_HOST": "mx"})
+    s = loads(
+        GOOD.replace("host: localhost", "host: ${SMTP_HOST}").replace("2525", "${PORT:-2526}"), "c", {"SMTP_HOST": "mx"}
+    )
     assert s.mail.host == "mx" and s.mail.smtp_port == 2526
 
 
@@ -118,11 +152,15 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_secrets_are_hidden_in_repr() -> None:
-    s = loads(GOOD.replace("host: localhost", "host: localhost\n  username: u\n  password: ${PW}"), "c", {"PW": "hunter2"})
+    s = loads(
+        GOOD.replace("host: localhost", "host: localhost\n  username: u\n  password: ${PW}"), "c", {"PW": "hunter2"}
+    )
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("6h", 21600), ("1d", 86400), ("2w", 1209600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("15m", 900), ("6h", 21600), ("1d", 86400), ("2w", 1209600)]
+)
 def test_every(text: str, seconds: int) -> None:
     assert parse_every(text).total_seconds() == seconds
 

@@ -124,7 +124,9 @@ def test_notice_targets(pubtypes: tuple[str, ...], links: tuple[Link, ...], targ
 
 
 def test_notice_and_gained_link_share_dedup() -> None:
-    notice = Record(source=PUBMED, key="300", title="Erratum", pubtypes=("Published Erratum",), links=(Link("ErratumFor", "100"),))
+    notice = Record(
+        source=PUBMED, key="300", title="Erratum", pubtypes=("Published Erratum",), links=(Link("ErratumFor", "100"),)
+    )
     via_notice = ev.notice_event("erratum", BASE, notice)
     gained = replace(BASE, links=(*BASE.links, Link("ErratumIn", "300")))
     (via_link,) = ev.classify_change(BASE, gained, ev.diff(BASE, gained), 2)

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 import pytest
-from fake_eutils import article_xml
 
+from fake_eutils import article_xml
 from litwatch.errors import ParseError
 from litwatch.parse.pubmed import parse_pubmed
 
@@ -67,9 +67,14 @@ def test_inline_markup_kept_as_text_and_structured_abstract() -> None:
 
 
 def test_collective_author_and_medline_date() -> None:
-    xml = article_xml("2", authors=("Smith J",)).replace(
-        "</AuthorList>", "<Author><CollectiveName>MM Study Group</CollectiveName></Author></AuthorList>"
-    ).replace("<PubDate><Year>2026</Year><Month>Jan</Month></PubDate>", "<PubDate><MedlineDate>2023 Dec-2024 Jan</MedlineDate></PubDate>")
+    xml = (
+        article_xml("2", authors=("Smith J",))
+        .replace("</AuthorList>", "<Author><CollectiveName>MM Study Group</CollectiveName></Author></AuthorList>")
+        .replace(
+            "<PubDate><Year>2026</Year><Month>Jan</Month></PubDate>",
+            "<PubDate><MedlineDate>2023 Dec-2024 Jan</MedlineDate></PubDate>",
+        )
+    )
     (r,) = parse_pubmed(wrap(xml))
     assert r.authors == ("Smith J", "MM Study Group")
     assert r.pub_date == "2023 Dec-2024 Jan"
@@ -77,14 +82,14 @@ def test_collective_author_and_medline_date() -> None:
 
 def test_book_article_does_not_crash() -> None:
     book = (
-        "<PubmedBookArticle><BookDocument><PMID Version=\"1\">20301295</PMID>"
-        "<ArticleIdList><ArticleId IdType=\"bookaccession\">NBK1116</ArticleId></ArticleIdList>"
+        '<PubmedBookArticle><BookDocument><PMID Version="1">20301295</PMID>'
+        '<ArticleIdList><ArticleId IdType="bookaccession">NBK1116</ArticleId></ArticleIdList>'
         "<Book><Publisher><PublisherName>UW</PublisherName></Publisher><BookTitle>GeneReviews</BookTitle>"
         "<PubDate><Year>1993</Year></PubDate></Book><ArticleTitle>Myeloma genetics</ArticleTitle>"
         "<AuthorList><Author><LastName>Adam</LastName><Initials>MP</Initials></Author></AuthorList>"
-        "<PublicationType UI=\"D000\">Review</PublicationType></BookDocument>"
-        "<PubmedBookData><History><PubMedPubDate PubStatus=\"entrez\"><Year>2010</Year><Month>3</Month><Day>20</Day></PubMedPubDate></History>"
-        "<PublicationStatus>ppublish</PublicationStatus><ArticleIdList><ArticleId IdType=\"pubmed\">20301295</ArticleId></ArticleIdList></PubmedBookData>"
+        '<PublicationType UI="D000">Review</PublicationType></BookDocument>'
+        '<PubmedBookData><History><PubMedPubDate PubStatus="entrez"><Year>2010</Year><Month>3</Month><Day>20</Day></PubMedPubDate></History>'
+        '<PublicationStatus>ppublish</PublicationStatus><ArticleIdList><ArticleId IdType="pubmed">20301295</ArticleId></ArticleIdList></PubmedBookData>'
         "</PubmedBookArticle>"
     )
     (r,) = list(parse_pubmed(wrap(book)))
@@ -115,9 +120,11 @@ def test_bad_documents_raise_parse_error(body: bytes, message: str) -> None:
 
 
 def test_entity_bomb_refused() -> None:
-    bomb = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">' + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">'.encode() for i in range(3, 10)
-    ) + b"]><PubmedArticleSet><PubmedArticle>&lol9;</PubmedArticle></PubmedArticleSet>"
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+        + b"".join(f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">'.encode() for i in range(3, 10))
+        + b"]><PubmedArticleSet><PubmedArticle>&lol9;</PubmedArticle></PubmedArticleSet>"
+    )
     with pytest.raises(ParseError, match="entity"):
         list(parse_pubmed(bomb))
 

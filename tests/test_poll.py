@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import Fault, FakeEutils
 
+from conftest import TODAY, basic_config, run_cli
+from fake_eutils import FakeEutils, Fault
 from litwatch.config import load
 from litwatch.service import Service
 
@@ -21,11 +21,23 @@ def service(cfg: Path) -> Service:
 
 def seed(fake: FakeEutils, n_trail: int = 350, n_mm: int = 300, overlap: int = 50) -> None:
     for i in range(n_trail):
-        fake.add(str(10_000 + i), terms="TRAIL", edat=TODAY - timedelta(days=i % 20), title=f"TRAIL paper {i}", doi=f"10.1/t{i}")
+        fake.add(
+            str(10_000 + i),
+            terms="TRAIL",
+            edat=TODAY - timedelta(days=i % 20),
+            title=f"TRAIL paper {i}",
+            doi=f"10.1/t{i}",
+        )
     for i in range(n_mm):
         pmid = str(10_000 + i) if i < overlap else str(20_000 + i)
         terms = {"TRAIL", "multiple myeloma"} if i < overlap else "multiple myeloma"
-        fake.add(pmid, terms=terms, edat=TODAY - timedelta(days=i % 20), title=f"Myeloma paper {i}" if i >= overlap else f"TRAIL paper {i}", doi=f"10.1/t{i}" if i < overlap else "")
+        fake.add(
+            pmid,
+            terms=terms,
+            edat=TODAY - timedelta(days=i % 20),
+            title=f"Myeloma paper {i}" if i >= overlap else f"TRAIL paper {i}",
+            doi=f"10.1/t{i}" if i < overlap else "",
+        )
 
 
 def table_count(db: Path, table: str) -> int:
@@ -67,7 +79,11 @@ def test_history_server_batches(tmp_path: Path, eutils: FakeEutils) -> None:
     svc.close()
     assert res.new == 1200
     fetches = [r for r in eutils.requests if r.utility == "efetch"]
-    assert [(f.params["retstart"], f.params["retmax"]) for f in fetches] == [("0", "500"), ("500", "500"), ("1000", "500")]
+    assert [(f.params["retstart"], f.params["retmax"]) for f in fetches] == [
+        ("0", "500"),
+        ("500", "500"),
+        ("1000", "500"),
+    ]
     assert all("WebEnv" in f.params and f.params["query_key"] == "1" for f in fetches)
 
 
@@ -120,14 +136,24 @@ def test_retries_on_429_and_5xx_honouring_retry_after(tmp_path: Path, eutils: Fa
     [
         (Fault("efetch", 200, body=b"<PubmedArticleSet><PubmedArticle><MedlineCitation>"), "malformed XML"),
         (Fault("efetch", 400, body=b"bad request"), "HTTP 400"),
-        (Fault("esearch", 200, body=b"<eSearchResult><ERROR>Invalid query</ERROR></eSearchResult>"), "PubMed refused the search: Invalid query"),
+        (
+            Fault("esearch", 200, body=b"<eSearchResult><ERROR>Invalid query</ERROR></eSearchResult>"),
+            "PubMed refused the search: Invalid query",
+        ),
         (Fault("efetch", huge=200_000_000), "response larger than 1 MB"),
     ],
     ids=["malformed", "http-400", "esearch-error", "huge-response"],
 )
-def test_failed_fetch_stores_nothing_and_exits_1(tmp_path: Path, eutils: FakeEutils, fault: Fault, message: str) -> None:
+def test_failed_fetch_stores_nothing_and_exits_1(
+    tmp_path: Path, eutils: FakeEutils, fault: Fault, message: str
+) -> None:
     seed(eutils, 30, 0, 0)
-    cfg = basic_config(tmp_path, eutils.url, queries="queries:\n  - name: trail\n    pubmed: TRAIL\n  - name: other\n    pubmed: other\n", digests="")
+    cfg = basic_config(
+        tmp_path,
+        eutils.url,
+        queries="queries:\n  - name: trail\n    pubmed: TRAIL\n  - name: other\n    pubmed: other\n",
+        digests="",
+    )
     cfg.write_text(cfg.read_text().replace("  timeout: 5\n", "  timeout: 5\n  max_response_mb: 1\n"))
     r = run_cli("--config", str(cfg), "poll", "--query", "trail")
     assert r.returncode == 0, r.stderr
@@ -165,7 +191,11 @@ def test_ten_thousand_cap_splits_the_window(tmp_path: Path, eutils: FakeEutils) 
 def test_api_key_sent_and_never_printed(tmp_path: Path, eutils: FakeEutils) -> None:
     seed(eutils, 3, 0, 0)
     cfg = basic_config(tmp_path, eutils.url, queries="queries:\n  - name: trail\n    pubmed: TRAIL\n", digests="")
-    cfg.write_text(cfg.read_text().replace("  email: test@example.org\n", "  email: test@example.org\n  api_key: ${NCBI_API_KEY}\n"))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "  email: test@example.org\n", "  email: test@example.org\n  api_key: ${NCBI_API_KEY}\n"
+        )
+    )
     eutils.faults.append(Fault("efetch", 404))
     r = run_cli("--config", str(cfg), "-vv", "poll", env={"NCBI_API_KEY": "sekrit-key-123"})
     assert r.returncode == 1

@@ -228,9 +228,7 @@ class DigestSettings(Schedule):
     name: str
     to: tuple[str, ...]
     queries: tuple[str, ...]
-    events: tuple[Literal["new", "approval", "erratum", "retraction", "concern", "update"], ...] = (
-        EVENT_KINDS  # type: ignore[assignment]
-    )
+    events: tuple[Literal["new", "approval", "erratum", "retraction", "concern", "update"], ...] = EVENT_KINDS  # type: ignore[assignment]
     max_items: int = Field(200, ge=1, le=100000)
     subject: str | None = None  # optional prefix; default: the digest's name
 
@@ -356,7 +354,7 @@ def _convert(node: yaml.Node, path: Path_, lines: _Lines, env: dict[str, str], p
     if isinstance(node, yaml.SequenceNode):
         return [_convert(v, (*path, i), lines, env, problems, file) for i, v in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
-    value = yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+    value = yaml.SafeLoader("").construct_object(node)
     if isinstance(value, str):
         value = _interpolate(value, node.start_mark.line + 1, path, env, problems, file)
     return value
@@ -428,7 +426,9 @@ def loads(text: str, file: str = "<config>", env: Any = None) -> Settings:
         except yaml.YAMLError as e:
             raise ConfigError([config_problem(file, None, "", f"YAML error: {e}")]) from None
     if not isinstance(data, dict):
-        raise ConfigError([config_problem(file, 1, "", "the config must be a mapping of keys (database, pubmed, queries, ...)")])
+        raise ConfigError(
+            [config_problem(file, 1, "", "the config must be a mapping of keys (database, pubmed, queries, ...)")]
+        )
     if problems:
         raise ConfigError(problems)
     try:

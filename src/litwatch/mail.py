@@ -130,7 +130,9 @@ class SmtpTransport:
                 password = m.password.get_secret_value() if m.password else ""
                 smtp.login(m.username, password)
         except smtplib.SMTPAuthenticationError as e:
-            raise DeliveryError(f"{self.where}: login refused ({e.smtp_code}); check mail.username and mail.password") from None
+            raise DeliveryError(
+                f"{self.where}: login refused ({e.smtp_code}); check mail.username and mail.password"
+            ) from None
         except smtplib.SMTPNotSupportedError as e:
             raise DeliveryError(f"{self.where}: {e}; check mail.security") from None
         except (smtplib.SMTPException, OSError, ssl.SSLError) as e:
@@ -145,7 +147,9 @@ class SmtpTransport:
             refused = self.smtp.sendmail(sender, [recipient], mime)
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
-            raise DeliveryError(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500) from None
+            raise DeliveryError(
+                f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500
+            ) from None
         except smtplib.SMTPResponseException as e:
             self._drop()
             raise DeliveryError(

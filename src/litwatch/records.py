@@ -118,11 +118,7 @@ class Record:
         return f"https://doi.org/{self.doi}" if self.doi else ""
 
 
-FIELD_NAMES = tuple(
-    f
-    for f in Record.__dataclass_fields__
-    if f not in ("source", "key")
-)
+FIELD_NAMES = tuple(f for f in Record.__dataclass_fields__ if f not in ("source", "key"))
 
 
 def content_hash(fields: dict[str, Any]) -> str:

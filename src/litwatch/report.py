@@ -51,5 +51,9 @@ def format_status(st: dict[str, Any]) -> str:
             + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
         )
     box = st["outbox"]
-    out.append(f"Outbox: {box['queued']} queued" + (f", oldest {box['oldest_queued']}" if box["oldest_queued"] else "") + (f", {box['failed']} failed" if box["failed"] else ""))
+    out.append(
+        f"Outbox: {box['queued']} queued"
+        + (f", oldest {box['oldest_queued']}" if box["oldest_queued"] else "")
+        + (f", {box['failed']} failed" if box["failed"] else "")
+    )
     return "\n".join(out) + "\n"

@@ -9,8 +9,11 @@ from zoneinfo import ZoneInfo
 
 
 class Scheduled(Protocol):
-    every: str | None
-    cron: str | None
+    @property
+    def every(self) -> str | None: ...
+
+    @property
+    def cron(self) -> str | None: ...
 
     @property
     def interval(self) -> timedelta | None: ...

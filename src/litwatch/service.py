@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .digest.group import DigestData
 from .errors import DeliveryError, LitwatchError, SourceError, UsageError
 from .mail import build_message, transport_for
 from .parse.pubmed import parse_pubmed
-from .records import PUBMED, NewEvent, Record
+from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import EutilsClient, SearchResult
 from .store import Current, Store
 
@@ -79,8 +80,12 @@ class DigestResult:
 
     def line(self) -> str:
         if self.error:
-            return f"{self.name} → {self.recipient}: {self.subject or 'queued message'}: FAILED, kept queued: {self.error}"
-        return f"{self.name} → {self.recipient}: {self.subject} ({self.items} items){'' if self.sent else ' [not sent]'}"
+            return (
+                f"{self.name} → {self.recipient}: {self.subject or 'queued message'}: FAILED, kept queued: {self.error}"
+            )
+        return (
+            f"{self.name} → {self.recipient}: {self.subject} ({self.items} items){'' if self.sent else ' [not sent]'}"
+        )
 
 
 @dataclass
@@ -148,12 +153,18 @@ class Service:
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, q.name, PUBMED)
         first = state is None or not state.watermark
-        start = today - timedelta(days=self.settings.pubmed.first_lookback_days) if first else date.fromisoformat(state.watermark)
+        start = (
+            today - timedelta(days=self.settings.pubmed.first_lookback_days)
+            if first
+            else date.fromisoformat(state.watermark)
+        )
         try:
             entered = self.eutils.search_window(q.pubmed, what=what, datetype="edat", start=start, end=today)
             # Known records the query matches that changed since the watermark (errata,
             # retractions, new titles): PubMed bumps their modification date.
-            modified = [] if first else self.eutils.search_window(q.pubmed, what=what, datetype="mdat", start=start, end=today)
+            modified = (
+                [] if first else self.eutils.search_window(q.pubmed, what=what, datetype="mdat", start=start, end=today)
+            )
             for r in (*entered, *modified):
                 result.warnings += [f"{what}: {w}" for w in r.warnings]
             entered_ids = _ids(entered)
@@ -170,8 +181,16 @@ class Service:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
         result.requests = self.eutils.requests_made - before
-        log.info("poll query=%s source=pubmed found=%d new=%d changed=%d events=%d requests=%d error=%s",
-                 q.name, result.found, result.new, result.changed, result.events, result.requests, result.error or "-")
+        log.info(
+            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d requests=%d error=%s",
+            q.name,
+            result.found,
+            result.new,
+            result.changed,
+            result.events,
+            result.requests,
+            result.error or "-",
+        )
         return result
 
     def _fetch_pubmed(
@@ -196,7 +215,13 @@ class Service:
         return _Fetched(records, problems)
 
     def _apply_pubmed(
-        self, tx: Connection, q: QuerySettings, records: list[Record], known_unfetched: list[str], now: datetime, result: PollResult
+        self,
+        tx: Connection,
+        q: QuerySettings,
+        records: list[Record],
+        known_unfetched: list[str],
+        now: datetime,
+        result: PollResult,
     ) -> None:
         saved = self.save_records(tx, records, now)
         result.new = sum(1 for s in saved if s.status == "created")
@@ -328,7 +353,9 @@ class Service:
                     self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat())
                 return result
             start = date.fromisoformat(state.watermark)
-            found = self.eutils.search_window(NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today)
+            found = self.eutils.search_window(
+                NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today
+            )
             ids = _ids(found)
             result.found = len(ids)
             with self.store.transaction() as tx:
@@ -433,7 +460,9 @@ class Service:
                 subject = self.renderer.subject(data, d.subject)
                 text = self.renderer.text(data)
                 html = self.renderer.html(data)
-                res = DigestResult(d.name, recipient, items=data.items, events=len(data.event_ids), subject=subject, html=html)
+                res = DigestResult(
+                    d.name, recipient, items=data.items, events=len(data.event_ids), subject=subject, html=html
+                )
                 if dry_run:
                     if text not in texts_seen:
                         res.text = text
@@ -441,7 +470,9 @@ class Service:
                     out.append(res)
                     tx.rollback()
                     continue
-                msg = build_message(mail=self.settings.mail, digest=d.name, recipient=recipient, subject=subject, text=text, html=html)
+                msg = build_message(
+                    mail=self.settings.mail, digest=d.name, recipient=recipient, subject=subject, text=text, html=html
+                )
                 res.message_id = str(msg["Message-ID"])
                 self.store.queue_message(
                     tx,
@@ -449,7 +480,7 @@ class Service:
                     recipient=recipient,
                     message_id=res.message_id,
                     subject=subject,
-                    mime=msg.as_bytes(),
+                    mime=msg.as_bytes(policy=SMTP_POLICY),  # CRLF line ends, as RFC 5321 wants on the wire
                     items=data.items,
                     event_ids=data.event_ids,
                     now=now,
@@ -477,7 +508,9 @@ class Service:
         try:
             with transport_for(self.settings.mail) as transport:
                 for row in queued:
-                    res = DigestResult(row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id)
+                    res = DigestResult(
+                        row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id
+                    )
                     results.append(res)
                     if down is not None:
                         res.error = down
@@ -560,7 +593,10 @@ class Service:
             for d in self.settings.digests:
                 st = self.store.digest_state(tx, d.name)
                 pending = max(
-                    (self.store.count_pending(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=to) for to in d.to),
+                    (
+                        self.store.count_pending(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=to)
+                        for to in d.to
+                    ),
                     default=0,
                 )
                 last_run = st.last_run if st else None
@@ -588,9 +624,8 @@ class Saved:
     record_id: int
     n: int
     old: Record | None  # the previous version when this one changed it
-    changes: list[ev.FieldChange]
+    changes: list[FieldChange]
     status: str  # "created", "changed" or "same"
-
 
 
 def _ids(results: list[SearchResult]) -> list[str]:
@@ -598,7 +633,14 @@ def _ids(results: list[SearchResult]) -> list[str]:
 
 
 def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> dict[str, Any]:
-    return {"record_id": record_id, "query": query, "kind": e.kind, "version_n": version_n, "dedup": e.dedup, "detail": e.detail}
+    return {
+        "record_id": record_id,
+        "query": query,
+        "kind": e.kind,
+        "version_n": version_n,
+        "dedup": e.dedup,
+        "detail": e.detail,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -190,10 +190,10 @@ def group(
     shown, rest = ordered[:max_items], ordered[max_items:]
     sections = []
     counts: dict[str, int] = {}
-    for key, title, kinds in SECTIONS:
+    for section_key, title, kinds in SECTIONS:
         sec_items = [i for i in shown if i.kind in kinds]
         if sec_items:
-            sections.append(Section(key, title, sec_items))
+            sections.append(Section(section_key, title, sec_items))
         for i in sec_items:
             counts[i.kind] = counts.get(i.kind, 0) + 1
     start = min((e.created_at for e in events), default=None)

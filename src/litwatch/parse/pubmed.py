@@ -36,7 +36,7 @@ def parse_pubmed(
     head = stream.read(4096)
     if b"<!ENTITY" in head:
         raise ParseError(f"{what}: refusing XML with entity declarations (possible entity-expansion attack)")
-    stream = _Rejoin(head, stream)
+    stream = _Rejoin(head, stream)  # type: ignore[assignment]
     context = etree.iterparse(
         stream,
         events=("start", "end"),
@@ -90,11 +90,15 @@ class _Rejoin(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if self._head:
-            out, self._head = (self._head, b"") if size < 0 or size >= len(self._head) else (
-                self._head[:size],
-                self._head[size:],
+            out, self._head = (
+                (self._head, b"")
+                if size < 0 or size >= len(self._head)
+                else (
+                    self._head[:size],
+                    self._head[size:],
+                )
             )
             return out
         return self._rest.read(size)

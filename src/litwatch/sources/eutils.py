@@ -126,7 +126,9 @@ class EutilsClient:
             params = self._params(
                 query_key=result.query_key, WebEnv=result.webenv, retstart=start, retmax=batch, retmode="xml"
             )
-            yield self._call("efetch", f"{what} (records {start + 1}-{min(start + batch, result.count)})", params).content
+            yield self._call(
+                "efetch", f"{what} (records {start + 1}-{min(start + batch, result.count)})", params
+            ).content
 
     def efetch_ids(self, ids: list[str], *, what: str) -> Iterator[bytes]:
         batch = self.settings.batch_size

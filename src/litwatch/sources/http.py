@@ -140,8 +140,7 @@ class HttpClient:
                 fetched = self._once(method, url, params, data, headers, give_up_at)
             except _TooLarge as e:
                 raise SourceError(
-                    f"{what}: response larger than {self.max_bytes // 1_000_000} MB "
-                    f"from {redact(url)}; refusing it",
+                    f"{what}: response larger than {self.max_bytes // 1_000_000} MB from {redact(url)}; refusing it",
                     url=redact(url),
                 ) from e
             except requests.TooManyRedirects as e:

@@ -80,11 +80,10 @@ class Store:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
+        from alembic import command
         from alembic.config import Config
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
-
-        from alembic import command
 
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
@@ -125,8 +124,12 @@ class Store:
         keys = list(dict.fromkeys(keys))
         for i in range(0, len(keys), _CHUNK):
             q = (
-                sa.select(records.c.id, records.c.key, records.c.current_version, records.c.current_hash, versions.c.fields)
-                .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
+                sa.select(
+                    records.c.id, records.c.key, records.c.current_version, records.c.current_hash, versions.c.fields
+                )
+                .join(
+                    versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version)
+                )
                 .where(records.c.source == source, records.c.key.in_(keys[i : i + _CHUNK]))
             )
             for row in tx.execute(q):
@@ -140,7 +143,9 @@ class Store:
         for i in range(0, len(ids), _CHUNK):
             q = (
                 sa.select(records, versions.c.fields)
-                .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
+                .join(
+                    versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version)
+                )
                 .where(records.c.id.in_(ids[i : i + _CHUNK]))
             )
             for row in tx.execute(q):
@@ -171,7 +176,14 @@ class Store:
         tx.execute(
             sa.insert(versions),
             [
-                {"record_id": ids[r.key], "n": 1, "fetched_at": now, "hash": h, "fields": dumps(r.fields()), "changes": "[]"}
+                {
+                    "record_id": ids[r.key],
+                    "n": 1,
+                    "fetched_at": now,
+                    "hash": h,
+                    "fields": dumps(r.fields()),
+                    "changes": "[]",
+                }
                 for r, h in new
             ],
         )
@@ -317,12 +329,16 @@ class Store:
             for row in tx.execute(q)
         ]
 
-    def count_pending(self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str) -> int:
+    def count_pending(
+        self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str
+    ) -> int:
         delivered = sa.exists().where(
             deliveries.c.event_id == events.c.id, deliveries.c.digest == digest, deliveries.c.recipient == recipient
         )
-        q = sa.select(sa.func.count()).select_from(events).where(
-            events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered
+        q = (
+            sa.select(sa.func.count())
+            .select_from(events)
+            .where(events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered)
         )
         return int(tx.execute(q).scalar_one())
 

@@ -1,0 +1,116 @@
+"""Digest delivery end to end: poll against the fake E-utilities server, then digests
+through a real SMTP server (aiosmtpd) and the file transport; exactly once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from conftest import TODAY, basic_config, run_cli, smtp_port
+from fake_eutils import FakeEutils
+
+
+def seed(fake: FakeEutils) -> None:
+    fake.add("101", terms="TRAIL", edat=TODAY, title="Aponermin: First Approval", doi="10.1/apo")
+    fake.add(
+        "102",
+        terms={"TRAIL", "multiple myeloma"},
+        edat=TODAY - timedelta(days=1),
+        title="TRAIL in myeloma <script>alert(1)</script> & more",
+    )
+    fake.add(
+        "103", terms="multiple myeloma", edat=TODAY, title="Daratumumab outcomes", authors=("A B", "C D", "E F", "G H")
+    )
+
+
+def smtp_config(tmp_path: Path, fake: FakeEutils, port: int) -> Path:
+    mail = f"""
+mail:
+  transport: smtp
+  host: 127.0.0.1
+  port: {port}
+  security: none
+  from: "litwatch <litwatch@example.org>"
+"""
+    return basic_config(tmp_path, fake.url, mail=mail)
+
+
+def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:
+    seed(eutils)
+    cfg = basic_config(tmp_path, eutils.url)
+    assert run_cli("--config", str(cfg), "poll").returncode == 0
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 0, r.stderr
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 2  # one per recipient
+    msg = message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    assert msg["Subject"] == "weekly: 1 approval, 2 new papers"
+    assert msg["Auto-Submitted"] == "auto-generated" and msg["List-Id"] and msg["Message-ID"]
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert text.index("Aponermin: First Approval") < text.index("Daratumumab outcomes")
+    assert "https://pubmed.ncbi.nlm.nih.gov/101/" in text and "https://doi.org/10.1/apo" in text
+    assert "A B, C D, E F et al." in text
+    assert text.count("TRAIL in myeloma") == 1 and "Matched: myeloma, trail" in text  # once, both queries
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 0 and "nothing to send" in r.stdout
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_dry_run_prints_and_marks_nothing(tmp_path: Path, eutils: FakeEutils) -> None:
+    seed(eutils)
+    cfg = basic_config(tmp_path, eutils.url)
+    run_cli("--config", str(cfg), "poll")
+    html = tmp_path / "preview.html"
+    r = run_cli("--config", str(cfg), "digest", "--dry-run", "--html", str(html))
+    assert r.returncode == 0 and "Aponermin: First Approval" in r.stdout
+    assert r.stdout.count("Aponermin: First Approval") == 1  # same text for both recipients: shown once
+    assert html.read_text().startswith("<!DOCTYPE html>")
+    assert not (tmp_path / "outbox").exists()
+    r = run_cli("--config", str(cfg), "digest")
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_smtp_outage_keeps_message_queued_with_same_message_id(tmp_path: Path, eutils: FakeEutils, smtp) -> None:  # type: ignore[no-untyped-def]
+    seed(eutils)
+    port = smtp_port(smtp)
+    cfg = smtp_config(tmp_path, eutils, port)
+    run_cli("--config", str(cfg), "poll")
+    smtp.handler.fail_data = "451 4.3.0 try again later"
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 1 and "451" in r.stdout and "kept queued" in r.stdout
+    assert smtp.received.messages == []
+    st = run_cli("--config", str(cfg), "status", "--json")
+    assert '"queued": 2' in st.stdout
+    smtp.handler.fail_data = None
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    msgs = smtp.received.messages
+    assert sorted(m["To"] for m in msgs) == ["boss@example.org", "team@example.org"]
+    r = run_cli("--config", str(cfg), "digest")
+    assert len(smtp.received.messages) == 2 and "nothing to send" in r.stdout
+
+
+def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils, smtp) -> None:  # type: ignore[no-untyped-def]
+    seed(eutils)
+    cfg = smtp_config(tmp_path, eutils, smtp_port(smtp))
+    run_cli("--config", str(cfg), "poll")
+    smtp.handler.refuse["boss@example.org"] = "550 5.1.1 no such user"
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 1 and "550" in r.stdout
+    assert [m["To"] for m in smtp.received.messages] == ["team@example.org"]
+    r = run_cli("--config", str(cfg), "digest")  # not retried forever
+    assert r.returncode == 0 and len(smtp.received.messages) == 1
+    st = run_cli("--config", str(cfg), "status")
+    assert "1 undeliverable" in st.stdout
+
+
+def test_connection_refused_is_reported(tmp_path: Path, eutils: FakeEutils) -> None:
+    seed(eutils)
+    cfg = smtp_config(tmp_path, eutils, 1)  # nothing listens on port 1
+    run_cli("--config", str(cfg), "poll")
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 1 and "connection refused" in r.stdout and "Traceback" not in r.stderr
