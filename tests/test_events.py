@@ -210,3 +210,18 @@ def test_real_notices_point_at_their_targets(shared_data: Path) -> None:
         if r.has_pubtype(frozenset({"retraction of publication", "retraction notice"})):
             assert "retraction" in kinds_named, r.key
         assert ev.classify_new(r) is None
+
+
+@pytest.mark.parametrize(
+    ("first", "kind", "notice", "expected"),
+    [
+        (replace(BASE, links=(Link("ErratumIn", "9"),)), "erratum", "9", True),
+        (BASE, "erratum", "9", False),
+        (replace(BASE, links=(Link("ErratumIn", "8"),)), "erratum", "9", False),
+        (replace(BASE, pubtypes=("Retracted Publication",)), "retraction", "9", True),
+        (BASE, "retraction", "9", False),
+        (replace(BASE, links=(Link("ExpressionOfConcernIn", "9"),)), "concern", "9", True),
+    ],
+)
+def test_known_at_first_sight(first: Record, kind: str, notice: str, expected: bool) -> None:
+    assert ev.known_at_first_sight(first, kind, notice) is expected

@@ -185,6 +185,14 @@ def notice_targets(notice: Record) -> list[tuple[str, str]]:
     return out
 
 
+def known_at_first_sight(first: Record, kind: str, notice_key: str) -> bool:
+    """Whether the first stored version of a record already carried this notice: it
+    was then reported as a new paper with its standing shown, so the notice is no news."""
+    if kind == "retraction":
+        return is_retracted(first)
+    return notice_key in (erratum_notices(first) if kind == "erratum" else concern_notices(first))
+
+
 def notice_event(kind: str, target: Record, notice: Record) -> NewEvent:
     """The event a notice gives its target; dedup matches `classify_change`'s."""
     ident = _ident(target)

@@ -25,7 +25,7 @@ from .mail import build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import EutilsClient, SearchResult
-from .store import Current, Store
+from .store import Current, PendingEvent, Store
 
 log = logging.getLogger(__name__)
 
@@ -317,12 +317,13 @@ class Service:
         if not targets:
             return 0
         current = self.store.current_by_id(tx, targets.values())
+        first = self.store.first_versions(tx, targets.values())
         queries = self.store.hits_for(tx, targets.values())
         rows = []
         for kind, pmid, notice in pairs:
             rid = targets.get(pmid)
-            if rid is None:
-                continue
+            if rid is None or ev.known_at_first_sight(first[rid], kind, notice.key):
+                continue  # it was a new paper already showing this notice: not news twice
             e = ev.notice_event(kind, current[rid].record, notice)
             for query in sorted(queries.get(rid, set())):
                 rows.append(_row(rid, query, current[rid].n, e))
@@ -424,6 +425,7 @@ class Service:
         pending = self.store.pending_events(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient)
         if not pending:
             return None
+        self._fill_notice_titles(tx, pending)
         return group(
             d.name,
             pending,
@@ -433,6 +435,19 @@ class Service:
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
         )
+
+    def _fill_notice_titles(self, tx: Connection, pending: Sequence[PendingEvent]) -> None:
+        """An erratum first seen as `ErratumIn` on the original names only the notice's
+        PMID; when the notice itself is stored, show its title and link too."""
+        wanted = {str(p) for e in pending if "notice" not in e.detail for p in e.detail.get("notices", [])}
+        if not wanted:
+            return
+        found = self.store.current(tx, PUBMED, wanted)
+        for e in pending:
+            pmids = e.detail.get("notices", [])
+            if "notice" not in e.detail and pmids and str(pmids[0]) in found:
+                n = found[str(pmids[0])].record
+                e.detail["notice"] = {"pmid": n.key, "title": n.title, "url": n.web_url, "doi": n.doi}
 
     def failing_sources(self, tx: Connection, d: DigestSettings) -> list[dict[str, Any]]:
         feeds = {f"feed:{f}" for q in d.queries for f in self.settings.query(q).feeds}

@@ -153,6 +153,20 @@ class Store:
                 out[row.id] = Current(row.id, row.current_version, row.current_hash, rec)
         return out
 
+    def first_versions(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, Record]:
+        """Each record as it was first stored."""
+        out: dict[int, Record] = {}
+        ids = list(set(record_ids))
+        for i in range(0, len(ids), _CHUNK):
+            q = (
+                sa.select(records.c.id, records.c.source, records.c.key, versions.c.fields)
+                .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == 1))
+                .where(records.c.id.in_(ids[i : i + _CHUNK]))
+            )
+            for row in tx.execute(q):
+                out[row.id] = Record.from_fields(row.source, row.key, json.loads(row.fields))
+        return out
+
     def insert_records(self, tx: Connection, new: Sequence[tuple[Record, str]], now: datetime) -> dict[str, int]:
         """Insert first versions; returns key → record id."""
         if not new:
