@@ -50,6 +50,7 @@ class FakeEutils:
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.histories: dict[str, list[str]] = {}
+        self.delay = 0.0  # seconds added to every answer (a slow NCBI)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -158,6 +159,8 @@ class FakeEutils:
                     fault = next((f for f in fake.faults if f.utility in (utility, "*")), None)
                     if fault is not None:
                         fake.faults.remove(fault)
+                if fake.delay:
+                    time.sleep(fake.delay)
                 if fault is not None:
                     if fault.delay:
                         time.sleep(fault.delay)
