@@ -1,0 +1,127 @@
+"""The store on SQLite and PostgreSQL: versions, hits, events (idempotent), outbox,
+deliveries, poll state, leases, and migrations that match the tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from litwatch import events as ev
+from litwatch.records import PUBMED, Record
+from litwatch.store import Store
+from litwatch.store.schema import metadata
+
+NOW = datetime(2026, 11, 25, 12, 0, 0)
+
+
+@pytest.fixture
+def store(store_url: str):  # type: ignore[no-untyped-def]
+    s = Store(store_url)
+    yield s
+    s.close()
+
+
+def rec(key: str, title: str = "T", **kw: object) -> Record:
+    return Record(source=PUBMED, key=key, title=title, **kw)  # type: ignore[arg-type]
+
+
+def test_migrate_is_idempotent_and_matches_schema(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    store.migrate()
+    with store.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diffs == []
+
+
+def test_versions_and_current(store: Store) -> None:
+    with store.transaction() as tx:
+        ids = store.insert_records(tx, [(rec("1", doi="10.1/X"), ev.fingerprint(rec("1", doi="10.1/X")))], NOW)
+    with store.transaction() as tx:
+        cur = store.current(tx, PUBMED, ["1", "2"])
+        assert list(cur) == ["1"] and cur["1"].n == 1 and cur["1"].record.doi == "10.1/X"
+        new = rec("1", title="T2", doi="10.1/X")
+        changes = [[c.field, c.old, c.new] for c in ev.diff(cur["1"].record, new)]
+        store.add_versions(tx, [(cur["1"], new, ev.fingerprint(new), changes)], NOW + timedelta(hours=1))
+    with store.transaction() as tx:
+        versions = store.versions_of(tx, ids["1"])
+        assert [v[0] for v in versions] == [1, 2] and versions[1][3] == [["title", "T", "T2"]]
+        assert store.find_records(tx, "10.1/x") == [(ids["1"], PUBMED, "1")]
+        assert store.find_records(tx, "https://doi.org/10.1/X") == [(ids["1"], PUBMED, "1")]
+        assert store.current(tx, PUBMED, ["1"])["1"].record.title == "T2"
+
+
+def test_events_are_idempotent_per_query_and_dedup(store: Store) -> None:
+    with store.transaction() as tx:
+        ids = store.insert_records(tx, [(rec("1"), "h")], NOW)
+        store.add_hits(tx, [(ids["1"], "q", ("TRAIL",))], NOW)
+        row = {"record_id": ids["1"], "query": "q", "kind": "new", "version_n": 1, "dedup": "first:pubmed:1"}
+        assert store.add_events(tx, [row], NOW) == 1
+        assert store.add_events(tx, [row, {**row, "query": "q2"}], NOW) == 1
+    with store.transaction() as tx:
+        pending = store.pending_events(tx, queries=["q", "q2"], kinds=["new"], digest="d", recipient="a@x.org")
+        assert [(p.query, p.terms) for p in pending] == [("q", ("TRAIL",)), ("q2", ())]
+
+
+def test_outbox_binds_events_once(store: Store) -> None:
+    with store.transaction() as tx:
+        ids = store.insert_records(tx, [(rec("1"), "h")], NOW)
+        store.add_events(tx, [{"record_id": ids["1"], "query": "q", "kind": "new", "version_n": 1, "dedup": "x"}], NOW)
+        (p,) = store.pending_events(tx, queries=["q"], kinds=["new"], digest="d", recipient="a@x.org")
+        oid = store.queue_message(
+            tx,
+            digest="d",
+            recipient="a@x.org",
+            message_id="<m1@x>",
+            subject="s",
+            mime=b"m",
+            items=1,
+            event_ids=[p.id],
+            now=NOW,
+        )
+    with store.transaction() as tx:
+        assert store.pending_events(tx, queries=["q"], kinds=["new"], digest="d", recipient="a@x.org") == []
+        assert len(store.pending_events(tx, queries=["q"], kinds=["new"], digest="d", recipient="b@x.org")) == 1
+        with pytest.raises(sa.exc.IntegrityError):
+            with tx.begin_nested():
+                store.queue_message(
+                    tx,
+                    digest="d",
+                    recipient="a@x.org",
+                    message_id="<m2@x>",
+                    subject="s",
+                    mime=b"m",
+                    items=1,
+                    event_ids=[p.id],
+                    now=NOW,
+                )
+        (q,) = store.queued_messages(tx, digests=["d"], now=None)
+        assert q.id == oid and bytes(q.mime) == b"m"
+        store.mark_failed(tx, oid, "451", permanent=False, retry_at=NOW + timedelta(minutes=5))
+        assert store.queued_messages(tx, digests=None, now=NOW) == []
+        assert len(store.queued_messages(tx, digests=None, now=None)) == 1
+        store.mark_sent(tx, oid, NOW)
+        assert store.outbox_summary(tx) == {"queued": 0, "oldest_queued": None, "failed": 0}
+
+
+def test_poll_state_failures_and_recovery(store: Store) -> None:
+    with store.transaction() as tx:
+        store.poll_failed(tx, "q", "pubmed", "HTTP 500", NOW)
+        store.poll_failed(tx, "q", "pubmed", "HTTP 502", NOW + timedelta(hours=1))
+        row = store.poll_state(tx, "q", "pubmed")
+        assert row.failing_since == NOW and row.errors == 2 and row.last_error == "HTTP 502"
+        store.poll_ok(tx, "q", "pubmed", NOW + timedelta(hours=2), watermark="2026-11-25")
+        row = store.poll_state(tx, "q", "pubmed")
+        assert row.failing_since is None and row.watermark == "2026-11-25" and row.polls == 1
+
+
+def test_leases(store: Store) -> None:
+    assert store.try_lease("a", "poll:q", NOW + timedelta(seconds=30), NOW)
+    assert not store.try_lease("b", "poll:q", NOW + timedelta(seconds=30), NOW + timedelta(seconds=10))
+    assert store.try_lease("a", "poll:q", NOW + timedelta(seconds=60), NOW + timedelta(seconds=10))  # renew
+    assert store.try_lease("b", "poll:q", NOW + timedelta(seconds=120), NOW + timedelta(seconds=61))  # expired
+    store.release_lease("b", "poll:q")
+    assert store.try_lease("c", "poll:q", NOW + timedelta(seconds=30), NOW)
