@@ -21,10 +21,11 @@ WORKDIR /src
 COPY . .
 
 # python3, not python: Debian's own python3 has no `python`. A venv also sidesteps
-# Debian's "externally managed" system pip.
+# Debian's "externally managed" system pip. pip and setuptools are not needed at run time.
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --no-cache-dir --no-compile /wheels/litwatch-*.whl \
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && install -m 0755 deploy/healthcheck.py /opt/venv/bin/litwatch-healthcheck
 

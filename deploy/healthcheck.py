@@ -23,8 +23,12 @@ def health_port(path: str) -> int | None:
     except (OSError, yaml.YAMLError):
         return None  # let `litwatch status` report what is wrong
     port = doc.get("health_port") if isinstance(doc, dict) else None
-    if isinstance(port, str):  # "${HEALTH_PORT}"
-        port = re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), ""), port).strip()
+    if isinstance(port, str):  # "${HEALTH_PORT}" or "${HEALTH_PORT:-8080}"
+        port = re.sub(
+            r"\$\{(\w+)(?::-([^}]*))?\}",
+            lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""),
+            port,
+        ).strip()
     try:
         return int(port) if port not in (None, "") else None
     except (TypeError, ValueError):
