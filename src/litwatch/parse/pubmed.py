@@ -116,7 +116,26 @@ def _text(elem: etree._Element | None) -> str:
     """All text inside, inline markup (<i>, <sup>, MathML) kept as text, whitespace folded."""
     if elem is None:
         return ""
+    if len(elem) == 0:  # no inline markup (most elements): skip the itertext walk
+        text = elem.text
+        return " ".join(text.split()) if text else ""
     return " ".join("".join(elem.itertext()).split())
+
+
+def _firsts(elem: etree._Element) -> dict[object, etree._Element]:
+    """tag → the first child with that tag (what `elem.find(tag)` gives), in one pass:
+    several `find` calls cost more than one walk over the children."""
+    out: dict[object, etree._Element] = {}
+    for c in elem:
+        if c.tag not in out:
+            out[c.tag] = c
+    return out
+
+
+def _ftext(firsts: dict[object, etree._Element], tag: str) -> str:
+    """`elem.findtext(tag) or ""` over `_firsts(elem)`."""
+    e = firsts.get(tag)
+    return (e.text or "") if e is not None else ""
 
 
 def _texts(parent: etree._Element | None, path: str) -> tuple[str, ...]:
@@ -126,37 +145,43 @@ def _texts(parent: etree._Element | None, path: str) -> tuple[str, ...]:
 
 
 def _article(elem: etree._Element) -> Record:
-    mc = elem.find("MedlineCitation")
+    # `_firsts(x).get(tag)` is `x.find(tag)`, one walk over the children instead of a
+    # find per field (bench/RESULTS.md: find calls were most of the parse time)
+    top = _firsts(elem)
+    mc = top.get("MedlineCitation")
     if mc is None:
         raise ValueError("no MedlineCitation")
-    pmid = (mc.findtext("PMID") or "").strip()
+    m = _firsts(mc)
+    pmid = _ftext(m, "PMID").strip()
     if not pmid:
         raise ValueError("no PMID")
-    art = mc.find("Article")
+    art = m.get("Article")
     if art is None:
         raise ValueError("no Article")
-    pd = elem.find("PubmedData")
-    journal = art.find("Journal")
+    pd = top.get("PubmedData")
+    a = _firsts(art)
+    journal = a.get("Journal")
     ji = journal.find("JournalIssue") if journal is not None else None
+    j = _firsts(ji) if ji is not None else {}
     return Record(
         source=PUBMED,
         key=pmid,
-        title=_text(art.find("ArticleTitle")) or _text(art.find("VernacularTitle")),
-        abstract=_abstract(art.find("Abstract")),
-        authors=_authors(art.find("AuthorList")),
+        title=_text(a.get("ArticleTitle")) or _text(a.get("VernacularTitle")),
+        abstract=_abstract(a.get("Abstract")),
+        authors=_authors(a.get("AuthorList")),
         journal=_journal(journal, mc),
-        volume=(ji.findtext("Volume") or "").strip() if ji is not None else "",
-        issue=(ji.findtext("Issue") or "").strip() if ji is not None else "",
-        pages=_pages(art.find("Pagination")),
-        pub_date=_pub_date(ji.find("PubDate") if ji is not None else None),
-        article_date=_iso(art.find("ArticleDate")),
+        volume=_ftext(j, "Volume").strip(),
+        issue=_ftext(j, "Issue").strip(),
+        pages=_pages(a.get("Pagination")),
+        pub_date=_pub_date(j.get("PubDate")),
+        article_date=_iso(a.get("ArticleDate")),
         entrez_date=_history_date(pd, "entrez"),
         pubmed_date=_history_date(pd, "pubmed"),
         doi=_doi(pd, art),
         pmcid=_article_id(pd, "pmc"),
         pubtypes=_texts(art, "PublicationTypeList/PublicationType"),
-        links=_links(mc.find("CommentsCorrectionsList")),
-        mesh=_mesh(mc.find("MeshHeadingList")),
+        links=_links(m.get("CommentsCorrectionsList")),
+        mesh=_mesh(m.get("MeshHeadingList")),
         keywords=_texts(mc, "KeywordList/Keyword"),
         status=mc.get("Status", ""),
         pub_status=(pd.findtext("PublicationStatus") or "").strip() if pd is not None else "",
@@ -213,12 +238,13 @@ def _authors(alist: etree._Element | None) -> tuple[str, ...]:
     for a in alist.iterfind("Author"):
         if a.get("ValidYN", "Y") == "N":
             continue
-        collective = _text(a.find("CollectiveName"))
+        f = _firsts(a)
+        collective = _text(f.get("CollectiveName"))
         if collective:
             out.append(collective)
             continue
-        last = _text(a.find("LastName"))
-        initials = _text(a.find("Initials")) or "".join(w[0] for w in _text(a.find("ForeName")).split() if w)
+        last = _text(f.get("LastName"))
+        initials = _text(f.get("Initials")) or "".join(w[0] for w in _text(f.get("ForeName")).split() if w)
         if last:
             out.append(f"{last} {initials}".strip())
     return tuple(out)
@@ -246,19 +272,21 @@ def _pub_date(pd: etree._Element | None) -> str:
     """PubDate as printed: Year [Month [Day]] or MedlineDate ("2023 Dec-2024 Jan")."""
     if pd is None:
         return ""
-    medline = _text(pd.find("MedlineDate"))
+    f = _firsts(pd)
+    medline = _text(f.get("MedlineDate"))
     if medline:
         return medline
-    parts = [_text(pd.find(t)) for t in ("Year", "Season", "Month", "Day")]
+    parts = [_text(f.get(t)) for t in ("Year", "Season", "Month", "Day")]
     return " ".join(p for p in parts if p)
 
 
 def _iso(date: etree._Element | None) -> str:
     if date is None:
         return ""
-    year = (date.findtext("Year") or "").strip()
-    month = (date.findtext("Month") or "").strip()
-    day = (date.findtext("Day") or "").strip()
+    f = _firsts(date)
+    year = _ftext(f, "Year").strip()
+    month = _ftext(f, "Month").strip()
+    day = _ftext(f, "Day").strip()
     if not year.isdigit():
         return ""
     m = int(month) if month.isdigit() else _MONTHS.get(month[:3].title(), 0)
@@ -303,8 +331,9 @@ def _links(ccl: etree._Element | None) -> tuple[Link, ...]:
     out = []
     for cc in ccl.iterfind("CommentsCorrections"):
         ref_type = cc.get("RefType", "")
-        pmid = (cc.findtext("PMID") or "").strip()
-        source = _text(cc.find("RefSource"))
+        f = _firsts(cc)
+        pmid = _ftext(f, "PMID").strip()
+        source = _text(f.get("RefSource"))
         out.append(Link(ref_type, pmid, source))
     return tuple(out)
 
@@ -314,7 +343,16 @@ def _mesh(mhl: etree._Element | None) -> tuple[str, ...]:
         return ()
     out = []
     for mh in mhl.iterfind("MeshHeading"):
-        desc = _text(mh.find("DescriptorName"))
-        quals = [_text(q) for q in mh.iterfind("QualifierName")]
+        # one pass over the children instead of find + iterfind (same result: the
+        # first DescriptorName, every QualifierName in order)
+        first = None
+        quals = []
+        for c in mh:
+            tag = c.tag
+            if tag == "QualifierName":
+                quals.append(_text(c))
+            elif tag == "DescriptorName" and first is None:
+                first = c
+        desc = _text(first)
         out.append("/".join([desc, *quals]) if quals else desc)
     return tuple(out)
