@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from litwatch.match import And, MatchSyntaxError, Matcher, Not, Or, Term, compile_match
+from litwatch.match import And, Matcher, MatchSyntaxError, Not, Or, Term, compile_match
 
 
 def shape(node: object) -> object:
