@@ -201,6 +201,15 @@ class QuerySettings(Schedule):
             raise ValueError("is empty")
         return v
 
+    @field_validator("match")
+    @classmethod
+    def _match(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .match import compile_match  # the match language is only loaded when used
+
+            compile_match(v)
+        return v
+
     @model_validator(mode="after")
     def _sources(self) -> QuerySettings:
         if not self.pubmed and not (self.feeds and self.match):
@@ -208,7 +217,7 @@ class QuerySettings(Schedule):
         if self.feeds and not self.match:
             raise ValueError("`feeds` needs `match` (the words to look for in feed entries)")
         if self.match is not None:
-            from .match import compile_match  # the match language is only loaded when used
+            from .match import compile_match
 
             object.__setattr__(self, "_matcher", compile_match(self.match))
         return self
