@@ -168,6 +168,8 @@ class FeedSettings(_Frozen):
     approvals: bool = False
     timeout: float = Field(30.0, gt=0)
     max_mb: int = Field(20, ge=1)
+    retries: int = Field(3, ge=0, le=20)
+    backoff: float = Field(1.0, ge=0)
 
     @field_validator("url")
     @classmethod

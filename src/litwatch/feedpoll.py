@@ -14,6 +14,7 @@ from .config import FeedSettings, QuerySettings
 from .errors import SourceError
 from .parse.feeds import parse_feed
 from .sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
+from .sources.http import RetryPolicy
 
 if TYPE_CHECKING:
     from .service import PollResult, Service
@@ -40,7 +41,10 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         return result
     # a permanent redirect noted earlier is followed, unless the config's URL changed since
     url = state.url if state is not None and state.url and state.watermark == feed.url else feed.url
-    fetcher = FeedFetcher(timeout=feed.timeout, max_bytes=feed.max_mb * 1_000_000, name=feed.name)
+    policy = RetryPolicy(
+        retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
+    )
+    fetcher = FeedFetcher(max_bytes=feed.max_mb * 1_000_000, policy=policy, name=feed.name)
     try:
         resp = fetcher.fetch(
             url,
