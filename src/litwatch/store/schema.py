@@ -118,5 +118,7 @@ leases = sa.Table(
     metadata,
     sa.Column("task", sa.String(300), primary_key=True),
     sa.Column("owner", sa.String(200), nullable=False),
-    sa.Column("until", sa.DateTime, nullable=False),
+    sa.Column("until", sa.DateTime, nullable=False),  # held while until > now; expired when its holder died
+    sa.Column("last_run", sa.DateTime),  # when the task last started, by any instance: the schedule's anchor
+    sa.Column("next_run", sa.DateTime),  # when the daemon plans to run it next (shown by `status`)
 )

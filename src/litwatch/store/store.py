@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -55,6 +55,17 @@ class _StoredCurrent(Current):
         rec = Record.from_fields(source, key, json.loads(fields))
         object.__setattr__(self, "record", rec)
         return rec
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `Store.claim` decided: `won`; the database's `now`; the task's `last_run`
+    before this claim; `busy` when another instance holds the task."""
+
+    won: bool
+    now: datetime
+    last_run: datetime | None
+    busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -502,28 +513,117 @@ class Store:
 
     # ------------------------------------------------------------------ leases
 
+    def db_now(self, tx: Connection) -> datetime:
+        """Naive UTC by the database's clock on PostgreSQL, so that instances on hosts
+        whose clocks differ agree on lease expiry and on when a task last ran."""
+        if self.dialect == "postgresql":
+            value = tx.execute(sa.text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
+            return value.replace(tzinfo=None)  # type: ignore[no-any-return]
+        return datetime.now(UTC).replace(tzinfo=None)
+
     def try_lease(self, owner: str, task: str, until: datetime, now: datetime) -> bool:
         """Take or renew `task` for `owner` until `until`, if free or expired. Own transaction."""
         with self.transaction() as tx:
-            q = sa.select(leases).where(leases.c.task == task)
-            if self.dialect == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            row = tx.execute(q).first()
-            if row is None:
-                try:
-                    with tx.begin_nested():
-                        tx.execute(sa.insert(leases).values(task=task, owner=owner, until=until))
-                except sa.exc.IntegrityError:
-                    return False
-                return True
-            if row.owner != owner and row.until > now:
+            row = self._lock_lease(tx, task)
+            if row is None or (row.owner != owner and row.until > now):
                 return False
             tx.execute(leases.update().where(leases.c.task == task).values(owner=owner, until=until))
             return True
 
-    def release_lease(self, owner: str, task: str) -> None:
+    def claim(
+        self,
+        owner: str,
+        task: str,
+        *,
+        ttl: timedelta,
+        due: Callable[[datetime | None, datetime], bool] | None = None,
+    ) -> Claim:
+        """Claim `task` for `owner` for `ttl`, in one transaction: only if no other live
+        holder has it and, with `due`, only if `due(last_run, now)` says it is due; a
+        claim with `due` records `now` as the task's `last_run`. `now` is the database's
+        clock. On PostgreSQL the row is locked with `FOR UPDATE SKIP LOCKED`, so of the
+        instances deciding at the same moment one wins and the others pass at once."""
         with self.transaction() as tx:
-            tx.execute(leases.delete().where(leases.c.task == task, leases.c.owner == owner))
+            row = self._lock_lease(tx, task)
+            now = self.db_now(tx)
+            if row is None:
+                return Claim(False, now, None, busy=True)
+            if row.owner != owner and row.until > now:
+                return Claim(False, now, row.last_run, busy=True)
+            if due is not None and not due(row.last_run, now):
+                return Claim(False, now, row.last_run)
+            values: dict[str, Any] = {"owner": owner, "until": now + ttl}
+            if due is not None:
+                values["last_run"] = now
+            tx.execute(leases.update().where(leases.c.task == task).values(**values))
+            return Claim(True, now, row.last_run)
+
+    def _lock_lease(self, tx: Connection, task: str) -> Any:
+        """The task's lease row, created free if missing and locked for this transaction;
+        None when another instance holds the row lock right now."""
+        tx.execute(self._insert_ignore(leases, ["task"]).values(task=task, owner="", until=_EPOCH))
+        q = sa.select(leases).where(leases.c.task == task)
+        if self.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        return tx.execute(q).first()
+
+    def renew_leases(self, owner: str, tasks: Sequence[str], ttl: timedelta) -> list[str]:
+        """Extend `owner`'s live leases; returns the tasks it no longer holds."""
+        if not tasks:
+            return []
+        with self.transaction() as tx:
+            now = self.db_now(tx)
+            tx.execute(
+                leases.update()
+                .where(leases.c.task.in_(list(tasks)), leases.c.owner == owner)
+                .values(until=now + ttl)
+            )
+            held = {r.task for r in tx.execute(sa.select(leases.c.task).where(leases.c.owner == owner))}
+        return [t for t in tasks if t not in held]
+
+    def release_lease(self, owner: str, task: str, *, next_run: datetime | None = None) -> None:
+        """Give `task` up (it stays in the table: its `last_run` is the schedule's anchor)."""
+        values: dict[str, Any] = {"until": _EPOCH}
+        if next_run is not None:
+            values["next_run"] = next_run
+        with self.transaction() as tx:
+            tx.execute(leases.update().where(leases.c.task == task, leases.c.owner == owner).values(**values))
+
+    def plan(self, task: str, when: datetime) -> None:
+        """Note when the daemon will next run `task`, unless a live plan says earlier."""
+        with self.transaction() as tx:
+            now = self.db_now(tx)
+            tx.execute(self._insert_ignore(leases, ["task"]).values(task=task, owner="", until=_EPOCH))
+            tx.execute(
+                leases.update()
+                .where(
+                    leases.c.task == task,
+                    sa.or_(leases.c.next_run.is_(None), leases.c.next_run < now, leases.c.next_run > when),
+                )
+                .values(next_run=when)
+            )
+
+    def leases(self, tx: Connection) -> dict[str, Any]:
+        return {r.task: r for r in tx.execute(sa.select(leases))}
+
+    def queued_digests(self, tx: Connection, now: datetime) -> list[str]:
+        """Digests with a queued message whose retry time has come."""
+        q = (
+            sa.select(outbox.c.digest)
+            .where(
+                outbox.c.state == "queued",
+                sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+            )
+            .distinct()
+        )
+        return sorted(r.digest for r in tx.execute(q))
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 def _first_line(e: Exception) -> str:

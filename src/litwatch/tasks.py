@@ -1,0 +1,97 @@
+"""The daemon's tasks and when each is due: pure schedule decisions over an anchor (when
+the task last ran, by any instance) and `now`, shared by `scheduler` and `status`.
+
+Task names are the keys of the `leases` table: `poll:<query>`, `poll:*notices` (the
+shared erratum/retraction notice search) and `digest:<name>`. Query and digest names
+cannot contain `*` or `:` (config `_NAME`), so the names never collide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .config import DigestSettings, QuerySettings, Settings
+
+NOTICES_TASK = "poll:*notices"
+DEFAULT_DIGEST_EVERY = timedelta(days=1)  # a digest with neither `every` nor `cron`
+MAX_TOLERANCE = timedelta(seconds=5)
+
+
+def poll_task(query: str) -> str:
+    return f"poll:{query}"
+
+
+def digest_task(digest: str) -> str:
+    return f"digest:{digest}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A schedule: `every` (an interval) or `cron` (in the config's time zone)."""
+
+    every: timedelta | None = None
+    cron: str | None = None
+
+    def after(self, anchor: datetime, timezone: str) -> datetime:
+        """Naive-UTC time the task is due after a run at `anchor` (naive UTC)."""
+        if self.every is not None:
+            return anchor + self.every
+        assert self.cron is not None
+        from apscheduler.triggers.cron import CronTrigger
+
+        trigger = CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(timezone))
+        start = anchor.replace(tzinfo=UTC) + timedelta(microseconds=1)
+        fire = trigger.get_next_fire_time(None, start)
+        return fire.astimezone(UTC).replace(tzinfo=None)  # type: ignore[no-any-return]
+
+    def period(self, timezone: str, now: datetime) -> timedelta:
+        """The interval, or for a cron the gap between its next two fire times."""
+        if self.every is not None:
+            return self.every
+        first = self.after(now, timezone)
+        return self.after(first, timezone) - first
+
+    def tolerance(self, timezone: str, now: datetime) -> timedelta:
+        """How early a task may run: instances' timers and clocks differ by a little, and a
+        timer firing a few milliseconds before `anchor + every` must not skip a cycle.
+        A tenth of the period, at most 5 s; runs are never closer than period - tolerance."""
+        return min(self.period(timezone, now) / 10, MAX_TOLERANCE)
+
+    def due_at(self, anchor: datetime | None, timezone: str, now: datetime) -> datetime:
+        return now if anchor is None else self.after(anchor, timezone)
+
+    def is_due(self, anchor: datetime | None, timezone: str, now: datetime) -> bool:
+        return self.due_at(anchor, timezone, now) - self.tolerance(timezone, now) <= now
+
+
+def plan_of(item: QuerySettings | DigestSettings) -> Plan:
+    if item.cron:
+        return Plan(cron=item.cron)
+    if isinstance(item, DigestSettings):
+        return Plan(every=item.interval or DEFAULT_DIGEST_EVERY)
+    return Plan(every=item.interval or timedelta(hours=24))
+
+
+def notices_plan(settings: Settings, now: datetime) -> Plan | None:
+    """The shared notice search runs as often as the most frequent PubMed query."""
+    plans = [plan_of(q) for q in settings.queries if q.pubmed]
+    if not plans or not settings.pubmed.notices:
+        return None
+    return min(plans, key=lambda p: p.period(settings.timezone, now))
+
+
+def latest(*values: datetime | None) -> datetime | None:
+    found = [v for v in values if v is not None]
+    return max(found) if found else None
+
+
+def first_run(
+    plan: Plan, anchor: datetime | None, timezone: str, now: datetime, *, wait_first: bool = False
+) -> datetime:
+    """When the daemon first runs a task at start (naive UTC): at once when overdue (the
+    catch-up after a stop longer than the interval), else when due. `wait_first`: a task
+    never run waits one period first (a digest sent at start would find nothing yet)."""
+    if anchor is None:
+        return plan.after(now, timezone) if wait_first else now
+    return now if plan.is_due(anchor, timezone, now) else plan.after(anchor, timezone)
