@@ -572,11 +572,10 @@ class Service:
             return out
 
     def status(self) -> dict[str, Any]:
-        from .scheduling import next_run
-
         now = self.now()
         with self.store.transaction() as tx:
             states = {(r.query, r.source): r for r in self.store.all_poll_states(tx)}
+            leases = self.store.leases(tx)
             queries = []
             for q in self.settings.queries:
                 rows = [r for (qn, _), r in states.items() if qn == q.name]
@@ -588,7 +587,7 @@ class Service:
                         "last_success": _iso(last_ok),
                         "last_error": errs[0].last_error if errs else None,
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
-                        "next_run": _iso(next_run(q, self.settings.timezone, last_ok, now)),
+                        "next_run": _iso(self._next_poll(q, states, leases, now)),
                         "records": self.store.count_records(tx, q.name),
                     }
                 )
@@ -620,7 +619,7 @@ class Service:
                         "name": d.name,
                         "last_sent": _iso(st.last_sent) if st else None,
                         "pending_events": pending,
-                        "next_run": _iso(next_run(d, self.settings.timezone, last_run, now)),
+                        "next_run": _iso(self._next_digest(d, last_run, leases, now)),
                         "failed_messages": len(self.store.failed_messages(tx, d.name)),
                     }
                 )
@@ -631,6 +630,31 @@ class Service:
             "digests": digests,
             "outbox": {"queued": box["queued"], "oldest_queued": _iso(box["oldest_queued"]), "failed": box["failed"]},
         }
+
+    def _next_poll(
+        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: datetime
+    ) -> datetime:
+        """When `litwatch run` polls `q` next: due after its oldest source's last success
+        or the last start by any instance (tasks.py), not before the daemon's plan."""
+        from .tasks import latest, next_planned, plan_of, poll_task
+
+        keys = ([(q.name, PUBMED)] if q.pubmed else []) + [(SHARED, f"feed:{f}") for f in q.feeds]
+        oks = [states[k].last_ok if k in states else None for k in keys]
+        last_ok = None if any(v is None for v in oks) else min(v for v in oks if v is not None)
+        lease = leases.get(poll_task(q.name))
+        anchor = latest(last_ok, lease.last_run if lease is not None else None)
+        planned = lease.next_run if lease is not None else None
+        return next_planned(plan_of(q), self.settings.timezone, anchor, planned, now)
+
+    def _next_digest(
+        self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: datetime
+    ) -> datetime:
+        from .tasks import digest_task, latest, next_planned, plan_of
+
+        lease = leases.get(digest_task(d.name))
+        anchor = latest(last_run, lease.last_run if lease is not None else None)
+        planned = lease.next_run if lease is not None else None
+        return next_planned(plan_of(d), self.settings.timezone, anchor, planned, now, wait_first=True)
 
 
 @dataclass

@@ -95,3 +95,22 @@ def first_run(
     if anchor is None:
         return plan.after(now, timezone) if wait_first else now
     return now if plan.is_due(anchor, timezone, now) else plan.after(anchor, timezone)
+
+
+def next_planned(
+    plan: Plan,
+    timezone: str,
+    anchor: datetime | None,
+    planned: datetime | None,
+    now: datetime,
+    *,
+    wait_first: bool = False,
+) -> datetime:
+    """`status`'s "next run", as the daemon will do it: when due after the last run by
+    any instance, but not before the time a running daemon has planned (`planned`,
+    from the leases table); overdue times are shown as they are."""
+    if anchor is None:
+        due = planned or first_run(plan, None, timezone, now, wait_first=wait_first)
+    else:
+        due = plan.after(anchor, timezone)
+    return max(due, planned) if planned is not None else due
