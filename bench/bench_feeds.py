@@ -56,7 +56,7 @@ def make_feed(n: int) -> bytes:
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args(argv)
     import feedparser
 

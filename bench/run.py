@@ -23,7 +23,7 @@ from common import BENCH, PG_URL, machine_table
 
 BENCHES = {
     "parse": ("bench_parse.py", [], ["--sizes", "1000,10000", "--repeat", "1"]),
-    "feeds": ("bench_feeds.py", [], []),
+    "feeds": ("bench_feeds.py", [], ["--repeat", "1"]),
     "poll": ("bench_poll.py", [], ["--rates", "10"]),
     "store": ("bench_store.py", [], []),
     "digest": ("bench_digest.py", [], []),
