@@ -121,6 +121,7 @@ class Daemon:
         self._local: set[str] = set()  # tasks running in this process
         self._leased: set[str] = set()  # tasks this process holds a lease on (renewed)
         self._running = 0
+        self._catching_up: set[str] = set()  # polls overdue at start, not run yet
         self.service: Service
         self.scheduler: BackgroundScheduler
         self._heartbeat_thread: threading.Thread | None = None
@@ -130,6 +131,9 @@ class Daemon:
     def run(self) -> int:
         lock = single_instance_lock(self.settings.database)
         self.service = Service(self.settings)
+        if lock is not None and (freed := self.service.store.free_leases()):
+            # the file lock says no other instance is alive: its leases died with it
+            log.info("freed %d task lease(s) left by a stopped instance", freed)
         self._install_signals()
         self.scheduler = BackgroundScheduler(
             timezone=ZoneInfo(self.settings.timezone),
@@ -230,12 +234,15 @@ class Daemon:
         now = utcnow()
         self.tasks = build_tasks(self.settings, now)
         anchors = self._anchors(svc, self.tasks.values())
+        self._catching_up = set()
         zone = ZoneInfo(tz)
         for task in self.tasks.values():
             anchor = anchors.get(task.name)
             first = first_run(task.plan, anchor, tz, now, wait_first=task.kind == "digest")
             if anchor is not None and first <= now:
                 log.info("catch-up task=%s last_run=%s: overdue, running it now", task.name, _iso(anchor))
+            if first <= now and task.kind != "digest":
+                self._catching_up.add(task.name)
             trigger: Any = (
                 IntervalTrigger(seconds=task.plan.every.total_seconds(), start_date=_aware(first), timezone=zone)
                 if task.plan.every is not None
@@ -278,6 +285,11 @@ class Daemon:
         if task is None or self.stopping:
             return
         svc, tz = self.service, self.settings.timezone
+        if task.digest is not None and self._catching_up & {poll_task(q) for q in task.digest.queries}:
+            # overdue at start: the digest goes out after its queries' catch-up polls, so
+            # it has what appeared while the service was down (without holding a worker)
+            self._fire_at(name, datetime.now(UTC) + timedelta(seconds=1))
+            return
         with self._busy(), self._local_hold(name) as mine:
             if not mine:
                 self._retry_soon(task)  # the outbox retry is sending this digest's mail
@@ -308,6 +320,8 @@ class Daemon:
             except Exception:
                 self.metrics.add("job_errors")
                 log.exception("task=%s failed", name)
+            finally:
+                self._catching_up.discard(name)
 
     def _retry_soon(self, task: Task) -> None:
         """Held elsewhere right now (running there, or its holder died and the lease has

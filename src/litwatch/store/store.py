@@ -589,6 +589,12 @@ class Store:
         with self.transaction() as tx:
             tx.execute(leases.update().where(leases.c.task == task, leases.c.owner == owner).values(**values))
 
+    def free_leases(self) -> int:
+        """Expire every lease (for SQLite, whose single instance holds the file lock: any
+        other holder is dead). Returns how many were held."""
+        with self.transaction() as tx:
+            return int(tx.execute(leases.update().where(leases.c.until > _EPOCH).values(until=_EPOCH)).rowcount)
+
     def plan(self, task: str, when: datetime) -> None:
         """Note when the daemon will next run `task`, unless a live plan says earlier."""
         with self.transaction() as tx:
