@@ -1,0 +1,56 @@
+"""`litwatch status` while and after `litwatch run`: last success, last error, next run
+as the daemon plans it, records stored, pending events, the outbox; `--json`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from conftest import basic_config, run_cli
+from fake_eutils import FakeEutils, Fault
+from test_daemon import QUERIES_2S, Run, _seed, api_key, daemon_env, searches, wait_until
+
+
+def _status(cfg: Path) -> dict[str, Any]:
+    r = run_cli("--config", str(cfg), "status", "--json", env=daemon_env())
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def _t(value: str) -> datetime:
+    return datetime.fromisoformat(value.removesuffix("Z"))
+
+
+def test_status_follows_the_daemons_schedule(tmp_path: Path, eutils: FakeEutils) -> None:
+    _seed(eutils)
+    queries = QUERIES_2S.replace("every: 2s", "every: 1h", 1)  # trail hourly, myeloma every 2s
+    digests = "digests:\n  - name: weekly\n    to: [team@example.org]\n    queries: [trail, myeloma]\n    every: 1h\n"
+    cfg = api_key(basic_config(tmp_path, eutils.url, queries=queries, digests=digests))
+    cfg.write_text(cfg.read_text().replace("pubmed:\n", "pubmed:\n  notices: false\n", 1))
+    eutils.faults.append(Fault("esearch", status=400, body=b"bad term"))  # the very first search fails
+    run = Run(cfg, tmp_path / "run.log")
+    try:
+        wait_until(lambda: len(searches(eutils, "multiple myeloma")) >= 2, 15, "polls")
+        st = _status(cfg)  # while the daemon runs (SQLite: status reads, it does not lock)
+    finally:
+        assert run.stop()[0] == 0
+    text = run_cli("--config", str(cfg), "status", env=daemon_env()).stdout
+    print("\n" + text)
+    q = {x["name"]: x for x in st["queries"]}
+    failing = [x for x in q.values() if x["last_error"]]
+    ok = [x for x in q.values() if not x["last_error"]]
+    assert len(failing) == 1 and "400" in failing[0]["last_error"] and failing[0]["failing_since"]
+    for x in ok:
+        assert x["last_success"] and x["records"] == 2
+    trail, myeloma = q["trail"], q["myeloma"]
+    # trail polls hourly: next run one hour after its last start (whether it failed or not)
+    assert timedelta(minutes=59) < _t(trail["next_run"]) - datetime.utcnow() <= timedelta(hours=1)
+    assert _t(myeloma["next_run"]) - datetime.utcnow() <= timedelta(seconds=3)
+    d = st["digests"][0]
+    assert d["last_sent"] is None and d["pending_events"] >= 2
+    # a new digest waits one period after the daemon's start
+    assert timedelta(minutes=59) < _t(d["next_run"]) - datetime.utcnow() <= timedelta(hours=1)
+    assert st["outbox"] == {"queued": 0, "oldest_queued": None, "failed": 0}
+    assert "Queries:" in text and "Digests:" in text and "Outbox: 0 queued" in text
