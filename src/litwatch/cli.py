@@ -37,7 +37,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except LitwatchError as e:
             _fail(e)
-        except sqlalchemy.exc.OperationalError as e:
+        except sqlalchemy.exc.DBAPIError as e:
             _fail(StoreError(f"database error: {str(e.orig).strip().splitlines()[0] if e.orig else e}"))
         except KeyboardInterrupt:
             click.echo("litwatch: interrupted", err=True)
@@ -79,7 +79,8 @@ def check(obj: Ctx, online: bool) -> None:
     """Validate the config. Exit 0 valid, 2 invalid."""
     settings = obj.settings()
     click.echo(
-        f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, {len(settings.digests)} digests"
+        f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, "
+        f"{len(settings.digests)} digests"
     )
     if online:
         from .sources.eutils import EutilsClient

@@ -17,6 +17,8 @@ from .sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
 from .sources.http import RetryPolicy
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from .service import PollResult, Service
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,12 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         )
         result.warnings += list(parsed.warnings)
         result.found = len(parsed.records)
-        with store.transaction() as tx:
+
+        def apply(tx: Connection) -> None:
             saved = service.save_records(tx, parsed.records, now)
             result.new = sum(1 for s in saved if s.status == "created")
             result.changed = sum(1 for s in saved if s.status == "changed")
-            result.events += service.emit_for_changes(tx, saved, now)
+            result.events = service.emit_for_changes(tx, saved, now)
             ids = {s.record.key: s.record_id for s in saved}
             for q in queries:
                 if feed.name not in q.feeds or q.matcher is None:
@@ -83,6 +86,8 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
                     tx, q.name, matched, now, approvals_source=feed.approvals, terms=terms
                 )
             store.poll_ok(tx, SHARED, source, now, last_error=None, **_validators(resp, feed))
+
+        store.write(apply, what=f"feed {feed.name}")
     except FeedGoneError as e:
         result.error = str(e)
         with store.transaction() as tx:

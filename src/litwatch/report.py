@@ -33,7 +33,10 @@ def format_history(found: list[dict[str, Any]]) -> str:
 def format_status(st: dict[str, Any]) -> str:
     out = ["Queries:"]
     for q in st["queries"]:
-        line = f"  {q['name']}: last success {q['last_success'] or 'never'}, next {q['next_run'] or '-'}, {q['records']} records"
+        line = (
+            f"  {q['name']}: last success {q['last_success'] or 'never'}, next {q['next_run'] or '-'}, "
+            f"{q['records']} records"
+        )
         out.append(line)
         if q["last_error"]:
             out.append(f"    failing since {q['failing_since']}: {q['last_error']}")
@@ -47,7 +50,8 @@ def format_status(st: dict[str, Any]) -> str:
     out.append("Digests:")
     for d in st["digests"]:
         out.append(
-            f"  {d['name']}: last sent {d['last_sent'] or 'never'}, {d['pending_events']} pending events, next {d['next_run'] or '-'}"
+            f"  {d['name']}: last sent {d['last_sent'] or 'never'}, {d['pending_events']} pending events, "
+            f"next {d['next_run'] or '-'}"
             + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
         )
     box = st["outbox"]

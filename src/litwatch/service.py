@@ -59,7 +59,10 @@ class PollResult:
         return self.error is None
 
     def line(self) -> str:
-        head = f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, events {self.events}"
+        head = (
+            f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
+            f"events {self.events}"
+        )
         if self.error:
             return f"{head}, errors 1: {self.error}"
         return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
@@ -174,9 +177,13 @@ class Service:
                 known = set(self.store.current(tx, PUBMED, entered_ids))
             fetched = self._fetch_pubmed(entered, entered_ids, known, modified_ids, what)
             result.warnings += fetched.warnings
-            with self.store.transaction() as tx:
-                self._apply_pubmed(tx, q, fetched.records, [i for i in entered_ids if i in known], now, result)
+            known_unfetched = [i for i in entered_ids if i in known]
+
+            def apply(tx: Connection) -> None:
+                self._apply_pubmed(tx, q, fetched.records, known_unfetched, now, result)
                 self.store.poll_ok(tx, q.name, PUBMED, now, watermark=today.isoformat(), last_error=None)
+
+            self.store.write(apply, what=what)
         except SourceError as e:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
@@ -226,6 +233,7 @@ class Service:
         saved = self.save_records(tx, records, now)
         result.new = sum(1 for s in saved if s.status == "created")
         result.changed = sum(1 for s in saved if s.status == "changed")
+        result.events = 0
         # records the query matches: fetched ones plus stored ones not fetched again
         matched = {r.key: saved_id for r, saved_id in ((s.record, s.record_id) for s in saved)}
         if known_unfetched:
@@ -367,13 +375,16 @@ class Service:
             for body in self.eutils.efetch_ids(todo, what="notice search") if todo else ():
                 notices += parse_pubmed(body, what="notice search", problems=problems)
             result.warnings += problems
-            with self.store.transaction() as tx:
+
+            def apply(tx: Connection) -> None:
                 targets = self.store.records_by_pmid(tx, [p for r in notices for _, p in ev.notice_targets(r)])
                 relevant = [r for r in notices if any(p in targets for _, p in ev.notice_targets(r))]
                 saved = self.save_records(tx, relevant, now)
                 result.new = sum(1 for s in saved if s.status == "created")
                 result.events = self.emit_for_notices(tx, relevant, now)
                 self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat(), last_error=None)
+
+            self.store.write(apply, what="notice search")
         except SourceError as e:
             result.error = str(e)
             self._record_failure(SHARED, NOTICES, str(e), now)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -22,6 +23,8 @@ from .schema import deliveries, digest_state, events, hits, leases, outbox, poll
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per IN (...) clause
+_WRITE_ATTEMPTS = 4
+T = TypeVar("T")
 
 
 def dumps(value: Any) -> str:
@@ -112,9 +115,7 @@ class Store:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
-        from alembic import command
         from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
         cfg = Config()
@@ -122,23 +123,37 @@ class Store:
         script = ScriptDirectory.from_config(cfg)
         heads = set(script.get_heads())
         known = {rev.revision for rev in script.walk_revisions()}
-        try:
-            with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    # several instances may start at once: one migrates, the others wait
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
-                current = set(MigrationContext.configure(conn).get_current_heads())
-                unknown = current - known
-                if unknown:
-                    raise StoreError(
-                        f"the database schema ({', '.join(sorted(unknown))}) is newer than this "
-                        f"litwatch knows (up to {', '.join(sorted(heads))}); upgrade litwatch"
-                    )
-                if current != heads:
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
-        except sa.exc.OperationalError as e:
-            raise StoreError(f"cannot open the database {self.safe_url}: {_first_line(e)}") from None
+        for attempt in range(1, 6):
+            try:
+                self._migrate_once(cfg, heads, known)
+                return
+            except sa.exc.OperationalError as e:
+                # SQLite has no advisory lock: two processes starting on a new file both
+                # create tables, and the later one finds them there. Its rerun sees the
+                # schema at head and has nothing to do.
+                racing = "already exists" in str(e.orig) or "database is locked" in str(e.orig)
+                if not racing or attempt == 5:
+                    raise StoreError(f"cannot open the database {self.safe_url}: {_first_line(e)}") from None
+                time.sleep(0.2 * attempt)
+
+    def _migrate_once(self, cfg: Any, heads: set[str], known: set[str]) -> None:
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # several instances may start at once: one migrates, the others wait
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
+            current = set(MigrationContext.configure(conn).get_current_heads())
+            unknown = current - known
+            if unknown:
+                raise StoreError(
+                    f"the database schema ({', '.join(sorted(unknown))}) is newer than this "
+                    f"litwatch knows (up to {', '.join(sorted(heads))}); upgrade litwatch"
+                )
+            if current != heads:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
 
     @property
     def safe_url(self) -> str:
@@ -148,6 +163,26 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    def write(self, fn: Callable[[Connection], T], *, what: str) -> T:
+        """Run `fn` in one transaction. When a concurrent writer (a second `litwatch poll`
+        at the same moment) stored the same record first, the unique constraint stops this
+        one: roll back and run `fn` again, which now reads what the other committed. `fn`
+        must derive everything from `tx`, so a rerun starts from scratch."""
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                with self.transaction() as tx:
+                    return fn(tx)
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as e:
+                if not _is_conflict(e):
+                    raise
+                if attempt == _WRITE_ATTEMPTS:
+                    raise StoreError(
+                        f"{what}: gave up after {attempt} attempts: another process keeps writing the same "
+                        f"records ({_first_line(e)})"
+                    ) from None
+                log.info("%s: concurrent write (%s); retrying", what, _first_line(e))
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ records and versions
 
@@ -630,6 +665,16 @@ class Store:
 
 
 _EPOCH = datetime(1970, 1, 1)
+
+
+def _is_conflict(e: sa.exc.DBAPIError) -> bool:
+    """A unique violation, a deadlock, a serialization failure, or SQLite's busy lock:
+    errors another writer caused, which a rerun of the transaction resolves."""
+    if isinstance(e, sa.exc.IntegrityError):
+        code = getattr(e.orig, "sqlstate", None)
+        return code == "23505" or "UNIQUE constraint failed" in str(e.orig)
+    code = getattr(e.orig, "sqlstate", None)
+    return code in {"40001", "40P01"} or "database is locked" in str(e.orig)
 
 
 def _first_line(e: Exception) -> str:
