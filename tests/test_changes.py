@@ -9,6 +9,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from conftest import TODAY, basic_config, run_cli
 from fake_eutils import FakeEutils
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from conftest import TODAY, basic_config, run_cli
-from fake_eutils import Fault, FakeEutils
+from fake_eutils import FakeEutils, Fault
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from conftest import run_cli, write_config
@@ -55,7 +56,7 @@ def test_good_config_loads_frozen() -> None:
     assert s.query("trail").matcher is not None
     assert s.mail.smtp_port == 2525
     assert s.feed("fda").approvals
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         s.database = "other"  # type: ignore[misc]
 
 

@@ -36,13 +36,13 @@ FDA_1 = rss(
     ("fda-2", "FDA warns about contaminated eye drops", "https://www.fda.gov/news/drops", "Unrelated."),
 )
 TOC_1 = (
-    '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xmlns:prism="http://prismstandard.org/namespaces/basic/2.0/">'
-    "<title>Blood TOC</title><id>urn:blood</id><updated>2026-11-24T00:00:00Z</updated>"
-    "<entry><id>urn:blood:1</id><title>Death receptor 5 agonist in myeloma &lt;script&gt;x&lt;/script&gt;</title>"
-    '<link href="https://ashpublications.org/blood/1"/><updated>2026-11-24T00:00:00Z</updated>'
-    "<summary>A DR5 agonist study.</summary><prism:doi>10.1182/blood.2026.1</prism:doi></entry>"
-    "</feed>"
-).encode()
+    b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xmlns:prism="http://prismstandard.org/namespaces/basic/2.0/">'
+    b"<title>Blood TOC</title><id>urn:blood</id><updated>2026-11-24T00:00:00Z</updated>"
+    b"<entry><id>urn:blood:1</id><title>Death receptor 5 agonist in myeloma &lt;script&gt;x&lt;/script&gt;</title>"
+    b'<link href="https://ashpublications.org/blood/1"/><updated>2026-11-24T00:00:00Z</updated>'
+    b"<summary>A DR5 agonist study.</summary><prism:doi>10.1182/blood.2026.1</prism:doi></entry>"
+    b"</feed>"
+)
 
 
 def config(tmp_path: Path, eutils: FakeEutils, host: FeedHost) -> Path:

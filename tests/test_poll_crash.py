@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from conftest import TODAY, basic_config, run_cli
 from fake_eutils import FakeEutils
 
