@@ -40,15 +40,20 @@ _COUNT_WORDS = {
     "new": ("new paper", "new papers"),
     "update": ("update", "updates"),
 }
+_KIND_FLAG = {"retraction": "retracted", "concern": "expression of concern", "erratum": "corrected"}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
 
 
 @dataclass
 class Change:
+    """One field's change. Long text and lists also carry `words`, a compact diff:
+    [(op, text)] with op in "=", "-", "+", whose texts join with `sep`."""
+
     field: str
     old: str
     new: str
-    words: list[tuple[str, str]] | None = None  # [(op, text)], op in "=", "-", "+"
+    words: list[tuple[str, str]] | None = None
+    sep: str = " "
 
 
 @dataclass
@@ -67,6 +72,12 @@ class Item:
     @property
     def label(self) -> str:
         return KIND_LABEL[self.kind]
+
+    @property
+    def status(self) -> list[str]:
+        """The record's standing, less what the item's own kind already says
+        (a retraction item need not also be flagged "retracted")."""
+        return [f for f in self.flags if f != _KIND_FLAG.get(self.kind)]
 
     @property
     def url(self) -> str:
@@ -235,32 +246,34 @@ def _as_text(value: Any) -> str:
 def _change(fname: str, old: Any, new: Any) -> Change:
     a, b = _as_text(old), _as_text(new)
     ch = Change(fname, a, b)
-    if len(a) > LONG_TEXT or len(b) > LONG_TEXT:
+    if isinstance(old, list) and isinstance(new, list) and old and new:
+        # author lists: "Liang Y" added reads better than two struck-through lists
+        ch.words, ch.sep = _diff([str(v) for v in old], [str(v) for v in new], "; ", 3), "; "
+    elif len(a) > LONG_TEXT or len(b) > LONG_TEXT:
         ch.words = word_diff(a, b)
     return ch
 
 
 def word_diff(old: str, new: str, context: int = 8) -> list[tuple[str, str]]:
     """A compact word diff: changed runs in full, unchanged runs cut to `context` words."""
-    a, b = old.split(), new.split()
-    out: list[tuple[str, str]] = []
+    return _diff(old.split(), new.split(), " ", context)
+
+
+def _diff(a: list[str], b: list[str], sep: str, context: int) -> list[tuple[str, str]]:
+    out: list[tuple[str, list[str]]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
             words = a[i1:i2]
             if len(words) > 2 * context:
                 words = [*words[:context], "…", *words[-context:]]
-            out.append(("=", " ".join(words)))
+            out.append(("=", words))
             continue
         if i2 > i1:
-            out.append(("-", " ".join(a[i1:i2])))
+            out.append(("-", a[i1:i2]))
         if j2 > j1:
-            out.append(("+", " ".join(b[j1:j2])))
-    if out and out[0][0] == "=":
-        words = out[0][1].split()
-        if len(words) > context:
-            out[0] = ("=", "… " + " ".join(words[-context:]))
-    if out and out[-1][0] == "=":
-        words = out[-1][1].split()
-        if len(words) > context:
-            out[-1] = ("=", " ".join(words[:context]) + " …")
-    return out
+            out.append(("+", b[j1:j2]))
+    if out and out[0][0] == "=" and len(out[0][1]) > context:
+        out[0] = ("=", ["…", *out[0][1][-context:]])
+    if out and out[-1][0] == "=" and len(out[-1][1]) > context:
+        out[-1] = ("=", [*out[-1][1][:context], "…"])
+    return [(op, sep.join(words)) for op, words in out]

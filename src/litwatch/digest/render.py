@@ -5,6 +5,7 @@ from the package, or first from the config's `templates:` directory."""
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime
 from pathlib import Path
 
 import css_inline
@@ -14,9 +15,18 @@ from .. import __version__
 from .group import DigestData
 
 
-def _wrap(text: str, width: int = 76, indent: str = "") -> str:
+def _wrap(text: str, width: int = 76, indent: str = "", subsequent: str | None = None) -> str:
+    """Fill each non-blank line; long words (URLs, DOIs) are never broken."""
+    later = indent if subsequent is None else subsequent
     return "\n".join(
-        textwrap.fill(line, width=width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+        textwrap.fill(
+            line,
+            width=width,
+            initial_indent=indent,
+            subsequent_indent=later,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
         for line in text.splitlines()
         if line.strip()
     )
@@ -24,6 +34,22 @@ def _wrap(text: str, width: int = 76, indent: str = "") -> str:
 
 def _date(value: object) -> str:
     return value.strftime("%Y-%m-%d") if hasattr(value, "strftime") else ""
+
+
+def _days(since: object, now: object) -> str:
+    """'3 days' between two datetimes, for "failing since ... (3 days)"."""
+    if not isinstance(since, datetime) or not isinstance(now, datetime):
+        return ""
+    if (since.tzinfo is None) != (now.tzinfo is None):  # the store keeps naive UTC
+        since, now = since.replace(tzinfo=None), now.replace(tzinfo=None)
+    n = max((now - since).days, 0)
+    return "less than a day" if n == 0 else f"{n} day{'s' if n != 1 else ''}"
+
+
+def _diff_text(words: list[tuple[str, str]], sep: str = " ") -> str:
+    """A compact diff inline, as `git diff --word-diff=plain` shows it: [-old-] {+new+}."""
+    marks = {"=": "{}", "-": "[-{}-]", "+": "{{+{}+}}"}
+    return sep.join(marks[op].format(text) for op, text in words)
 
 
 class Renderer:
@@ -42,6 +68,8 @@ class Renderer:
         )
         self.env.filters["wrap"] = _wrap
         self.env.filters["date"] = _date
+        self.env.filters["days"] = _days
+        self.env.filters["diff_text"] = _diff_text
         self.env.globals["version"] = __version__
         self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
