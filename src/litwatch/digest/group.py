@@ -41,6 +41,7 @@ _COUNT_WORDS = {
     "update": ("update", "updates"),
 }
 _KIND_FLAG = {"retraction": "retracted", "concern": "expression of concern", "erratum": "corrected"}
+_LINK_RANK = {"PubMed": 0, "DOI": 1}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
 
 
@@ -196,7 +197,8 @@ def group(
         _merge_detail(item, e.detail)
     ordered = sorted(items.values(), key=lambda i: (_KIND_ORDER[i.kind], i.created_at, i.event_ids[0]))
     for item in ordered:
-        item.links.sort(key=lambda lk: lk[0] not in ("PubMed",) and lk[0] != "DOI")
+        # PubMed, then DOI, then feed links, whichever event came first: the title links the first
+        item.links.sort(key=lambda lk: _LINK_RANK.get(lk[0], len(_LINK_RANK)))
         item.queries.sort()
     shown, rest = ordered[:max_items], ordered[max_items:]
     sections = []
