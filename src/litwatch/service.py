@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -21,7 +21,7 @@ from .config import DigestSettings, QuerySettings, Settings
 from .digest import Renderer, group
 from .digest.group import DigestData
 from .errors import DeliveryError, LitwatchError, SourceError, UsageError
-from .mail import build_message, transport_for
+from .mail import RecipientRefused, build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import EutilsClient, SearchResult
@@ -78,10 +78,13 @@ class DigestResult:
     message_id: str = ""
     sent: bool = False
     error: str | None = None
+    permanent: bool = False  # the error: not retried
     text: str = ""
     html: str = ""
 
     def line(self) -> str:
+        if self.error and self.permanent:
+            return f"{self.name} → {self.recipient}: {self.subject}: FAILED permanently, not retried: {self.error}"
         if self.error:
             return (
                 f"{self.name} → {self.recipient}: {self.subject or 'queued message'}: FAILED, kept queued: {self.error}"
@@ -127,16 +130,7 @@ class Service:
         return results
 
     def _select_queries(self, names: Sequence[str]) -> list[QuerySettings]:
-        if not names:
-            return list(self.settings.queries)
-        out = []
-        for n in names:
-            try:
-                out.append(self.settings.query(n))
-            except KeyError:
-                known = ", ".join(q.name for q in self.settings.queries) or "none"
-                raise UsageError(f"no query named {n!r} in the config (queries: {known})") from None
-        return out
+        return _select("query", "queries", self.settings.queries, names)
 
     def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         """Feed sources: each feed is fetched once for all queries using it."""
@@ -421,16 +415,7 @@ class Service:
         return results
 
     def _select_digests(self, names: Sequence[str]) -> list[DigestSettings]:
-        if not names:
-            return list(self.settings.digests)
-        out = []
-        for n in names:
-            try:
-                out.append(self.settings.digest(n))
-            except KeyError:
-                known = ", ".join(d.name for d in self.settings.digests) or "none"
-                raise UsageError(f"no digest named {n!r} in the config (digests: {known})") from None
-        return out
+        return _select("digest", "digests", self.settings.digests, names)
 
     def render(self, d: DigestSettings, recipient: str, tx: Connection, now: datetime) -> DigestData | None:
         pending = self.store.pending_events(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient)
@@ -546,11 +531,12 @@ class Service:
                     try:
                         transport.send(bytes(row.mime), row.recipient, row.message_id)
                     except DeliveryError as e:
-                        res.error = str(e)
+                        res.error, res.permanent = str(e), e.permanent
                         self._failed(row, str(e), permanent=e.permanent, now=now)
                         if not e.permanent:
                             blocked.add(row.recipient)
-                            down = str(e)  # the server is unwell: don't hammer it with the rest
+                            if not isinstance(e, RecipientRefused):  # one full mailbox holds up no one else
+                                down = str(e)  # the server is unwell: don't hammer it with the rest
                         continue
                     with self.store.transaction() as tx:
                         self.store.mark_sent(tx, row.id, self.now())
@@ -676,6 +662,21 @@ class Saved:
     old: Record | None  # the previous version when this one changed it
     changes: list[FieldChange]
     status: str  # "created", "changed" or "same"
+
+
+_Named = TypeVar("_Named", QuerySettings, DigestSettings)
+
+
+def _select(kind: str, plural: str, configured: Sequence[_Named], names: Sequence[str]) -> list[_Named]:
+    """The configured items named on the command line, in that order; all when none."""
+    if not names:
+        return list(configured)
+    by_name = {item.name: item for item in configured}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        known = ", ".join(by_name) or "none"
+        raise UsageError(f"no {kind} named {unknown[0]!r} in the config ({plural}: {known})")
+    return [by_name[n] for n in names]
 
 
 def _ids(results: list[SearchResult]) -> list[str]:
