@@ -46,6 +46,10 @@ def _token(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", name)
 
 
+class RecipientRefused(DeliveryError):
+    """The server refused this recipient only (RCPT TO): the others can still be sent."""
+
+
 class Transport(Protocol):
     def __enter__(self) -> Transport: ...
 
@@ -147,8 +151,16 @@ class SmtpTransport:
             refused = self.smtp.sendmail(sender, [recipient], mime)
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
-            raise DeliveryError(
+            raise RecipientRefused(
                 f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500
+            ) from None
+        except smtplib.SMTPSenderRefused as e:
+            # MAIL FROM refused (530 authentication required, 553 sender not allowed): a
+            # config problem, not this message's; it stays queued until the config is fixed
+            self._drop()
+            raise DeliveryError(
+                f"{self.where}: sender {sender} refused: {e.smtp_code} {_text(e.smtp_error)}; "
+                "check mail.from, mail.username and mail.password"
             ) from None
         except smtplib.SMTPResponseException as e:
             self._drop()
@@ -161,7 +173,7 @@ class SmtpTransport:
             raise DeliveryError(f"{self.where}: sending to {recipient} failed: {_describe(e)}") from None
         if refused:
             code, text = next(iter(refused.values()))
-            raise DeliveryError(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500)
+            raise RecipientRefused(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500)
 
     def _drop(self) -> None:
         if self.smtp is not None:
@@ -183,4 +195,12 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-__all__ = ["Address", "DeliveryError", "FileTransport", "SmtpTransport", "build_message", "transport_for"]
+__all__ = [
+    "Address",
+    "DeliveryError",
+    "FileTransport",
+    "RecipientRefused",
+    "SmtpTransport",
+    "build_message",
+    "transport_for",
+]
