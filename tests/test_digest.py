@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from conftest import TODAY, basic_config, run_cli, smtp_port
 from fake_eutils import FakeEutils
@@ -74,6 +77,15 @@ def test_dry_run_prints_and_marks_nothing(tmp_path: Path, eutils: FakeEutils) ->
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
 
 
+def outbox(tmp_path: Path) -> list[Any]:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'litwatch.db'}")
+    with eng.connect() as c:
+        q = "select recipient, message_id, state, attempts, last_error, next_attempt_at from outbox order by id"
+        rows = list(c.execute(sa.text(q)).mappings())
+    eng.dispose()
+    return rows
+
+
 def test_smtp_outage_keeps_message_queued_with_same_message_id(tmp_path: Path, eutils: FakeEutils, smtp) -> None:  # type: ignore[no-untyped-def]
     seed(eutils)
     port = smtp_port(smtp)
@@ -85,13 +97,24 @@ def test_smtp_outage_keeps_message_queued_with_same_message_id(tmp_path: Path, e
     assert smtp.received.messages == []
     st = run_cli("--config", str(cfg), "status", "--json")
     assert '"queued": 2' in st.stdout
+    queued = outbox(tmp_path)
+    assert [(m["state"], m["attempts"]) for m in queued] == [("queued", 1)] * 2
+    assert all("451 4.3.0 try again later" in m["last_error"] and m["next_attempt_at"] for m in queued)
+    eutils.add("104", terms="TRAIL", edat=TODAY, title="A paper found during the outage")
+    assert run_cli("--config", str(cfg), "poll").returncode == 0
     smtp.handler.fail_data = None
     r = run_cli("--config", str(cfg), "digest")
     assert r.returncode == 0, r.stdout + r.stderr
     msgs = smtp.received.messages
-    assert sorted(m["To"] for m in msgs) == ["boss@example.org", "team@example.org"]
+    # the queued messages first, as they were (same Message-ID), then the new events in new ones
+    assert [(m["To"], m["Message-ID"].strip()) for m in msgs[:2]] == [(m["recipient"], m["message_id"]) for m in queued]
+    assert sorted(m["To"] for m in msgs[2:]) == ["boss@example.org", "team@example.org"]
+    for i, m in enumerate(msgs):
+        text = m.get_body(("plain",)).get_content()
+        assert ("/104/" in text) == (i >= 2) and ("/101/" in text) == (i < 2)
+    assert [m["state"] for m in outbox(tmp_path)] == ["sent"] * 4
     r = run_cli("--config", str(cfg), "digest")
-    assert len(smtp.received.messages) == 2 and "nothing to send" in r.stdout
+    assert len(smtp.received.messages) == 4 and "nothing to send" in r.stdout
 
 
 def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils, smtp) -> None:  # type: ignore[no-untyped-def]
@@ -101,9 +124,15 @@ def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils,
     smtp.handler.refuse["boss@example.org"] = "550 5.1.1 no such user"
     r = run_cli("--config", str(cfg), "digest")
     assert r.returncode == 1 and "550" in r.stdout
+    (boss_line,) = [line for line in r.stdout.splitlines() if "boss@" in line]
+    assert "FAILED permanently, not retried" in boss_line and "550 5.1.1 no such user" in boss_line
     assert [m["To"] for m in smtp.received.messages] == ["team@example.org"]
+    team, boss = outbox(tmp_path)
+    assert (team["state"], boss["state"], boss["attempts"], boss["next_attempt_at"]) == ("sent", "failed", 1, None)
+    assert "550 5.1.1 no such user" in boss["last_error"]
     r = run_cli("--config", str(cfg), "digest")  # not retried forever
-    assert r.returncode == 0 and len(smtp.received.messages) == 1
+    assert r.returncode == 0 and len(smtp.received.messages) == 1 and "nothing to send" in r.stdout
+    assert outbox(tmp_path)[1]["attempts"] == 1
     st = run_cli("--config", str(cfg), "status")
     assert "1 undeliverable" in st.stdout
 
