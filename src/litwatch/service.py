@@ -168,7 +168,7 @@ class Service:
             modified_ids = _ids(modified)
             result.found = len(set(entered_ids) | set(modified_ids))
             with self.store.transaction() as tx:
-                known = set(self.store.current(tx, PUBMED, entered_ids))
+                known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
             fetched = self._fetch_pubmed(entered, entered_ids, known, modified_ids, what)
             result.warnings += fetched.warnings
             known_unfetched = [i for i in entered_ids if i in known]
@@ -362,7 +362,7 @@ class Service:
             ids = _ids(found)
             result.found = len(ids)
             with self.store.transaction() as tx:
-                stored = set(self.store.current(tx, PUBMED, ids))
+                stored = set(self.store.records_by_pmid(tx, ids))
             todo = [i for i in ids if i not in stored]
             notices: list[Record] = []
             problems: list[str] = []
