@@ -122,10 +122,12 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
         "[Expression of concern] Old TRAIL review"
     )
     assert notices.index("[Expression of concern]") < notices.index("[Erratum] TRAIL agonist trial")
-    assert "Notice: Erratum: TRAIL agonist trial https://pubmed.ncbi.nlm.nih.gov/901/" in notices
-    assert "title: DR5 antibody in myeloma" in notices  # the title change rides with the retraction
+    assert "Notice: Erratum: TRAIL agonist trial https://pubmed.ncbi.nlm.nih.gov/901/" in " ".join(notices.split())
+    retraction = notices[: notices.index("[Expression of concern]")]
+    # the title change rides with the retraction
+    assert "Changed title:\n     - DR5 antibody in myeloma\n     + RETRACTED: DR5 antibody in myeloma" in retraction
     updates = section(text, "Updates")
-    assert "Aponermin pharmacology and toxicology" in updates and "title: Aponermin pharmacology" in updates
+    assert "Aponermin pharmacology and toxicology" in updates and "+ Aponermin pharmacology and toxicology" in updates
     assert "TRAIL resistance" not in text  # MeSH-only change: a version, no mail
     assert "Erratum for someone else" not in text and "== New papers" not in text
     assert not section(text, "Updates").count("DR5")
