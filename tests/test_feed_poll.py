@@ -128,7 +128,7 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
         r = run_cli("--config", str(cfg), "digest")
         subject, text, _ = last_message(tmp_path / "outbox")
         assert subject == "d: 1 update" and "FDA approves a new drug" in text
-        assert "title: FDA approves aponermin for relapsed multiple myeloma" in text
+        assert "Changed title:\n     - FDA approves aponermin for relapsed multiple myeloma\n     + FDA approves a new drug" in text
 
         hist = run_cli("--config", str(cfg), "history", "fda-1")
         assert hist.returncode == 0 and "2 version(s)" in hist.stdout
