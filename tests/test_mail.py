@@ -320,3 +320,65 @@ def test_temporary_refusal_of_one_recipient_does_not_hold_up_the_others(tmp_path
         assert r.returncode == 0, r.stdout + r.stderr
     assert [g.msg["Message-ID"].strip() for g in box.got] == [boss["message_id"], team["message_id"]]
     assert [row["state"] for row in outbox(tmp_path)] == ["sent", "sent"]
+
+
+class Refusing(Box):
+    """Refuses every message at DATA with `reply`, keeping the Message-IDs it saw."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+        self.tried: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.tried.append(str(message_from_bytes(envelope.content, policy=policy.default)["Message-ID"]).strip())
+        return self.reply
+
+
+def test_one_connection_one_attempt_per_message_per_run(tmp_path: Path, eutils: FakeEutils) -> None:
+    """Two digests, queued and new mail: one SMTP connection for the run; a message
+    that fails is tried once per run, not again by the same run."""
+    refusing = Refusing("451 4.3.0 try again later")
+    with serve(refusing) as port:
+        cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org]")
+        cfg.write_text(cfg.read_text() + "  - name: other\n    to: [x@example.org]\n    queries: [trail]\n")
+        for run in (1, 2):
+            r = digest(cfg)
+            assert r.returncode == 1 and r.stdout.count("FAILED, kept queued") == 3, r.stdout
+            rows = outbox(tmp_path)
+            assert [(row["state"], row["attempts"]) for row in rows] == [("queued", run)] * 3
+            assert len(refusing.tried) == 2 * run  # per digest, after a 451 the rest waits
+    eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
+    box = Box()
+    with serve(box) as port2:
+        cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
+        assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+        r = digest(cfg)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert len({g.peer for g in box.got}) == 1, r.stdout  # one connection for both digests
+    mids = [g.msg["Message-ID"].strip() for g in box.got]
+    assert mids[:2] == [row["message_id"] for row in rows if row["recipient"] != "x@example.org"]
+    assert len(mids) == 6 and len(set(mids)) == 6  # the 3 queued ones as they were, 3 new ones with 203
+
+
+def test_backoff_is_respected_by_the_scheduler_path(tmp_path: Path, eutils: FakeEutils) -> None:
+    """`litwatch run` digests with respect_backoff: a message waiting for its retry
+    time is not sent, and nothing newer is built for its recipient before it."""
+    from litwatch.config import load
+    from litwatch.service import Service
+
+    refusing = Refusing("421 4.3.2 busy")
+    with serve(refusing) as port:
+        cfg = polled(tmp_path, eutils, port, "none")
+        assert digest(cfg).returncode == 1
+        (row,) = outbox(tmp_path)
+        assert row["attempts"] == 1
+        eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
+        assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+        svc = Service(load(cfg, env={"SMTP_PASSWORD": PASSWORD}))
+        try:
+            svc.digest(respect_backoff=True)  # the retry is a minute away
+        finally:
+            svc.close()
+    assert refusing.tried == [row["message_id"]]
+    assert [(r["message_id"], r["attempts"]) for r in outbox(tmp_path)] == [(row["message_id"], 1)]

@@ -70,18 +70,21 @@ class FileTransport:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.ready = False
 
     def __enter__(self) -> FileTransport:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DeliveryError(f"cannot create mail directory {self.directory}: {e.strerror}") from None
-        return self
+        return self  # the directory is made at the first message: a run with none leaves no trace
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         return None
 
     def send(self, mime: bytes, recipient: str, message_id: str) -> None:
+        if not self.ready:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DeliveryError(f"cannot create mail directory {self.directory}: {e.strerror}") from None
+            self.ready = True
         name = re.sub(r"[^A-Za-z0-9.@_-]", "_", message_id.strip("<>")) + ".eml"
         target = self.directory / name
         try:

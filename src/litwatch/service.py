@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
@@ -21,7 +22,7 @@ from .config import DigestSettings, QuerySettings, Settings
 from .digest import Renderer, group
 from .digest.group import DigestData
 from .errors import DeliveryError, LitwatchError, SourceError, UsageError
-from .mail import RecipientRefused, build_message, transport_for
+from .mail import RecipientRefused, Transport, build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import EutilsClient, SearchResult
@@ -398,18 +399,22 @@ class Service:
         digests = self._select_digests(names)
         results: list[DigestResult] = []
         last_html = ""
-        for d in digests:
-            if dry_run:
-                for res in self._build(d, dry_run=True):
-                    results.append(res)
+        # one SMTP connection for the whole run, opened at the first message (none: no connection)
+        with transport_for(self.settings.mail) as transport:
+            for d in digests:
+                if dry_run:
+                    for res in self._build(d, dry_run=True):
+                        results.append(res)
+                        last_html = res.html or last_html
+                    continue
+                blocked = self.send_queued(
+                    [d.name], respect_backoff=respect_backoff, results=results, transport=transport
+                )
+                for res in self._build(d, dry_run=False, skip=blocked):
                     last_html = res.html or last_html
-                continue
-            blocked = self.send_queued([d.name], respect_backoff=respect_backoff, results=results)
-            for res in self._build(d, dry_run=False, skip=blocked):
-                last_html = res.html or last_html
-            self.send_queued([d.name], respect_backoff=False, results=results, only_new=True)
-            with self.store.transaction() as tx:
-                self.store.set_digest_state(tx, d.name, last_run=self.now())
+                self.send_queued([d.name], respect_backoff=False, results=results, only_new=True, transport=transport)
+                with self.store.transaction() as tx:
+                    self.store.set_digest_state(tx, d.name, last_run=self.now())
         if html_path is not None and last_html:
             html_path.write_text(last_html, encoding="utf-8")
         return results
@@ -506,18 +511,24 @@ class Service:
         respect_backoff: bool,
         results: list[DigestResult],
         only_new: bool = False,
+        transport: Transport | None = None,
     ) -> set[str]:
-        """Send queued messages (oldest first) over one connection. Returns the
-        recipients whose message stays queued after a temporary failure."""
+        """Send queued messages (oldest first) over one connection (`transport`'s, if
+        given). Returns the recipients whose message stays queued: it failed now, or
+        it waits for its retry time (`respect_backoff`). `only_new`: just the messages
+        never tried, those queued by this run; the others had their try."""
         now = self.now()
         with self.store.transaction() as tx:
-            queued = self.store.queued_messages(tx, digests=digests, now=now if respect_backoff else None)
-        blocked: set[str] = set()
+            queued = self.store.queued_messages(tx, digests=digests, now=None)
+        # a message waiting for its retry time holds back its recipient (nothing newer goes first)
+        blocked = {r.recipient for r in queued if respect_backoff and r.next_attempt_at and r.next_attempt_at > now}
+        queued = [r for r in queued if r.recipient not in blocked and not (only_new and r.attempts)]
         if not queued:
             return blocked
         down: str | None = None
         try:
-            with transport_for(self.settings.mail) as transport:
+            with ExitStack() as stack:
+                transport = transport or stack.enter_context(transport_for(self.settings.mail))
                 for row in queued:
                     res = DigestResult(
                         row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id
