@@ -382,3 +382,17 @@ def test_backoff_is_respected_by_the_scheduler_path(tmp_path: Path, eutils: Fake
             svc.close()
     assert refusing.tried == [row["message_id"]]
     assert [(r["message_id"], r["attempts"]) for r in outbox(tmp_path)] == [(row["message_id"], 1)]
+
+
+def test_a_server_that_never_answers_times_out(tmp_path: Path, eutils: FakeEutils) -> None:
+    import socket
+
+    with socket.socket() as listener:  # accepts (the kernel's backlog) and never says 220
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        cfg = polled(tmp_path, eutils, listener.getsockname()[1], "none")
+        cfg.write_text(cfg.read_text().replace("  timeout: 10\n", "  timeout: 1\n"))
+        r = digest(cfg)
+    assert r.returncode == 1 and "timed out" in r.stdout and "kept queued" in r.stdout, r.stdout + r.stderr
+    (row,) = outbox(tmp_path)
+    assert (row["state"], row["attempts"]) == ("queued", 1) and "timed out" in row["last_error"]

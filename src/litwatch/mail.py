@@ -194,7 +194,8 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, socket.timeout | TimeoutError):
         return "timed out"
     if isinstance(e, smtplib.SMTPServerDisconnected):
-        return "server closed the connection"
+        # smtplib turns a read timeout into "Connection unexpectedly closed: timed out"
+        return "timed out" if isinstance(e.__context__, TimeoutError) else "server closed the connection"
     return f"{type(e).__name__}: {e}"
 
 
