@@ -3,6 +3,7 @@ through a real SMTP server (aiosmtpd) and the file transport; exactly once."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -47,7 +48,9 @@ def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:
     assert r.returncode == 0, r.stderr
     files = sorted((tmp_path / "outbox").glob("*.eml"))
     assert len(files) == 2  # one per recipient
-    msg = message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    raw = files[0].read_bytes()
+    assert re.search(rb"^Message-ID: <[^<>\s]+@example\.org>\r$", raw, re.M), "Message-ID folded or malformed"
+    msg = message_from_bytes(raw, policy=policy.default)
     assert msg["Subject"] == "weekly: 1 approval, 2 new papers"
     assert msg["Auto-Submitted"] == "auto-generated" and msg["List-Id"] and msg["Message-ID"]
     assert msg.get_content_type() == "multipart/alternative"
@@ -61,6 +64,32 @@ def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:
     r = run_cli("--config", str(cfg), "digest")
     assert r.returncode == 0 and "nothing to send" in r.stdout
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+
+def test_backlog_over_max_items_goes_out_in_several_mails_in_one_run(tmp_path: Path, eutils: FakeEutils) -> None:
+    for i in range(5):
+        eutils.add(str(200 + i), terms="TRAIL", edat=TODAY, title=f"TRAIL paper number {i}")
+    cfg = basic_config(
+        tmp_path, eutils.url, digests="digests:\n  - name: weekly\n    to: [a@example.org]\n    queries: [trail]\n"
+    )
+    cfg.write_text(cfg.read_text().replace("queries: [trail]\n", "queries: [trail]\n    max_items: 2\n"))
+    assert run_cli("--config", str(cfg), "poll").returncode == 0
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    msgs = [message_from_bytes(f.read_bytes(), policy=policy.default) for f in (tmp_path / "outbox").glob("*.eml")]
+    msgs.sort(key=lambda m: str(m["Subject"]), reverse=True)  # +3 more, +1 more, the last one
+    texts = [m.get_body(("plain",)).get_content().replace("\r\n", "\n") for m in msgs]
+    assert len(msgs) == 3 and len({m["Message-ID"] for m in msgs}) == 3
+    assert sorted(str(m["Subject"]) for m in msgs) == [
+        "weekly: 1 new paper",
+        "weekly: 2 new papers (+1 more)",
+        "weekly: 2 new papers (+3 more)",
+    ]
+    assert "3 more items waiting: they follow in the next mail." in texts[0]
+    assert "1 more item waiting" in texts[1] and "more item" not in texts[2]
+    assert all(sum(f"TRAIL paper number {i}" in t for t in texts) == 1 for i in range(5))  # each once
+    r = run_cli("--config", str(cfg), "digest")
+    assert r.returncode == 0 and "nothing to send" in r.stdout
 
 
 def test_dry_run_prints_and_marks_nothing(tmp_path: Path, eutils: FakeEutils) -> None:

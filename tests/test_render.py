@@ -442,9 +442,9 @@ def test_max_items_says_how_many_wait(renderer: Renderer, cap: int, waiting: str
     assert data.event_ids == list(range(1, 2 * cap + 1))  # the held-back items' events stay pending
     assert renderer.subject(data) == f"weekly-myeloma: {cap} new papers (+{more} more)"
     text = renderer.text(data)
-    assert f"{waiting}: they come in the next digest." in text and "Paper 4" not in text
+    assert f"{waiting}: they follow in the next mail." in text and "Paper 4" not in text
     doc = parse(renderer.html(data))
-    assert by_class(doc, "td", "more")[0].text_content() == f"{waiting}: they come in the next digest."
+    assert by_class(doc, "td", "more")[0].text_content() == f"{waiting}: they follow in the next mail."
     assert len(by_class(doc, "div", "item")) == cap
 
 

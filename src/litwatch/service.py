@@ -469,10 +469,22 @@ class Service:
         for recipient in d.to:
             if recipient in skip:
                 continue  # a message to them is still queued; new events wait for the next one
+            out += self._build_for(d, recipient, now, dry_run=dry_run, texts_seen=texts_seen)
+        return out
+
+    def _build_for(
+        self, d: DigestSettings, recipient: str, now: datetime, *, dry_run: bool, texts_seen: set[str]
+    ) -> list[DigestResult]:
+        """Queue one message per `max_items` pending items for `recipient`, until none is
+        left: a backlog goes out now in several mails, not one mail per scheduled run.
+        Each message binds its events (deliveries) when queued, so the next round reads
+        only what is left. A dry run shows the first message only."""
+        out: list[DigestResult] = []
+        while True:
             with self.store.transaction() as tx:
                 data = self.render(d, recipient, tx, now)
                 if data is None:
-                    continue
+                    return out
                 subject = self.renderer.subject(data, d.subject)
                 text = self.renderer.text(data)
                 html = self.renderer.html(data)
@@ -485,7 +497,7 @@ class Service:
                         texts_seen.add(text)
                     out.append(res)
                     tx.rollback()
-                    continue
+                    return out
                 msg = build_message(
                     mail=self.settings.mail, digest=d.name, recipient=recipient, subject=subject, text=text, html=html
                 )
@@ -502,7 +514,8 @@ class Service:
                     now=now,
                 )
             out.append(res)
-        return out
+            if not data.more_waiting or not data.event_ids:  # (no events bound: nothing would change)
+                return out
 
     def send_queued(
         self,
