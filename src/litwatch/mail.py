@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import smtplib
 import socket
 import ssl
 import tempfile
+import time
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, parseaddr
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -32,7 +34,7 @@ def build_message(
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     # Fixed now, stored in the outbox: a message re-sent after a crash keeps it (RFC 5322 §3.6.4).
-    msg["Message-ID"] = make_msgid(idstring=f"litwatch.{_token(digest)}", domain=sender_domain)
+    msg["Message-ID"] = message_id(digest, sender_domain)
     msg["List-Id"] = mail.list_id or f"{digest} <{_token(digest)}.litwatch.{sender_domain}>"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
     msg["X-Litwatch-Digest"] = digest
@@ -40,6 +42,12 @@ def build_message(
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
     return msg
+
+
+def message_id(digest: str, domain: str) -> str:
+    """`<time.random.digest@domain>`: unique (48 random bits per second), and short
+    enough that `Message-ID:` stays on one line; `make_msgid`'s long form gets folded."""
+    return f"<{int(time.time()):x}.{secrets.token_hex(6)}.{_token(digest)[:24]}@{domain}>"
 
 
 def _token(name: str) -> str:
