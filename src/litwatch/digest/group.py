@@ -8,6 +8,7 @@ items of one mail; the events of the items left out stay pending for the next on
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("new", "New papers", ("new",)),
     ("updates", "Updates", ("update",)),
 )
+_ISO_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT")
 _KIND_ORDER = {k: i for i, k in enumerate(("approval", "retraction", "concern", "erratum", "new", "update"))}
 KIND_LABEL = {
     "approval": "Approval",
@@ -95,7 +97,7 @@ class Item:
         parts = [r.journal]
         date = r.pub_date or r.article_date or r.entrez_date
         if date:
-            parts.append(date)
+            parts.append(date[:10] if _ISO_DATETIME.match(date) else date)  # a feed's time of day is noise here
         vol = r.volume + (f"({r.issue})" if r.issue else "")
         if vol:
             parts.append(vol + (f":{r.pages}" if r.pages else ""))
