@@ -153,6 +153,15 @@ def write_config(tmp_path: Path, body: str, name: str = "litwatch.yaml") -> Path
     return path
 
 
+def smtp_mail(port: int, *, security: str = "none", auth: str = "", timeout: float | None = None) -> str:
+    """The `mail:` block for the SMTP server on loopback at `port`."""
+    return (
+        f"mail:\n  transport: smtp\n  host: 127.0.0.1\n  port: {port}\n  security: {security}\n"
+        + (f"  timeout: {timeout:g}\n" if timeout is not None else "")
+        + f'{auth}  from: "litwatch <litwatch@example.org>"\n'
+    )
+
+
 def basic_config(
     tmp_path: Path,
     eutils_url: str,

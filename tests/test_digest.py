@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli, smtp_port
+from conftest import TODAY, basic_config, run_cli, smtp_mail, smtp_port
 from fake_eutils import FakeEutils
 
 
@@ -29,15 +29,7 @@ def seed(fake: FakeEutils) -> None:
 
 
 def smtp_config(tmp_path: Path, fake: FakeEutils, port: int) -> Path:
-    mail = f"""
-mail:
-  transport: smtp
-  host: 127.0.0.1
-  port: {port}
-  security: none
-  from: "litwatch <litwatch@example.org>"
-"""
-    return basic_config(tmp_path, fake.url, mail=mail)
+    return basic_config(tmp_path, fake.url, mail=smtp_mail(port))
 
 
 def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:

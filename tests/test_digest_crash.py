@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli
+from conftest import TODAY, basic_config, free_port, run_cli, smtp_mail
 from fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -110,11 +110,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, db: str, t
         f"  - name: {d}\n    to: [{', '.join(to)}]\n    queries: [{', '.join(qs)}]\n    max_items: 5\n"
         for d, (to, qs) in DIGESTS.items()
     )
-    mail = (
-        f"mail:\n  transport: smtp\n  host: 127.0.0.1\n  port: {port}\n  security: none\n  timeout: 10\n"
-        '  from: "litwatch <litwatch@example.org>"\n'
-    )
-    cfg = basic_config(tmp_path, eutils.url, db=db, mail=mail, queries=queries, digests=digests)
+    cfg = basic_config(tmp_path, eutils.url, db=db, mail=smtp_mail(port, timeout=10), queries=queries, digests=digests)
     # the fake does not care; a key lifts the client's rate limit from 3 to 10 requests/s
     cfg.write_text(cfg.read_text().replace("  timeout: 5\n", "  timeout: 5\n  api_key: test\n"))
     publish(60, first=True)  # a backlog: max_items 5 spreads it over many mails and runs

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli
+from conftest import TODAY, basic_config, free_port, run_cli, smtp_mail
 from fake_eutils import FakeEutils
 
 PASSWORD = "pw-Zq8#not-for-logs"
@@ -160,10 +160,7 @@ def config(
     tmp_path: Path, fake: FakeEutils, port: int, security: str, *, user: bool = False, to: str = "[team@example.org]"
 ) -> Path:
     auth = '  username: litwatch\n  password: "${SMTP_PASSWORD}"\n' if user else ""
-    mail = (
-        f"mail:\n  transport: smtp\n  host: 127.0.0.1\n  port: {port}\n  security: {security}\n  timeout: 10\n"
-        f'{auth}  from: "litwatch <litwatch@example.org>"\n'
-    )
+    mail = smtp_mail(port, security=security, auth=auth, timeout=10)
     digests = f"digests:\n  - name: weekly\n    to: {to}\n    queries: [trail, myeloma]\n"
     return basic_config(tmp_path, fake.url, mail=mail, digests=digests)
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, pg_schema_url, smtp_port
+from conftest import TODAY, basic_config, pg_schema_url, smtp_mail, smtp_port
 from fake_eutils import FakeEutils
 from test_daemon import Run, api_key, searches, wait_until
 
@@ -44,15 +44,7 @@ def _config(tmp_path: Path, eutils: FakeEutils, db: str, port: int) -> Path:
         f"    every: {int(DIGEST_EVERY)}s\n"
         for k in range(4)
     )
-    mail = f"""
-mail:
-  transport: smtp
-  host: 127.0.0.1
-  port: {port}
-  security: none
-  from: "litwatch <litwatch@example.org>"
-"""
-    cfg = api_key(basic_config(tmp_path, eutils.url, db=db, mail=mail, queries=queries, digests=digests))
+    cfg = api_key(basic_config(tmp_path, eutils.url, db=db, mail=smtp_mail(port), queries=queries, digests=digests))
     cfg.write_text(cfg.read_text().replace("pubmed:\n", "pubmed:\n  notices: false\n", 1))
     return cfg
 
