@@ -42,6 +42,7 @@ class Fault:
     body: bytes | None = None
     delay: float = 0.0
     huge: int = 0  # stream this many bytes of garbage
+    term: str | None = None  # only for a request whose term starts with this
 
 
 class FakeEutils:
@@ -156,7 +157,15 @@ class FakeEutils:
                 utility = urlsplit(self.path).path.rsplit("/", 1)[-1].removesuffix(".fcgi")
                 with fake.lock:
                     fake.requests.append(Request(time.monotonic(), self.command, utility, params))
-                    fault = next((f for f in fake.faults if f.utility in (utility, "*")), None)
+                    fault = next(
+                        (
+                            f
+                            for f in fake.faults
+                            if f.utility in (utility, "*")
+                            and (f.term is None or params.get("term", "").startswith(f.term))
+                        ),
+                        None,
+                    )
                     if fault is not None:
                         fake.faults.remove(fault)
                 if fake.delay:
