@@ -123,6 +123,25 @@ def test_query_needs_a_source() -> None:
     ), found
 
 
+def test_alias_bomb_and_recursive_alias_are_refused() -> None:
+    """A "billion laughs" of nested YAML aliases (9**9 values from 10 lines) and an
+    alias inside itself end in one config error, not a hang or a RecursionError."""
+    bomb = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    for text in (bomb, "a: &a\n  - *a\n"):
+        (found,) = problems(text)
+        assert found.startswith("cfg.yaml:") and "are YAML aliases (*name) nested or recursive?" in found
+
+
+def test_aliases_in_a_real_config_still_work() -> None:
+    text = GOOD.replace("    to: [team@example.org]\n", "    to: &team [team@example.org]\n").replace(
+        "timezone:", "  - name: daily\n    to: *team\n    queries: [mm]\ntimezone:"
+    )
+    s = loads(text, "cfg.yaml", {})
+    assert [list(d.to) for d in s.digests] == [["team@example.org"], ["team@example.org"]]
+
+
 def test_unknown_top_level_key_suggests() -> None:
     found = problems(GOOD + "digest:\n  - name: x\n")
     assert any("unknown key 'digest'; did you mean 'digests'?" in p and p.startswith("cfg.yaml:30:") for p in found), (

@@ -341,6 +341,7 @@ class _Lines:
 
     def __init__(self) -> None:
         self.lines: dict[Path_, int] = {}
+        self.values = 0  # nodes converted so far: aliases can make a small file expand without end
 
     def line(self, path: Path_) -> int | None:
         while path:
@@ -350,7 +351,27 @@ class _Lines:
         return self.lines.get((), None)
 
 
+_MAX_VALUES = 100_000  # a real config has hundreds
+_MAX_DEPTH = 32
+
+
+class _TooBig(Exception):
+    pass
+
+
 def _convert(node: yaml.Node, path: Path_, lines: _Lines, env: dict[str, str], problems: list[str], file: str) -> Any:
+    lines.values += 1
+    if lines.values > _MAX_VALUES or len(path) > _MAX_DEPTH:
+        # nested aliases (a "billion laughs") or an alias that contains itself
+        raise _TooBig(
+            config_problem(
+                file,
+                node.start_mark.line + 1,
+                _dotted(path[:3]),
+                f"the config expands to more than {_MAX_VALUES:,} values or {_MAX_DEPTH} levels; "
+                "are YAML aliases (*name) nested or recursive?",
+            )
+        )
     lines.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -434,6 +455,8 @@ def loads(text: str, file: str = "<config>", env: Any = None) -> Settings:
     else:
         try:
             data = _convert(root, (), lines, env, problems, file)
+        except _TooBig as e:
+            raise ConfigError([str(e)]) from None
         except yaml.YAMLError as e:
             raise ConfigError([config_problem(file, None, "", f"YAML error: {e}")]) from None
     if not isinstance(data, dict):
