@@ -116,12 +116,3 @@ def test_poll_state_failures_and_recovery(store: Store) -> None:
         store.poll_ok(tx, "q", "pubmed", NOW + timedelta(hours=2), watermark="2026-11-25")
         row = store.poll_state(tx, "q", "pubmed")
         assert row.failing_since is None and row.watermark == "2026-11-25" and row.polls == 1
-
-
-def test_leases(store: Store) -> None:
-    assert store.try_lease("a", "poll:q", NOW + timedelta(seconds=30), NOW)
-    assert not store.try_lease("b", "poll:q", NOW + timedelta(seconds=30), NOW + timedelta(seconds=10))
-    assert store.try_lease("a", "poll:q", NOW + timedelta(seconds=60), NOW + timedelta(seconds=10))  # renew
-    assert store.try_lease("b", "poll:q", NOW + timedelta(seconds=120), NOW + timedelta(seconds=61))  # expired
-    store.release_lease("b", "poll:q")
-    assert store.try_lease("c", "poll:q", NOW + timedelta(seconds=30), NOW)

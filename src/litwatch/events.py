@@ -37,7 +37,6 @@ from .records import (
 UNORDERED = frozenset({"mesh", "keywords", "pubtypes", "links"})
 # Changes to these are news ("update"); the rest is indexing, kept as versions only.
 SUBSTANTIVE = ("title", "abstract", "authors", "doi", "url")
-NOTICE_KINDS = ("retraction", "concern", "erratum")
 
 _RETRACTED_TITLE = re.compile(r"^\s*\[?\s*(retracted|withdrawn)\b\s*[\]:.\-]", re.IGNORECASE)
 _APPROVAL_TITLE = re.compile(

@@ -332,16 +332,6 @@ class Store:
         q = sa.select(versions).where(versions.c.record_id == record_id).order_by(versions.c.n)
         return [(r.n, r.fetched_at, json.loads(r.fields), json.loads(r.changes)) for r in tx.execute(q)]
 
-    def linked_by_doi(self, tx: Connection, dois: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-        """lower-cased DOI → [(source, key)] of every record carrying it."""
-        dois = [d.lower() for d in set(dois) if d]
-        out: dict[str, list[tuple[str, str]]] = {}
-        for i in range(0, len(dois), _CHUNK):
-            q = sa.select(records.c.doi, records.c.source, records.c.key).where(records.c.doi.in_(dois[i : i + _CHUNK]))
-            for row in tx.execute(q):
-                out.setdefault(row.doi, []).append((row.source, row.key))
-        return out
-
     # ------------------------------------------------------------------ hits and events
 
     def hits_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, set[str]]:
@@ -555,15 +545,6 @@ class Store:
             value = tx.execute(sa.text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
             return value.replace(tzinfo=None)  # type: ignore[no-any-return]
         return datetime.now(UTC).replace(tzinfo=None)
-
-    def try_lease(self, owner: str, task: str, until: datetime, now: datetime) -> bool:
-        """Take or renew `task` for `owner` until `until`, if free or expired. Own transaction."""
-        with self.transaction() as tx:
-            row = self._lock_lease(tx, task)
-            if row is None or (row.owner != owner and row.until > now):
-                return False
-            tx.execute(leases.update().where(leases.c.task == task).values(owner=owner, until=until))
-            return True
 
     def claim(
         self,
