@@ -393,3 +393,18 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path, eutils: FakeEutil
     assert r.returncode == 1 and "timed out" in r.stdout and "kept queued" in r.stdout, r.stdout + r.stderr
     (row,) = outbox(tmp_path)
     assert (row["state"], row["attempts"]) == ("queued", 1) and "timed out" in row["last_error"]
+
+
+def test_file_transport_writes_whole_files_and_leaves_no_half_file(tmp_path: Path) -> None:
+    from litwatch.errors import DeliveryError
+    from litwatch.mail import FileTransport
+
+    box = tmp_path / "outbox"
+    with FileTransport(box) as t:
+        t.send(b"Subject: one\r\n\r\nbody\r\n", "a@example.org", "<1.abc@example.org>")
+        t.send(b"Subject: one again\r\n\r\nbody\r\n", "a@example.org", "<1.abc@example.org>")  # a re-send
+        (box / "2.abc@example.org.eml").mkdir()  # the rename onto it fails
+        with pytest.raises(DeliveryError, match="cannot write .*2.abc@example.org.eml"):
+            t.send(b"Subject: two\r\n\r\nbody\r\n", "a@example.org", "<2.abc@example.org>")
+    assert sorted(p.name for p in box.iterdir()) == ["1.abc@example.org.eml", "2.abc@example.org.eml"]
+    assert (box / "1.abc@example.org.eml").read_bytes().startswith(b"Subject: one again")

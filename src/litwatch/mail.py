@@ -5,6 +5,7 @@ the transports: SMTP (starttls | ssl | none, AUTH, one connection per run) and f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -95,6 +96,7 @@ class FileTransport:
             self.ready = True
         name = re.sub(r"[^A-Za-z0-9.@_-]", "_", message_id.strip("<>")) + ".eml"
         target = self.directory / name
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
             with os.fdopen(fd, "wb") as f:
@@ -102,8 +104,19 @@ class FileTransport:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+            tmp = None
+            # the rename itself must be on disk before the message is marked sent
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         except OSError as e:
             raise DeliveryError(f"cannot write {target}: {e.strerror}") from None
+        finally:
+            if tmp is not None:  # a failed write leaves no half file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 class SmtpTransport:
