@@ -384,6 +384,29 @@ def test_safe_html(markup: str, expected: str) -> None:
     assert safe_html(markup, "https://base.example/feed.xml") == expected
 
 
+@pytest.mark.parametrize(
+    "markup",
+    [
+        '<a href="jav&#x09;ascript:alert(1)">x</a>',
+        '<a href=" javascript:alert(1)">x</a>',
+        '<a href="JaVaScRiPt:alert(1)">x</a>',
+        "<svg><script>alert(1)</script></svg>x",
+        "<img src=x onerror=alert(1)>x",
+        "<scr<script>ipt>alert(1)</script>x",
+        "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>x",
+        '<p style="background:url(javascript:alert(1))">x</p>',
+        "<noscript><p title=\"</noscript><img src=x onerror=alert(1)>\">x",
+        '<a href="vbscript:msgbox(1)">x</a><form action="https://e.example"><button>x</button></form>',
+    ],
+)
+def test_safe_html_refuses_script_vectors(markup: str) -> None:
+    """Known sanitiser bypasses (OWASP XSS filter evasion list, mXSS): no script, no
+    event handler, no style, no non-http link survives."""
+    out = safe_html(markup, "https://base.example/feed.xml").lower()
+    for bad in ("<script", "javascript:", "vbscript:", "onerror", "<img", "<svg", "<math", "style=", "<form"):
+        assert bad not in out, (markup, out)
+
+
 def test_deeply_nested_html_does_not_crash() -> None:
     nested = "<div>" * 200 + "deep" + "</div>" * 200
     assert html_to_text(nested) == "deep"
