@@ -50,3 +50,25 @@ def test_upgrade_from_0001_keeps_leases(store_url: str) -> None:
     eng.dispose()
     assert row.owner == "x" and row.last_run is None and row.next_run is None
     assert version == "0002"
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from litwatch.store.schema import SCHEMA_HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [SCHEMA_HEAD]
+
+
+def test_a_current_schema_costs_one_query(store_url: str) -> None:
+    Store(store_url).close()  # creates the schema
+    statements: list[str] = []
+    store = Store(store_url, migrate=False)
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.migrate()
+    store.close()
+    print("\nschema check on a current database:", statements)
+    assert statements == ["SELECT version_num FROM alembic_version"]

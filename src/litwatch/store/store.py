@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
 from ..records import Record
-from .schema import deliveries, digest_state, events, hits, leases, outbox, poll_state, records, versions
+from .schema import SCHEMA_HEAD, deliveries, digest_state, events, hits, leases, outbox, poll_state, records, versions
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per IN (...) clause
@@ -115,6 +115,8 @@ class Store:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
+        if self._at_head():
+            return
         from alembic.config import Config
         from alembic.script import ScriptDirectory
 
@@ -135,6 +137,16 @@ class Store:
                 if not racing or attempt == 5:
                     raise StoreError(f"cannot open the database {self.safe_url}: {_first_line(e)}") from None
                 time.sleep(0.2 * attempt)
+
+    def _at_head(self) -> bool:
+        """One query, no Alembic import and no lock, when the schema is already current
+        (every command checks; almost always it is)."""
+        try:
+            with self.engine.connect() as conn:
+                versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        except sa.exc.DBAPIError:
+            return False  # no table yet, or no server: the full path says which
+        return versions == [SCHEMA_HEAD]
 
     def _migrate_once(self, cfg: Any, heads: set[str], known: set[str]) -> None:
         from alembic import command
