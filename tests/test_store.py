@@ -116,3 +116,20 @@ def test_poll_state_failures_and_recovery(store: Store) -> None:
         store.poll_ok(tx, "q", "pubmed", NOW + timedelta(hours=2), watermark="2026-11-25")
         row = store.poll_state(tx, "q", "pubmed")
         assert row.failing_since is None and row.watermark == "2026-11-25" and row.polls == 1
+
+
+def test_add_events_counts_only_what_it_inserted(store: Store) -> None:
+    """The count comes from INSERT … RETURNING: rows that conflict with stored events, or
+    with an earlier row of the same batch, are not counted, and rows other writers
+    stored before are not either."""
+    with store.transaction() as tx:
+        ids = store.insert_records(tx, [(rec("1"), ev.fingerprint(rec("1")))], NOW)
+    row = {"record_id": ids["1"], "kind": "new", "version_n": 1}
+    with store.transaction() as tx:
+        assert store.add_events(tx, [{**row, "query": "q", "dedup": "a"}], NOW) == 1
+        assert store.add_events(tx, [{**row, "query": "other", "dedup": "x"}], NOW) == 1
+    with store.transaction() as tx:
+        batch = [{**row, "query": "q", "dedup": d} for d in ("a", "b", "b", "c")]
+        assert store.add_events(tx, batch, NOW) == 2  # "a" stored before, "b" twice in the batch
+        assert store.add_events(tx, batch, NOW) == 0
+        assert tx.execute(sa.text("SELECT count(*) FROM events")).scalar_one() == 4

@@ -367,13 +367,13 @@ class Store:
         whose (query, dedup) exists already is skipped. Returns how many are new."""
         if not rows:
             return 0
-        before = tx.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
-        tx.execute(
-            self._insert_ignore(events, ["query", "dedup"]),
+        # RETURNING names only the rows inserted (a conflict returns nothing), so the
+        # count costs no scan of the events table (SQLAlchemy's insertmanyvalues batches it).
+        inserted = tx.execute(
+            self._insert_ignore(events, ["query", "dedup"]).returning(events.c.id),
             [{**r, "detail": dumps(r.get("detail", {})), "created_at": now} for r in rows],
         )
-        after = tx.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
-        return int(after - before)
+        return len(inserted.all())
 
     def _insert_ignore(self, table: sa.Table, conflict: list[str]) -> Any:
         if self.dialect == "postgresql":
