@@ -35,9 +35,7 @@ EVENT_KINDS = ("approval", "erratum", "retraction", "concern", "new", "update")
 # approval (event `approval`); the second a product leaving or not reaching the market,
 # which SPEC.md reports as an `update`.
 APPROVAL_REG_KINDS = frozenset({"new application", "new indication", "CHMP opinion", "EU authorisation"})
-UPDATE_REG_KINDS = frozenset(
-    {"withdrawal", "suspension", "refusal", "negative CHMP opinion", "application withdrawn"}
-)
+UPDATE_REG_KINDS = frozenset({"withdrawal", "suspension", "refusal", "negative CHMP opinion", "application withdrawn"})
 REGULATORY_KINDS = APPROVAL_REG_KINDS | UPDATE_REG_KINDS
 
 
