@@ -45,7 +45,7 @@ def test_kinds_load_with_their_defaults() -> None:
     assert ema.url == "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json"
     assert fda.api_key is not None and fda.api_key.get_secret_value() == "abc123"
     assert "abc123" not in repr(s) and "abc123" not in str(fda)
-    assert ema.stale_after_days == 7 and fda.lookback_days == 30
+    assert ema.stale_after_days == 7 and fda.first_lookback_days == 30
     assert (
         loads(CONFIG.replace("    stale_days: 7\n", ""), "cfg.yaml", {"OPENFDA_API_KEY": ""})
         .feed("ema-medicines")
@@ -100,6 +100,11 @@ def test_default_urls_are_the_clients() -> None:
             "    stale_days: 7\n",
             "    stale_day: 7\n",
             "cfg.yaml:10: feeds[2].stale_day: unknown key 'stale_day'; did you mean 'stale_days'?",
+        ),
+        (
+            "    approvals: true\n",
+            "    approvals: true\n    lookback_days: 7\n",
+            "cfg.yaml:5: feeds[0].lookback_days: `lookback_days` is for feeds of kind openfda or ema, not rss",
         ),
         (
             "    kind: ema\n",

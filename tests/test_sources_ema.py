@@ -15,7 +15,7 @@ import pytest
 from feedhost import FeedHost, Reply
 from litwatch.errors import SourceError
 from litwatch.parse.ema import parse_ema, staleness
-from litwatch.sources.ema import EmaFetcher
+from litwatch.sources.ema import EmaFetcher, poll_ema
 from litwatch.sources.http import RetryPolicy
 
 EXCERPT = Path(__file__).parent / "data" / "ema" / "medicines-excerpt.json"
@@ -131,3 +131,27 @@ def test_stale_file_after_a_fetch(host: FeedHost) -> None:
         parsed = parse_ema(fetcher.fetch(host.url(PATH)).content, feed_name="ema")
     assert staleness(parsed.newest_update, datetime(2026, 10, 5), 14) is None
     assert "looks stale" in (staleness(parsed.newest_update, datetime(2026, 11, 1), 14) or "")
+
+
+def test_poll_ema_batch_200_then_304_and_staleness_after_a_304(host: FeedHost) -> None:
+    host.route(PATH, Reply(body=EXCERPT.read_bytes(), content_type=JSON, etag='"v1"'))
+    now = datetime(2026, 10, 5, 8, 0)
+    first = poll_ema(name="ema-medicines", url=host.url(PATH), now=now, policy=FAST)
+    assert first.status == 200 and first.requests == 1 and first.since == date(2026, 9, 5)
+    assert [r.key for r in first.records] == ["EMEA/H/C/006711#eu-authorisation"]  # 18/09/2026
+    assert first.newest_update == date(2026, 10, 2) and first.stale is None and first.etag == '"v1"'
+    later = datetime(2026, 10, 30, 8, 0)
+    second = poll_ema(
+        name="ema-medicines",
+        url=host.url(PATH),
+        now=later,
+        etag=first.etag,
+        last_ok=now.date(),
+        last_newest_update=first.newest_update,
+        stale_days=14,
+        policy=FAST,
+    )
+    assert (second.status, second.records, second.requests) == (304, (), 1)
+    assert second.since == date(2026, 9, 21)
+    assert second.stale is not None and "newest last_updated_date is 2026-10-02, 28 days" in second.stale
+    print(f"requests per cycle: {first.requests} (200) and {second.requests} (304)")

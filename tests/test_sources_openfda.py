@@ -23,6 +23,7 @@ from litwatch.sources.openfda import (
     OpenFdaResult,
     Window,
     plan_window,
+    poll_openfda,
     requests_per_cycle,
     search_query,
 )
@@ -209,3 +210,31 @@ def test_record_that_appears_days_after_its_date_is_caught_by_the_overlap(fda: F
 
 def test_requests_per_cycle() -> None:
     assert [requests_per_cycle(n) for n in (0, 1, 1000, 1001, 2500)] == [1, 1, 1, 2, 3]
+
+
+def test_poll_openfda_returns_a_batch_and_its_watermark(fda: FakeOpenFda) -> None:
+    apps = _apps()
+    fda.applications = [apps["BLA761036"], apps["ANDA219999"], apps["BLA761460"]]
+    first = poll_openfda(
+        name="fda-approvals",
+        last_until=None,
+        now=datetime(2026, 1, 20, 15, tzinfo=UTC),
+        url=fda.search_url,
+        policy=FAST,
+        budget=DailyBudget(1000),
+    )
+    assert [r.key for r in first.records] == ["BLA761036:SUPPL:85"]
+    assert (first.window.since, first.watermark, first.requests) == (date(2025, 12, 21), date(2026, 1, 20), 1)
+    fda.add(apps["BLA761901"])
+    second = poll_openfda(
+        name="fda-approvals",
+        last_until=first.watermark,
+        now=datetime(2026, 1, 27, 15, tzinfo=UTC),
+        url=fda.search_url,
+        api_key="k",
+        policy=FAST,
+        budget=DailyBudget(1000),
+    )
+    assert [r.key for r in second.records] == ["BLA761036:SUPPL:85", "BLA761901:ORIG:1"]
+    assert second.warnings == () and second.requests == 1 and second.watermark == date(2026, 1, 27)
+    print(f"requests per cycle: {first.requests} and {second.requests}")

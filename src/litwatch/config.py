@@ -42,6 +42,7 @@ DEFAULT_FEED_URLS = {
     "ema": "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json",
 }
 DEFAULT_STALE_DAYS = 14
+DEFAULT_LOOKBACK_DAYS = 30
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -181,7 +182,7 @@ class FeedSettings(_Frozen):
     approvals: bool = False
     api_key: SecretStr | None = None  # openfda: 120,000 requests a day instead of 1,000
     stale_days: int | None = Field(None, ge=1, le=3650)  # ema: report the file stale after this many days
-    lookback_days: int = Field(30, ge=0, le=36500)  # openfda, ema: how far back the first poll reaches
+    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema: how far back the first poll reaches
     timeout: float = Field(30.0, gt=0)
     max_mb: int = Field(20, ge=1)
     retries: int = Field(3, ge=0, le=20)
@@ -228,6 +229,18 @@ class FeedSettings(_Frozen):
         if v is not None and kind not in ("ema", None):
             raise ValueError(f"`stale_days` is for feeds of kind ema, not {kind}")
         return v
+
+    @field_validator("lookback_days")
+    @classmethod
+    def _lookback_days(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("kind") == "rss":
+            raise ValueError("`lookback_days` is for feeds of kind openfda or ema, not rss")
+        return v
+
+    @property
+    def first_lookback_days(self) -> int:
+        """openfda, ema: how many days back the first poll of the feed reaches."""
+        return self.lookback_days if self.lookback_days is not None else DEFAULT_LOOKBACK_DAYS
 
     @property
     def stale_after_days(self) -> int:

@@ -11,14 +11,18 @@ request and a 304 with no body. One request per cycle either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from ..errors import SourceError
+from ..parse.ema import parse_ema, staleness
+from ..records import Record
 from .http import HttpClient, RetryPolicy, redact
 
-__all__ = ["DEFAULT_URL", "EmaFetcher", "EmaResponse"]
+__all__ = ["DEFAULT_URL", "EmaBatch", "EmaFetcher", "EmaResponse", "plan_since", "poll_ema"]
 
 DEFAULT_URL = "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json"
 DEFAULT_MAX_BYTES = 100_000_000  # the report is some 10 MB today
+OVERLAP = timedelta(days=14)  # EMA publishes opinions and decisions days after they are taken
 ACCEPT = "application/json, */*;q=0.5"
 
 
@@ -77,3 +81,69 @@ class EmaFetcher:
             final_url=fetched.url,
             requests=made,
         )
+
+
+def plan_since(last_ok: date | None, today: date, *, lookback_days: int = 30, overlap: timedelta = OVERLAP) -> date:
+    """The earliest event date a poll reports: two weeks before the last successful poll,
+    or `lookback_days` back on the first one."""
+    return last_ok - overlap if last_ok else today - timedelta(days=lookback_days)
+
+
+@dataclass(frozen=True)
+class EmaBatch:
+    """What one poll of an ema feed found: plain data for the poll pipeline. On a 304
+    there are no records and `newest_update` is the one passed in."""
+
+    status: int  # 200 or 304
+    records: tuple[Record, ...]
+    warnings: tuple[str, ...]
+    requests: int
+    etag: str | None
+    last_modified: str | None
+    newest_update: date | None  # keep it: staleness is judged on it after a 304 too
+    stale: str | None  # a message when the file has not moved for stale_days
+    since: date
+
+
+def poll_ema(
+    *,
+    name: str,
+    now: datetime,
+    url: str = DEFAULT_URL,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    last_ok: date | None = None,
+    last_newest_update: date | None = None,
+    stale_days: int = 14,
+    lookback_days: int = 30,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    policy: RetryPolicy | None = None,
+) -> EmaBatch:
+    """One poll: conditional GET, then parse; `SourceError` (or `ParseError`) if it fails."""
+    since = plan_since(last_ok, now.date(), lookback_days=lookback_days)
+    with EmaFetcher(name=name, max_bytes=max_bytes, policy=policy) as fetcher:
+        resp = fetcher.fetch(url, etag=etag, last_modified=last_modified)
+    if resp.status == 304:
+        return EmaBatch(
+            304,
+            (),
+            (),
+            resp.requests,
+            resp.etag,
+            resp.last_modified,
+            last_newest_update,
+            staleness(last_newest_update, now, stale_days) if last_newest_update else None,
+            since,
+        )
+    parsed = parse_ema(resp.content, feed_name=name, since=since)
+    return EmaBatch(
+        200,
+        parsed.records,
+        parsed.warnings,
+        resp.requests,
+        resp.etag,
+        resp.last_modified,
+        parsed.newest_update,
+        staleness(parsed.newest_update, now, stale_days),
+        since,
+    )

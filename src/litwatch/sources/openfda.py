@@ -39,15 +39,19 @@ import ijson
 from requests.utils import parse_header_links
 
 from ..errors import SourceError
+from ..parse.openfda import parse_drugsfda
+from ..records import Record
 from .http import Fetched, HttpClient, RetryPolicy, redact, shared_limiter
 
 __all__ = [
     "DEFAULT_URL",
     "DailyBudget",
+    "OpenFdaBatch",
     "OpenFdaClient",
     "OpenFdaResult",
     "Window",
     "plan_window",
+    "poll_openfda",
     "requests_per_cycle",
     "search_query",
 ]
@@ -253,6 +257,44 @@ class OpenFdaClient:
         if self.api_key and "api_key=" not in url:
             return f"{url}{'&' if '?' in url else '?'}api_key={quote(self.api_key, safe='')}"
         return url
+
+
+@dataclass(frozen=True)
+class OpenFdaBatch:
+    """What one poll of an openfda feed found: plain data for the poll pipeline, which
+    stores the records and `watermark` (the window's last day) in one transaction."""
+
+    records: tuple[Record, ...]
+    warnings: tuple[str, ...]
+    window: Window
+    requests: int
+    watermark: date
+
+
+def poll_openfda(
+    *,
+    name: str,
+    last_until: date | None,
+    now: datetime,
+    url: str = DEFAULT_URL,
+    api_key: str | None = None,
+    lookback_days: int = 30,
+    policy: RetryPolicy | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: DailyBudget | None = None,
+) -> OpenFdaBatch:
+    """One poll: plan the window, fetch every page, parse; `SourceError` if any of it fails."""
+    window = plan_window(last_until, now, lookback_days=lookback_days)
+    with OpenFdaClient(url=url, api_key=api_key, name=name, policy=policy, max_bytes=max_bytes, budget=budget) as c:
+        result = c.fetch(window, now=now)
+    records: dict[str, Record] = {}
+    warnings: list[str] = []
+    for page in result.pages:
+        parsed = parse_drugsfda(page, feed_name=name, since=window.since, until=window.until)
+        warnings.extend(parsed.warnings)
+        for rec in parsed.records:
+            records.setdefault(rec.key, rec)  # an application on two pages is one record
+    return OpenFdaBatch(tuple(records.values()), tuple(warnings), window, result.requests, window.until)
 
 
 def _host(url: str) -> str:
