@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, Any
@@ -265,7 +265,7 @@ def _is_human(m: Mapping[str, Any]) -> bool:
     return _text(m.get("ema_product_number")).upper().startswith("EMEA/H/")
 
 
-def _records(m: Mapping[str, Any], *, feed_name: str, since: date | None, warn: Any) -> list[Record]:
+def _records(m: Mapping[str, Any], *, feed_name: str, since: date | None, warn: Callable[[str], None]) -> list[Record]:
     name = _text(m.get("name_of_medicine")).strip()
     number = _text(m.get("ema_product_number")).strip()
     if not name or not number:
@@ -327,7 +327,7 @@ def _record(m: Mapping[str, Any], kind: str, when: date, feed_name: str) -> Reco
     )
 
 
-def _date(value: str, warn: Any = None) -> date | None:
+def _date(value: str, warn: Callable[[str], None] | None = None) -> date | None:
     """DD/MM/YYYY → date; "" → None; anything else → None and a warning."""
     value = value.strip()
     if not value:
