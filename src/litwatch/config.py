@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
     from .match import Matcher
 
 DEFAULT_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+# Default URLs of the feed kinds that have one (kept equal to sources/openfda.py and
+# sources/ema.py DEFAULT_URL; config does not import the HTTP layer).
+DEFAULT_FEED_URLS = {
+    "openfda": "https://api.fda.gov/drug/drugsfda.json",
+    "ema": "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json",
+}
+DEFAULT_STALE_DAYS = 14
+DEFAULT_LOOKBACK_DAYS = 30
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -163,13 +172,30 @@ class MailSettings(_Frozen):
 
 
 class FeedSettings(_Frozen):
+    """One source of items. `kind` rss (default) is an RSS/Atom/RDF feed; openfda is
+    Drugs@FDA through openFDA; ema is EMA's medicines data file (issue 17). The last
+    two have a default `url`; `api_key` belongs to openfda, `stale_days` to ema."""
+
     name: str
+    kind: Literal["rss", "openfda", "ema"] = "rss"
     url: str
     approvals: bool = False
+    api_key: SecretStr | None = None  # openfda: 120,000 requests a day instead of 1,000
+    stale_days: int | None = Field(None, ge=1, le=3650)  # ema: report the file stale after this many days
+    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema: how far back the first poll reaches
     timeout: float = Field(30.0, gt=0)
     max_mb: int = Field(20, ge=1)
     retries: int = Field(3, ge=0, le=20)
     backoff: float = Field(1.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "url" not in data and data.get("kind", "rss") != "rss":
+            # An unknown kind is reported on its own; a second error about `url` would
+            # only mislead, so it gets a placeholder that is never used.
+            data = {**data, "url": DEFAULT_FEED_URLS.get(str(data["kind"]), "https://unknown-kind.invalid/")}
+        return data
 
     @field_validator("url")
     @classmethod
@@ -177,6 +203,49 @@ class FeedSettings(_Frozen):
         if not re.match(r"^https?://", v):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
+
+    @field_validator("approvals")
+    @classmethod
+    def _approvals(cls, v: bool, info: ValidationInfo) -> bool:
+        kind = info.data.get("kind")  # None: the kind itself was wrong, and is reported
+        if v and kind not in ("rss", None):
+            raise ValueError(
+                f"`approvals` is for feeds of kind rss; every item of a {kind} feed is an approval already"
+            )
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        kind = info.data.get("kind")
+        if v is not None and kind not in ("openfda", None):
+            raise ValueError(f"`api_key` is for feeds of kind openfda, not {kind}")
+        return v
+
+    @field_validator("stale_days")
+    @classmethod
+    def _stale_days(cls, v: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if v is not None and kind not in ("ema", None):
+            raise ValueError(f"`stale_days` is for feeds of kind ema, not {kind}")
+        return v
+
+    @field_validator("lookback_days")
+    @classmethod
+    def _lookback_days(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("kind") == "rss":
+            raise ValueError("`lookback_days` is for feeds of kind openfda or ema, not rss")
+        return v
+
+    @property
+    def first_lookback_days(self) -> int:
+        """openfda, ema: how many days back the first poll of the feed reaches."""
+        return self.lookback_days if self.lookback_days is not None else DEFAULT_LOOKBACK_DAYS
+
+    @property
+    def stale_after_days(self) -> int:
+        """ema: after how many days without a moving last_updated_date the file is stale."""
+        return self.stale_days if self.stale_days is not None else DEFAULT_STALE_DAYS
 
     @field_validator("name")
     @classmethod

@@ -31,6 +31,13 @@ RETRACTED_TYPES = frozenset({"retracted publication"})
 
 EVENT_KINDS = ("approval", "erratum", "retraction", "concern", "new", "update")
 
+# What a regulatory record (Record.reg_kind) says happened. The first group announces an
+# approval (event `approval`); the second a product leaving or not reaching the market,
+# which SPEC.md reports as an `update`.
+APPROVAL_REG_KINDS = frozenset({"new application", "new indication", "CHMP opinion", "EU authorisation"})
+UPDATE_REG_KINDS = frozenset({"withdrawal", "suspension", "refusal", "negative CHMP opinion", "application withdrawn"})
+REGULATORY_KINDS = APPROVAL_REG_KINDS | UPDATE_REG_KINDS
+
 
 @dataclass(frozen=True)
 class Link:
@@ -67,6 +74,16 @@ class Record:
     url: str = ""  # the entry's link (feeds); PubMed URLs are derived from the PMID
     summary_html: str = ""  # sanitised HTML summary of a feed entry, for the mail
     extra: tuple[tuple[str, str], ...] = field(default=())
+    # Regulatory records (feeds of kind openfda and ema; issue 17). Empty for papers and
+    # feed entries, so their stored forms and hashes are unchanged.
+    regulator: str = ""  # "FDA", "EMA"
+    reg_kind: str = ""  # one of REGULATORY_KINDS: what happened ("new application", "EU authorisation", ...)
+    application: str = ""  # "BLA761460", "EMEA/H/C/006498"
+    product: str = ""  # brand name(s) as the regulator writes them
+    substance: str = ""  # active ingredient / INN
+    sponsor: str = ""  # applicant or marketing-authorisation holder
+    reg_flags: tuple[str, ...] = ()  # "new molecular entity", "priority review", "orphan", ...
+    documents: tuple[tuple[str, str], ...] = ()  # (label, url): approval letter, label, Drugs@FDA page
 
     @property
     def pmid(self) -> str:
@@ -94,7 +111,7 @@ class Record:
                 continue  # a field a newer litwatch wrote; ignore rather than fail
             if name == "links":
                 value = tuple(Link(*v) for v in value)
-            elif name == "extra":
+            elif name in ("extra", "documents"):
                 value = tuple(tuple(v) for v in value)
             elif isinstance(value, list):
                 value = tuple(value)
