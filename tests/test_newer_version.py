@@ -111,7 +111,9 @@ def test_end_to_end_update_in_is_mailed_as_newer_version(tmp_path: Path, eutils:
     """A stored record later gains `UpdateIn` (real XML); the next poll and digest say
     "[Newer version]" with the link, once, and never "[Erratum]"."""
     yesterday = TODAY - timedelta(days=1)
-    eutils.add("11034741", terms="TRAIL", edat=yesterday, xml=real_article_xml(shared_data, "11034741", drop="UpdateIn"))
+    eutils.add(
+        "11034741", terms="TRAIL", edat=yesterday, xml=real_article_xml(shared_data, "11034741", drop="UpdateIn")
+    )
     cfg = basic_config(
         tmp_path,
         eutils.url,
