@@ -110,10 +110,13 @@ def parse_works(
     try:
         state.read(ijson.parse(stream, use_float=True))
     except ijson.IncompleteJSONError as e:
-        problem = "ends early (truncated)" if "premature EOF" in str(e) or not str(e) else f"is not valid JSON ({e})"
+        detail = _first_line(e)
+        problem = (
+            "ends early (truncated)" if not detail or "premature EOF" in detail else f"is not valid JSON ({detail})"
+        )
         raise ParseError(f"{what}: the answer {problem}{where}", url=url) from e
     except (ijson.JSONError, UnicodeDecodeError, ValueError) as e:
-        raise ParseError(f"{what}: the answer is not valid JSON ({e}){where}", url=url) from e
+        raise ParseError(f"{what}: the answer is not valid JSON ({_first_line(e)}){where}", url=url) from e
     if state.message_type not in ("work", "work-list"):
         got = state.message_type or "none"
         raise ParseError(f"{what}: not a Crossref works answer (message-type {got}){where}", url=url)
@@ -125,6 +128,12 @@ def parse_works(
         items=len(state.dois),
         skipped=state.skipped,
     )
+
+
+def _first_line(e: Exception) -> str:
+    """yajl's messages quote the text with a caret on further lines: keep the first."""
+    lines = str(e).strip().splitlines()
+    return lines[0].strip().rstrip(".") if lines else ""
 
 
 def error_message(body: bytes) -> str:
