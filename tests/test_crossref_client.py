@@ -105,6 +105,17 @@ def test_new_notices_page_with_cursor_and_keep_only_stored_targets(crossref: Fak
     assert batch.progress == TODAY.isoformat()
 
 
+def test_a_full_last_page_is_followed_to_the_empty_one(crossref: FakeCrossref) -> None:
+    fillers(crossref, ROWS_MAX - 3, update=True)  # + the 3 real notices: exactly one full page
+    batch = client(crossref).new_notices(TODAY - timedelta(days=1), today=TODAY)
+    assert batch.requests == 2 and len(batch.notices) == ROWS_MAX
+
+
+def test_nothing_to_check_asks_nothing(crossref: FakeCrossref) -> None:
+    batch = client(crossref).recheck(["", "not a doi"], today=TODAY)
+    assert batch.requests == 0 and crossref.requests == [] and batch.notices == ()
+
+
 def test_new_notices_since_today_skips_older_index_dates(crossref: FakeCrossref) -> None:
     batch = client(crossref).new_notices(TODAY, today=TODAY)  # the real works were indexed yesterday
     assert batch.notices == () and batch.requests == 1

@@ -79,7 +79,7 @@ class WorksPage:
     dois: frozenset[str]
     next_cursor: str | None
     total: int | None
-    items: int
+    items: int  # works in the answer
     skipped: int = 0  # update entries without a usable DOI
 
 
@@ -125,7 +125,7 @@ def parse_works(
         dois=frozenset(state.dois),
         next_cursor=state.cursor if state.message_type == "work-list" else None,
         total=state.total,
-        items=len(state.dois),
+        items=state.items,
         skipped=state.skipped,
     )
 
@@ -161,6 +161,7 @@ class _State:
         self.total: int | None = None
         self.notices: dict[Notice, None] = {}  # ordered set
         self.dois: set[str] = set()
+        self.items = 0
         self.skipped = 0
 
     def read(self, events: Iterator[tuple[str, str, Any]]) -> None:
@@ -188,6 +189,7 @@ class _State:
                 self.total = int(value)
 
     def work(self, work: Any) -> None:
+        self.items += 1  # a short page ends the cursor: count what came, whatever it holds
         if not isinstance(work, dict):
             return
         doi = normalize_doi(work.get("DOI"))
