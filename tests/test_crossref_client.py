@@ -261,3 +261,41 @@ def test_daily_recheck_of_ten_thousand_dois_at_the_polite_rate(crossref: FakeCro
     assert batch.requests == expected == 200 and len(batch.checked) == 10_000
     assert crossref.rejected == 0
     assert took >= computed * 0.95
+
+
+def test_fake_filters_or_repeats_and_and_different_names(crossref: FakeCrossref) -> None:
+    crossref.enforce = False  # plain requests, no pacing
+    both = "doi:10.1021/am300292v,doi:10.1021/acsami.9b11759"
+    answer = requests.get(crossref.url + "works", params={"filter": both}, timeout=10).json()
+    assert {w["DOI"] for w in answer["message"]["items"]} == {"10.1021/am300292v", "10.1021/acsami.9b11759"}
+    answer = requests.get(crossref.url + "works", params={"filter": both + ",is-update:true"}, timeout=10).json()
+    assert [w["DOI"] for w in answer["message"]["items"]] == ["10.1021/acsami.9b11759"]
+    refused = requests.get(crossref.url + "works", params={"filter": "dio:10.1/x"}, timeout=10)
+    assert refused.status_code == 400 and "Filter dio specified" in refused.json()["message"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (
+            {
+                "x-rate-limit-limit": "3",
+                "x-rate-limit-interval": "1s",
+                "x-concurrency-limit": "3",
+                "x-api-pool": "polite-array",
+            },
+            (3, 1.0, 3, "polite-array"),
+        ),
+        ({"x-rate-limit-limit": "50", "x-rate-limit-interval": "60s", "x-concurrency-limit": "1"}, (50, 60.0, 1, "")),
+        ({"x-rate-limit-limit": "10", "x-rate-limit-interval": "1m"}, (10, 60.0, 1, "")),
+        ({"x-rate-limit-limit": "0", "x-rate-limit-interval": "soon", "x-concurrency-limit": "-2"}, (1, 1.0, 1, "")),
+        ({}, (1, 1.0, 1, "")),
+    ],
+    ids=["polite-array", "per-minute", "minutes", "nonsense-kept-safe", "none"],
+)
+def test_limiter_learns_from_headers(headers: dict[str, str], expected: tuple[int, float, int, str]) -> None:
+    from litwatch.sources.crossref import PoolLimiter
+
+    limiter = PoolLimiter()
+    limiter.learn(headers)
+    assert (limiter.per_second, limiter.interval, limiter.concurrency, limiter.pool) == expected
