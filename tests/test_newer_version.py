@@ -63,6 +63,8 @@ def test_real_newer_version_names_the_one_it_replaces(shared_data: Path) -> None
     assert ("update", "11034741") in ev.notice_targets(newer)
     assert not any(kind == "erratum" for kind, _ in ev.notice_targets(newer))
     assert ev.classify_new(newer) == "new", "a newer version is a paper in its own right"
+    assert ev.flags(newer) == ["newer version"]  # it was itself updated later (UpdateIn 14973981)
+    assert ev.flags(real["11034741"]) == ["newer version"], "not 'corrected'"
     via_record = ev.notice_event("update", real["11034741"], newer)
     before = replace(real["11034741"], links=())
     (via_link,) = ev.classify_change(before, real["11034741"], ev.diff(before, real["11034741"]), 2)

@@ -136,6 +136,8 @@ def flags(r: Record) -> list[str]:
         out.append("expression of concern")
     if erratum_notices(r):
         out.append("corrected")
+    if newer_versions(r):
+        out.append("newer version")  # e.g. a preprint whose journal article appeared
     return out
 
 

@@ -42,7 +42,12 @@ _COUNT_WORDS = {
     "new": ("new paper", "new papers"),
     "update": ("update", "updates"),
 }
-_KIND_FLAG = {"retraction": "retracted", "concern": "expression of concern", "erratum": "corrected"}
+_KIND_FLAG = {
+    "retraction": "retracted",
+    "concern": "expression of concern",
+    "erratum": "corrected",
+    "update": "newer version",
+}
 _LINK_RANK = {"PubMed": 0, "DOI": 1}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
 
