@@ -184,3 +184,14 @@ def test_partial_dates() -> None:
         (n,) = parse_works(json.dumps(base).encode()).notices
         assert n.date == expected
     assert isinstance(n, Notice)
+
+
+def test_one_notice_reported_by_publisher_and_retraction_watch_is_two_sources() -> None:
+    work = json.loads(real("10.1021_am300292v"))
+    rw = work["message"]["updated-by"][0]
+    work["message"]["updated-by"].append({**rw, "source": "publisher", "record-id": None})
+    notices = parse_works(json.dumps(work).encode()).notices
+    assert [(n.notice_doi, n.source_label) for n in notices] == [
+        ("10.1021/acsami.9b11759", "Retraction Watch"),
+        ("10.1021/acsami.9b11759", "publisher notice"),
+    ]
