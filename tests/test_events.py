@@ -60,7 +60,7 @@ def test_author_order_matters() -> None:
     [
         ({"links": (*BASE.links, Link("ErratumIn", "300"))}, ["erratum"]),
         ({"links": (Link("CorrectedandRepublishedIn", "301"),)}, ["erratum"]),
-        ({"links": (Link("UpdateIn", "302"),)}, ["erratum"]),
+        ({"links": (Link("UpdateIn", "302"),)}, ["update"]),  # a newer version, not an erratum
         ({"links": (Link("RetractionIn", "303"),)}, ["retraction"]),
         ({"links": (Link("RetractedandRepublishedIn", "304"),)}, ["retraction"]),
         ({"pubtypes": (*BASE.pubtypes, "Retracted Publication")}, ["retraction"]),
@@ -114,7 +114,7 @@ def test_already_retracted_gives_no_second_retraction() -> None:
         (("Expression of Concern",), (Link("ExpressionOfConcernFor", "100"),), [("concern", "100")]),
         (("Journal Article",), (Link("CorrectedandRepublishedFrom", "100"),), [("erratum", "100")]),
         (("Journal Article",), (Link("RetractedandRepublishedFrom", "100"),), [("retraction", "100")]),
-        (("Journal Article",), (Link("UpdateOf", "100"),), [("erratum", "100")]),
+        (("Journal Article",), (Link("UpdateOf", "100"),), [("update", "100")]),
         (("Journal Article",), (Link("CommentOn", "100"),), []),
     ],
 )
@@ -171,7 +171,7 @@ def confusion(shared_data: Path) -> dict[tuple[str, str], int]:
     for r in _real(shared_data).values():
         expected = set()
         types = {lk.ref_type for lk in r.links}
-        if types & {"ErratumIn", "CorrectedandRepublishedIn", "UpdateIn"}:
+        if types & {"ErratumIn", "CorrectedandRepublishedIn"}:
             expected.add("erratum")
         if types & {"RetractionIn", "RetractedandRepublishedIn"} or "Retracted Publication" in r.pubtypes:
             expected.add("retraction")

@@ -43,6 +43,7 @@ DEFAULT_FEED_URLS = {
 }
 DEFAULT_STALE_DAYS = 14
 DEFAULT_LOOKBACK_DAYS = 30
+DEFAULT_CROSSREF = "https://api.crossref.org/"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _EVERY = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -141,6 +142,44 @@ class PubmedSettings(_Frozen):
     def rate(self) -> int:
         """NCBI: 3 requests/s, 10 with an API key."""
         return 10 if self.api_key and self.api_key.get_secret_value() else 3
+
+
+class CrossrefSettings(_Frozen):
+    """`crossref:`: corrections, retractions and concerns by DOI (with Retraction Watch).
+    The section's presence turns the source on; `email` puts litwatch in Crossref's
+    polite pool (`mailto=` and the User-Agent)."""
+
+    email: str
+    base_url: str = DEFAULT_CROSSREF
+    every: str = "1d"  # how often stored DOIs are checked again
+    batch_size: int = Field(50, ge=1, le=100)  # DOIs per request (`filter=doi:A,doi:B,…`)
+    timeout: float = Field(60.0, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+    backoff: float = Field(1.0, ge=0)
+    deadline: float = Field(900.0, gt=0)
+    max_response_mb: int = Field(64, ge=1)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        return check_address(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        parse_every(v)
+        return v
+
+    @property
+    def interval(self) -> timedelta:
+        return parse_every(self.every)
 
 
 class MailSettings(_Frozen):
@@ -339,6 +378,7 @@ class Settings(_Frozen):
     pubmed: PubmedSettings = PubmedSettings()
     mail: MailSettings = MailSettings()
     feeds: tuple[FeedSettings, ...] = ()
+    crossref: CrossrefSettings | None = None
     queries: tuple[QuerySettings, ...] = ()
     digests: tuple[DigestSettings, ...] = ()
     timezone: str = "UTC"

@@ -26,6 +26,8 @@ from .records import (
     RETRACTION_NOTICE_TYPES,
     RETRACTION_ON_NOTICE,
     RETRACTION_ON_ORIGINAL,
+    UPDATE_ON_NOTICE,
+    UPDATE_ON_ORIGINAL,
     FieldChange,
     NewEvent,
     Record,
@@ -106,6 +108,11 @@ def concern_notices(r: Record) -> set[str]:
     return _notices(r, CONCERN_ON_ORIGINAL)
 
 
+def newer_versions(r: Record) -> set[str]:
+    """Keys (PMID, else "ref:<citation>") of the newer versions `UpdateIn` names."""
+    return _notices(r, UPDATE_ON_ORIGINAL)
+
+
 def _notices(r: Record, ref_types: frozenset[str]) -> set[str]:
     # a link without a PMID still counts, keyed by its citation text
     return {lk.pmid or f"ref:{_norm(lk.source)}" for lk in r.links if lk.ref_type in ref_types}
@@ -129,6 +136,8 @@ def flags(r: Record) -> list[str]:
         out.append("expression of concern")
     if erratum_notices(r):
         out.append("corrected")
+    if newer_versions(r):
+        out.append("newer version")  # e.g. a preprint whose journal article appeared
     return out
 
 
@@ -166,9 +175,28 @@ def classify_change(old: Record, new: Record, changes: list[FieldChange], versio
     ):
         for notice in sorted(gained):
             out.append(NewEvent(kind, f"{kind}:{ident}:{notice}", {"notices": [notice], "changes": shown}))
+    for key in sorted(newer_versions(new) - newer_versions(old)):
+        # a newer version (PubMed `UpdateIn`: the published article of a preprint) is
+        # news of substance, not a correction: an `update` shown as "newer version"
+        out.append(NewEvent("update", f"version:{ident}:{key}", {"newer": [_newer(new, key)], "changes": shown}))
     if not out and shown:
         out.append(NewEvent("update", f"update:{ident}:v{version_n}", {"changes": shown}))
     return out
+
+
+def _newer(r: Record, key: str) -> dict[str, str]:
+    """What the digest shows of a newer version named by a link: its citation and URL."""
+    link = next(
+        (lk for lk in r.links if lk.ref_type in UPDATE_ON_ORIGINAL and (lk.pmid or f"ref:{_norm(lk.source)}") == key),
+        None,
+    )
+    pmid = link.pmid if link else ""
+    return {
+        "pmid": pmid,
+        "title": _norm(link.source) if link else "",
+        "url": f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else "",
+        "doi": "",
+    }
 
 
 def notice_targets(notice: Record) -> list[tuple[str, str]]:
@@ -178,6 +206,7 @@ def notice_targets(notice: Record) -> list[tuple[str, str]]:
         ("retraction", RETRACTION_ON_NOTICE),
         ("concern", CONCERN_ON_NOTICE),
         ("erratum", ERRATUM_ON_NOTICE),
+        ("update", UPDATE_ON_NOTICE),  # the newer version names the one it replaces
     ):
         for pmid in sorted(notice.link_pmids(ref_types)):
             out.append((kind, pmid))
@@ -189,12 +218,16 @@ def known_at_first_sight(first: Record, kind: str, notice_key: str) -> bool:
     was then reported as a new paper with its standing shown, so the notice is no news."""
     if kind == "retraction":
         return is_retracted(first)
-    return notice_key in (erratum_notices(first) if kind == "erratum" else concern_notices(first))
+    known = {"erratum": erratum_notices, "concern": concern_notices, "update": newer_versions}[kind]
+    return notice_key in known(first)
 
 
 def notice_event(kind: str, target: Record, notice: Record) -> NewEvent:
     """The event a notice gives its target; dedup matches `classify_change`'s."""
     ident = _ident(target)
+    if kind == "update":  # `notice` is the newer version of `target`
+        newer = {"pmid": notice.key, "title": notice.title, "url": notice.web_url, "doi": notice.doi}
+        return NewEvent("update", f"version:{ident}:{notice.key}", {"newer": [newer]})
     dedup = f"retraction:{ident}" if kind == "retraction" else f"{kind}:{ident}:{notice.key}"
     detail = {
         "notices": [notice.key],

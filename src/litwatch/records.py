@@ -17,12 +17,16 @@ PUBMED = "pubmed"
 # CommentsCorrections RefTypes (PubMed DTD, pubmed_250101.dtd) that litwatch acts on.
 # "...In" sits on the original and names the notice; "...For"/"...Of"/"...From" sits on
 # the notice (or republished article) and names the original.
-ERRATUM_ON_ORIGINAL = frozenset({"ErratumIn", "CorrectedandRepublishedIn", "UpdateIn"})
+ERRATUM_ON_ORIGINAL = frozenset({"ErratumIn", "CorrectedandRepublishedIn"})
 RETRACTION_ON_ORIGINAL = frozenset({"RetractionIn", "RetractedandRepublishedIn"})
 CONCERN_ON_ORIGINAL = frozenset({"ExpressionOfConcernIn"})
-ERRATUM_ON_NOTICE = frozenset({"ErratumFor", "CorrectedandRepublishedFrom", "UpdateOf"})
+ERRATUM_ON_NOTICE = frozenset({"ErratumFor", "CorrectedandRepublishedFrom"})
 RETRACTION_ON_NOTICE = frozenset({"RetractionOf", "RetractedandRepublishedFrom"})
 CONCERN_ON_NOTICE = frozenset({"ExpressionOfConcernFor"})
+# A newer version is not a correction: `UpdateIn` names the published article of a
+# preprint or the update of a review, `UpdateOf` the version it replaces (issue 16).
+UPDATE_ON_ORIGINAL = frozenset({"UpdateIn"})
+UPDATE_ON_NOTICE = frozenset({"UpdateOf"})
 
 ERRATUM_NOTICE_TYPES = frozenset({"published erratum"})
 RETRACTION_NOTICE_TYPES = frozenset({"retraction of publication", "retraction notice"})

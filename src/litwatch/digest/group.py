@@ -42,7 +42,12 @@ _COUNT_WORDS = {
     "new": ("new paper", "new papers"),
     "update": ("update", "updates"),
 }
-_KIND_FLAG = {"retraction": "retracted", "concern": "expression of concern", "erratum": "corrected"}
+_KIND_FLAG = {
+    "retraction": "retracted",
+    "concern": "expression of concern",
+    "erratum": "corrected",
+    "update": "newer version",
+}
 _LINK_RANK = {"PubMed": 0, "DOI": 1}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
 
@@ -69,11 +74,14 @@ class Item:
     event_ids: list[int]
     created_at: datetime
     notices: list[dict[str, Any]] = field(default_factory=list)
+    newer: list[dict[str, Any]] = field(default_factory=list)  # newer versions (PubMed UpdateIn)
     changes: list[Change] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
+        if self.kind == "update" and self.newer:
+            return "Newer version"  # not an erratum: the paper has a newer version (SPEC.md, Events)
         return KIND_LABEL[self.kind]
 
     @property
@@ -233,6 +241,9 @@ def _merge_detail(item: Item, detail: dict[str, Any]) -> None:
     for pmid in detail.get("notices", []):
         if not any(n.get("pmid") == pmid for n in item.notices) and not str(pmid).startswith("ref:"):
             item.notices.append({"pmid": pmid, "url": f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/", "title": ""})
+    for newer in detail.get("newer", []):
+        if newer not in item.newer:
+            item.newer.append(newer)
     for fname, old, new in detail.get("changes", []):
         if any(c.field == fname for c in item.changes):
             continue
