@@ -49,4 +49,6 @@ def test_upgrade_from_0001_keeps_leases(store_url: str) -> None:
     store.close()
     eng.dispose()
     assert row.owner == "x" and row.last_run is None and row.next_run is None
-    assert version == "0002"
+    from alembic.script import ScriptDirectory
+
+    assert version == ScriptDirectory.from_config(cfg).get_current_head()  # the latest migration, whichever

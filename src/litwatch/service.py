@@ -25,7 +25,7 @@ from .errors import DeliveryError, LitwatchError, SourceError, UsageError
 from .mail import RecipientRefused, Transport, build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
-from .sources.eutils import EutilsClient, SearchResult
+from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, pubmed_day, window_start
 from .store import Current, PendingEvent, Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ NOTICE_TERM = (
 )
 NOTICES = "notices"  # poll_state source of the shared notice search
 SHARED = "*"  # poll_state query of sources shared by all queries
+# A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
+# for this long, then given up (PubMed does delete records) and shown so in `status`.
+MISSING_GIVE_UP = timedelta(days=3)
 
 
 def utcnow() -> datetime:
@@ -54,6 +57,9 @@ class PollResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     requests: int = 0
+    missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
+    gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
+    skipped: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
 
     @property
     def ok(self) -> bool:
@@ -64,6 +70,13 @@ class PollResult:
             f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
             f"events {self.events}"
         )
+        if self.missing:
+            head += f", missing {self.missing} (fetched again at the next poll)"
+        if self.gave_up:
+            days = MISSING_GIVE_UP.days
+            head += f", gave up on {len(self.gave_up)} missing for {days} days ({', '.join(self.gave_up)})"
+        for day, count in self.skipped:
+            head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
         if self.error:
             return f"{head}, errors 1: {self.error}"
         return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
@@ -99,6 +112,7 @@ class DigestResult:
 class _Fetched:
     records: list[Record]
     warnings: list[str]
+    missing: list[str] = field(default_factory=list)  # asked for, never answered
 
 
 class Service:
@@ -142,79 +156,154 @@ class Service:
         return poll_feeds(self, queries)
 
     def poll_pubmed(self, q: QuerySettings) -> PollResult:
+        """Search new records (EDAT) and modified ones (MDAT) since their watermarks, fetch
+        what is new or modified plus the PMIDs earlier answers left out, and store it all
+        with the watermarks in one transaction. The two searches keep their own progress:
+        one failing (or a day of modifications over PubMed's cap, which is reported and
+        skipped) does not hold the other back."""
         assert q.pubmed
         result = PollResult(q.name, PUBMED)
         now = self.now()
-        today = now.date()
+        today = pubmed_day(now)  # NCBI's day: US Eastern
         what = f"query {q.name}"
         before = self.eutils.requests_made
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, q.name, PUBMED)
+            retry = self.store.missing_pmids(tx, q.name)
         first = state is None or not state.watermark
-        start = (
-            today - timedelta(days=self.settings.pubmed.first_lookback_days)
-            if first
-            else date.fromisoformat(state.watermark)
-        )
-        try:
-            entered = self.eutils.search_window(q.pubmed, what=what, datetype="edat", start=start, end=today)
+        errors: list[str] = []
+        if first:
+            start = today - timedelta(days=self.settings.pubmed.first_lookback_days)
+            entered = self._search(q.pubmed, what, "edat", start, today, errors)
+            # a first look-back fetches every record it finds: nothing known can have changed
+            modified: list[SearchResult] | None = [] if entered is not None else None
+        else:
+            entered = self._search(q.pubmed, what, "edat", window_start(state.watermark), today, errors)
             # Known records the query matches that changed since the watermark (errata,
             # retractions, new titles): PubMed bumps their modification date.
-            modified = (
-                [] if first else self.eutils.search_window(q.pubmed, what=what, datetype="mdat", start=start, end=today)
-            )
-            for r in (*entered, *modified):
+            mdat_mark = state.mdat_watermark or state.watermark
+            modified = self._search(q.pubmed, what, "mdat", window_start(mdat_mark), today, errors, skip_overflow=True)
+        try:
+            if entered is None and modified is None:
+                raise SourceError("; ".join(dict.fromkeys(errors)))
+            for r in (*(entered or ()), *(modified or ())):
                 result.warnings += [f"{what}: {w}" for w in r.warnings]
-            entered_ids = _ids(entered)
-            modified_ids = _ids(modified)
+            overflows = [r for r in modified or () if r.overflow_day is not None]
+            result.skipped = [(r.overflow_day.isoformat(), r.count) for r in overflows if r.overflow_day]
+            entered_ids = _ids(entered or [])
+            modified_ids = _ids(modified or [])
             result.found = len(set(entered_ids) | set(modified_ids))
             with self.store.transaction() as tx:
                 known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
-            fetched = self._fetch_pubmed(entered, entered_ids, known, modified_ids, what)
+            fetched = self._fetch_pubmed(entered or [], entered_ids, known, modified_ids, list(retry), what)
             result.warnings += fetched.warnings
             known_unfetched = [i for i in entered_ids if i in known]
+            gave_up = sorted(p for p in fetched.missing if now - retry.get(p, now) >= MISSING_GIVE_UP)
+            result.missing, result.gave_up = len(fetched.missing) - len(gave_up), gave_up
+            marks = {"watermark": today.isoformat()} if entered is not None else {}
+            if modified is not None:
+                marks["mdat_watermark"] = today.isoformat()
 
             def apply(tx: Connection) -> None:
                 self._apply_pubmed(tx, q, fetched.records, known_unfetched, now, result)
-                self.store.poll_ok(tx, q.name, PUBMED, now, watermark=today.isoformat(), last_error=None)
+                self.store.found_missing(tx, q.name, [r.key for r in fetched.records])
+                self.store.note_missing(tx, q.name, fetched.missing, now)
+                self.store.give_up_missing(tx, q.name, gave_up, now)
+                for day, count in result.skipped:
+                    self.store.note_overflow(tx, q.name, day, count, now)
+                if errors:  # one search failed: the other's progress is kept, the failure shown
+                    self.store.poll_failed(tx, q.name, PUBMED, "; ".join(dict.fromkeys(errors)), now, **marks)
+                else:
+                    self.store.poll_ok(tx, q.name, PUBMED, now, last_error=None, **marks)
 
             self.store.write(apply, what=what)
+            if errors:
+                result.error = "; ".join(dict.fromkeys(errors))
         except SourceError as e:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
         result.requests = self.eutils.requests_made - before
         log.info(
-            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d requests=%d error=%s",
+            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d missing=%d skipped_days=%d "
+            "requests=%d error=%s",
             q.name,
             result.found,
             result.new,
             result.changed,
             result.events,
+            result.missing,
+            len(result.skipped),
             result.requests,
             result.error or "-",
         )
         return result
 
+    def _search(
+        self,
+        term: str,
+        what: str,
+        datetype: str,
+        start: date,
+        end: date,
+        errors: list[str],
+        *,
+        skip_overflow: bool = False,
+    ) -> list[SearchResult] | None:
+        """One dated search; None (and the error noted) when it failed."""
+        try:
+            return self.eutils.search_window(
+                term, what=what, datetype=datetype, start=start, end=end, skip_overflow=skip_overflow
+            )
+        except SourceError as e:
+            errors.append(str(e))
+            return None
+
     def _fetch_pubmed(
-        self, entered: list[SearchResult], entered_ids: list[str], known: set[str], modified_ids: list[str], what: str
+        self,
+        entered: list[SearchResult],
+        entered_ids: list[str],
+        known: set[str],
+        modified_ids: list[str],
+        retry: list[str],
+        what: str,
     ) -> _Fetched:
         """efetch what is new or modified, with as few requests as possible: from the
-        history server when every entered id is new, else by id (POST when long)."""
+        history server when every entered id is new, else by id (POST when long). Then
+        compare with what was asked: efetch can answer 200 with records left out, so the
+        missing PMIDs are asked for once more by id, and what is still missing is
+        returned in `missing` for the caller to keep and retry."""
         problems: list[str] = []
         records: list[Record] = []
         modified_set = set(modified_ids)
+        entered_set = set(entered_ids)
         if not known and all(r.webenv and r.query_key for r in entered):
             batches = [b for r in entered if r.count for b in self.eutils.efetch_history(r, what=what)]
-            extra = [i for i in dict.fromkeys(modified_ids) if i not in set(entered_ids)]
+            wanted = list(dict.fromkeys([*entered_ids, *modified_ids, *retry]))
+            extra = [i for i in wanted if i not in entered_set]
         else:
-            extra = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
+            wanted = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
+            wanted = list(dict.fromkeys([*wanted, *retry]))
+            extra = wanted
             batches = []
         for body in batches:
             records += parse_pubmed(body, what=what, problems=problems)
         if extra:
             for body in self.eutils.efetch_ids(extra, what=what):
                 records += parse_pubmed(body, what=what, problems=problems)
-        return _Fetched(records, problems)
+        got = {r.key for r in records if r.source == PUBMED}
+        again = [i for i in wanted if i not in got]
+        if again:
+            log.warning("%s: efetch left out %d of %d records; asking for them again", what, len(again), len(wanted))
+            for body in self.eutils.efetch_ids(again, what=f"{what} (records left out)"):
+                records += parse_pubmed(body, what=what, problems=problems)
+            got = {r.key for r in records if r.source == PUBMED}
+        missing = [i for i in wanted if i not in got]
+        if missing:
+            problems.append(
+                f"{what}: PubMed left {len(missing)} record(s) out of its answers ({', '.join(missing[:10])}"
+                f"{', …' if len(missing) > 10 else ''}); kept to fetch again at the next poll"
+            )
+        return _Fetched(records, problems, missing)
 
     def _apply_pubmed(
         self,
@@ -347,7 +436,7 @@ class Service:
         sets the watermark: records fetched now already carry their earlier notices."""
         result = PollResult("notices", PUBMED)
         now = self.now()
-        today = now.date()
+        today = pubmed_day(now)  # NCBI's day: US Eastern
         before = self.eutils.requests_made
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, SHARED, NOTICES)
@@ -356,7 +445,7 @@ class Service:
                 with self.store.transaction() as tx:
                     self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat())
                 return result
-            start = date.fromisoformat(state.watermark)
+            start = window_start(state.watermark)  # a day of overlap: stored notices cost nothing
             found = self.eutils.search_window(
                 NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today
             )
