@@ -34,8 +34,12 @@ class Clock:
         return self.at
 
 
-def make_service(tmp_path: Path, eutils: FakeEutils, store_url: str, clock: Clock, queries: str = ONE_QUERY) -> Service:
-    cfg = basic_config(tmp_path, eutils.url, db=store_url, queries=queries, digests="")
+def make_service(
+    tmp_path: Path, eutils: FakeEutils, store_url: str, clock: Clock, queries: str = ONE_QUERY, digest: str = ""
+) -> Service:
+    """A Service on `clock`; with `digest`, a digest `d` of that query to a@example.org."""
+    digests = f"digests:\n  - name: d\n    to: [a@example.org]\n    queries: [{digest}]\n" if digest else ""
+    cfg = basic_config(tmp_path, eutils.url, db=store_url, queries=queries, digests=digests)
     # 10 requests/s instead of 3: these tests make many small polls
     cfg.write_text(cfg.read_text().replace("  email: test@example.org\n", "  email: test@example.org\n  api_key: k\n"))
     return Service(load(cfg), now=clock)

@@ -39,6 +39,8 @@ SHARED = "*"  # poll_state query of sources shared by all queries
 # A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
 # for this long, then given up (PubMed does delete records) and shown so in `status`.
 MISSING_GIVE_UP = timedelta(days=3)
+# `status` shows skipped days this long; a digest that never went out reaches this far back
+REPORT_GAPS_FOR = timedelta(days=30)
 
 
 def utcnow() -> datetime:
@@ -200,6 +202,17 @@ class Service:
             known_unfetched = [i for i in entered_ids if i in known]
             gave_up = sorted(p for p in fetched.missing if now - retry.get(p, now) >= MISSING_GIVE_UP)
             result.missing, result.gave_up = len(fetched.missing) - len(gave_up), gave_up
+            if result.missing:
+                waiting = [p for p in fetched.missing if p not in gave_up]
+                result.warnings.append(
+                    f"{what}: PubMed left {len(waiting)} record(s) out of its answers ({_some(waiting)}): "
+                    "asked for again at the next poll"
+                )
+            if gave_up:
+                result.warnings.append(
+                    f"{what}: PubMed has not answered {_some(gave_up)} for {MISSING_GIVE_UP.days} days: "
+                    "given up (deleted from PubMed?)"
+                )
             marks = {"watermark": today.isoformat()} if entered is not None else {}
             if modified is not None:
                 marks["mdat_watermark"] = today.isoformat()
@@ -297,13 +310,7 @@ class Service:
             for body in self.eutils.efetch_ids(again, what=f"{what} (records left out)"):
                 records += parse_pubmed(body, what=what, problems=problems)
             got = {r.key for r in records if r.source == PUBMED}
-        missing = [i for i in wanted if i not in got]
-        if missing:
-            problems.append(
-                f"{what}: PubMed left {len(missing)} record(s) out of its answers ({', '.join(missing[:10])}"
-                f"{', …' if len(missing) > 10 else ''}); kept to fetch again at the next poll"
-            )
-        return _Fetched(records, problems, missing)
+        return _Fetched(records, problems, [i for i in wanted if i not in got])
 
     def _apply_pubmed(
         self,
@@ -549,6 +556,11 @@ class Service:
                 if row.query != SHARED:
                     name = f"{row.query} ({row.source})"
                 out.append({"name": name, "since": row.failing_since, "error": row.last_error or ""})
+        # days whose modifications a query had to skip, since this digest last went out
+        st = self.store.digest_state(tx, d.name)
+        since = st.last_sent if st is not None and st.last_sent is not None else self.now() - REPORT_GAPS_FOR
+        for o in self.store.overflows(tx, d.queries, since=since):
+            out.append({"name": f"{o.query} (pubmed modifications)", "since": o.noted_at, "error": _overflow_text(o)})
         return out
 
     def _build(self, d: DigestSettings, *, dry_run: bool, skip: set[str] = frozenset()) -> list[DigestResult]:  # type: ignore[assignment]
@@ -699,6 +711,7 @@ class Service:
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
                         "next_run": _iso(self._next_poll(q, states, leases, now)),
                         "records": self.store.count_records(tx, q.name),
+                        **self._gaps(tx, q.name, now),
                     }
                 )
             feeds = []
@@ -739,6 +752,25 @@ class Service:
             "feeds": feeds,
             "digests": digests,
             "outbox": {"queued": box["queued"], "oldest_queued": _iso(box["oldest_queued"]), "failed": box["failed"]},
+        }
+
+    def _gaps(self, tx: Connection, query: str, now: datetime) -> dict[str, Any]:
+        """What a query's PubMed polls could not store: PMIDs left out of efetch answers
+        (still asked for, or given up) and days of modifications over the cap."""
+        rows = self.store.missing_report(tx, query)
+        waiting = [r for r in rows if r.gave_up_at is None]
+        return {
+            "missing": [r.pmid for r in waiting],
+            "missing_since": _iso(min((r.first_missing for r in waiting), default=None)),
+            "gave_up": [
+                {"pmid": r.pmid, "missing_since": _iso(r.first_missing), "gave_up_at": _iso(r.gave_up_at)}
+                for r in rows
+                if r.gave_up_at is not None
+            ],
+            "skipped_modifications": [
+                {"day": o.day, "records": o.count, "noted_at": _iso(o.noted_at), "note": _overflow_text(o)}
+                for o in self.store.overflows(tx, [query], since=now - REPORT_GAPS_FOR)
+            ],
         }
 
     def _next_poll(
@@ -805,6 +837,17 @@ def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> dict[str, A
         "dedup": e.dedup,
         "detail": e.detail,
     }
+
+
+def _some(pmids: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(pmids[:limit]) + (f" and {len(pmids) - limit} more" if len(pmids) > limit else "")
+
+
+def _overflow_text(o: Any) -> str:
+    return (
+        f"{o.count} records modified on {o.day} (US Eastern), over PubMed's limit of {ESEARCH_CAP} for one "
+        "search: their changes were not checked; errata, retractions and concerns still come from the notice search"
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
