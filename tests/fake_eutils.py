@@ -50,6 +50,8 @@ class Fault:
     delay: float = 0.0
     huge: int = 0  # stream this many bytes of garbage
     term: str | None = None  # only for a request whose term starts with this
+    datetype: str | None = None  # only for an esearch with this datetype ("edat", "mdat")
+    times: int = 1  # how many requests it answers before it is gone
 
 
 class FakeEutils:
@@ -183,11 +185,14 @@ class FakeEutils:
                             for f in fake.faults
                             if f.utility in (utility, "*")
                             and (f.term is None or params.get("term", "").startswith(f.term))
+                            and (f.datetype is None or params.get("datetype") == f.datetype)
                         ),
                         None,
                     )
                     if fault is not None:
-                        fake.faults.remove(fault)
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            fake.faults.remove(fault)
                 if fake.delay:
                     time.sleep(fake.delay)
                 if fault is not None:

@@ -161,3 +161,45 @@ def test_pubmed_day_is_the_day_in_new_york(utc: datetime, new_york_day: date) ->
     from litwatch.sources.eutils import pubmed_day
 
     assert pubmed_day(utc) == new_york_day
+
+
+@pytest.mark.parametrize("failing", ["mdat", "edat"])
+def test_new_record_and_modification_searches_keep_their_own_progress(
+    tmp_path: Path, eutils: FakeEutils, store_url: str, failing: str
+) -> None:
+    from fake_eutils import Fault
+
+    day = date(2026, 6, 10)
+    eutils.add("1", terms="TRAIL", edat=day - timedelta(days=3), title="TRAIL agonist trial")
+    clock = Clock(datetime(2026, 6, 10, 16, 0))
+    svc = make_service(tmp_path, eutils, store_url, clock)
+    try:
+        svc.poll()
+        # the next two days one of the two searches is refused; the other goes on
+        eutils.faults.append(Fault("esearch", 400, body=b"refused", term="TRAIL", datetype=failing, times=2))
+        eutils.add("2", terms="TRAIL", edat=datetime(2026, 6, 11, 9, 0), title="A new TRAIL paper")
+        eutils.change("1", mdat=datetime(2026, 6, 11, 9, 0), title="TRAIL agonist trial", links=(("ErratumIn", "9"),))
+        lines = []
+        for n in (1, 2, 3):
+            clock.at = datetime(2026, 6, 10, 16, 0) + timedelta(days=n)
+            since = len(eutils.requests)
+            (res, _) = svc.poll()
+            lines.append(res.line())
+            if n == 1:
+                first_events = stored_events(store_url)
+        st = {q["name"]: q for q in svc.status()["queries"]}["trail"]
+    finally:
+        svc.close()
+    print("\n" + "\n".join(lines))
+    working = "edat" if failing == "mdat" else "mdat"
+    # what the working search brings is stored at once, despite the other's failure
+    # (a new record is also a modified one: the modification search finds it too)
+    assert first_events[("2", "new")] == 1
+    assert first_events[("1", "erratum")] == (1 if working == "mdat" else 0)
+    label = "(modifications)" if failing == "mdat" else "(new records)"
+    assert f"errors 1: query trail {label}: HTTP 400" in lines[0] and "errors 1" in lines[1]
+    assert "errors 0" in lines[2] and st["last_error"] is None
+    # the failed search starts again where it stopped; the working one went on
+    assert searches(eutils, since, failing) == [("2026/06/09", "2026/06/13")]
+    assert searches(eutils, since, working) == [("2026/06/11", "2026/06/13")]
+    assert stored_events(store_url) == Counter({("1", "new"): 1, ("2", "new"): 1, ("1", "erratum"): 1})

@@ -262,7 +262,9 @@ class Service:
         *,
         skip_overflow: bool = False,
     ) -> list[SearchResult] | None:
-        """One dated search; None (and the error noted) when it failed."""
+        """One dated search; None (and the error noted) when it failed. Errors say which
+        search failed: each keeps its own progress."""
+        what += " (new records)" if datetype == "edat" else " (modifications)"
         try:
             return self.eutils.search_window(
                 term, what=what, datetype=datetype, start=start, end=end, skip_overflow=skip_overflow
