@@ -76,15 +76,22 @@ def test_a_record_never_answered_is_given_up_after_days_and_shown(
             if day == 2:
                 asked_until_day_2 = efetched(eutils).count("201")
         status = {q["name"]: q for q in svc.status()["queries"]}["trail"]
+        asked_until_day_4 = efetched(eutils).count("201")
+        # a search brings it back (its MDAT moves): asked for, still given up, not "missing"
+        eutils.records["201"].mdat = DAY + timedelta(days=5)
+        clock.at = NOON + timedelta(days=5)
+        (back, _) = svc.poll()
+        lines.append(back.line())
     finally:
         svc.close()
     print("\n" + "\n".join(lines))
     assert "missing 1" in lines[0] and "missing 1" in lines[2]
+    assert "gave up on 1 missing for 3 days (201)" in lines[5] and back.missing == 0
     # by id: once after the first poll's history-server answer, then twice a poll (the
     # retry and the second ask)
     assert asked_until_day_2 == 5
     assert "gave up on 1 missing for 3 days (201)" in lines[3]
-    assert "201" not in lines[4] and efetched(eutils).count("201") == 7  # day 3's two asks, then no more
+    assert "201" not in lines[4] and asked_until_day_4 == 7  # day 3's two asks, then no more
     assert status["missing"] == [] and [g["pmid"] for g in status["gave_up"]] == ["201"]
     from litwatch.report import format_status
 

@@ -39,7 +39,8 @@ SHARED = "*"  # poll_state query of sources shared by all queries
 # A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
 # for this long, then given up (PubMed does delete records) and shown so in `status`.
 MISSING_GIVE_UP = timedelta(days=3)
-# `status` shows skipped days this long; a digest that never went out reaches this far back
+# `status` shows skipped days and given-up records this long; a digest that never went
+# out shows the skipped days of this long
 REPORT_GAPS_FOR = timedelta(days=30)
 
 
@@ -111,6 +112,14 @@ class DigestResult:
 
 
 @dataclass
+class _Searched:
+    entered: list[SearchResult] | None  # None: the search failed
+    modified: list[SearchResult] | None
+    error: str  # "" when both ran
+    marks: dict[str, str]  # the watermarks the searches that ran may move to
+
+
+@dataclass
 class _Fetched:
     records: list[Record]
     warnings: list[str]
@@ -166,56 +175,30 @@ class Service:
         assert q.pubmed
         result = PollResult(q.name, PUBMED)
         now = self.now()
-        today = pubmed_day(now)  # NCBI's day: US Eastern
         what = f"query {q.name}"
         before = self.eutils.requests_made
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, q.name, PUBMED)
+            # PMIDs earlier answers left out: {pmid: first missing}; given-up ones are not
+            # asked for again, but stay given up if a search brings them back
+            gaps = self.store.missing_pmids(tx, q.name, given_up=True)
             retry = self.store.missing_pmids(tx, q.name)
-        first = state is None or not state.watermark
-        errors: list[str] = []
-        if first:
-            start = today - timedelta(days=self.settings.pubmed.first_lookback_days)
-            entered = self._search(q.pubmed, what, "edat", start, today, errors)
-            # a first look-back fetches every record it finds: nothing known can have changed
-            modified: list[SearchResult] | None = [] if entered is not None else None
-        else:
-            entered = self._search(q.pubmed, what, "edat", window_start(state.watermark), today, errors)
-            # Known records the query matches that changed since the watermark (errata,
-            # retractions, new titles): PubMed bumps their modification date.
-            mdat_mark = state.mdat_watermark or state.watermark
-            modified = self._search(q.pubmed, what, "mdat", window_start(mdat_mark), today, errors, skip_overflow=True)
+        found = self._search_pubmed(q.pubmed, state, pubmed_day(now), what)
         try:
-            if entered is None and modified is None:
-                raise SourceError("; ".join(dict.fromkeys(errors)))
-            for r in (*(entered or ()), *(modified or ())):
+            if found.entered is None and found.modified is None:
+                raise SourceError(found.error)
+            for r in (*(found.entered or ()), *(found.modified or ())):
                 result.warnings += [f"{what}: {w}" for w in r.warnings]
-            overflows = [r for r in modified or () if r.overflow_day is not None]
-            result.skipped = [(r.overflow_day.isoformat(), r.count) for r in overflows if r.overflow_day]
-            entered_ids = _ids(entered or [])
-            modified_ids = _ids(modified or [])
+            result.skipped = [(r.overflow_day.isoformat(), r.count) for r in found.modified or () if r.overflow_day]
+            entered_ids = _ids(found.entered or [])
+            modified_ids = _ids(found.modified or [])
             result.found = len(set(entered_ids) | set(modified_ids))
             with self.store.transaction() as tx:
                 known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
-            fetched = self._fetch_pubmed(entered or [], entered_ids, known, modified_ids, list(retry), what)
+            fetched = self._fetch_pubmed(found.entered or [], entered_ids, known, modified_ids, list(retry), what)
             result.warnings += fetched.warnings
+            gave_up = self._count_missing(result, fetched.missing, gaps, now, what)
             known_unfetched = [i for i in entered_ids if i in known]
-            gave_up = sorted(p for p in fetched.missing if now - retry.get(p, now) >= MISSING_GIVE_UP)
-            result.missing, result.gave_up = len(fetched.missing) - len(gave_up), gave_up
-            if result.missing:
-                waiting = [p for p in fetched.missing if p not in gave_up]
-                result.warnings.append(
-                    f"{what}: PubMed left {len(waiting)} record(s) out of its answers ({_some(waiting)}): "
-                    "asked for again at the next poll"
-                )
-            if gave_up:
-                result.warnings.append(
-                    f"{what}: PubMed has not answered {_some(gave_up)} for {MISSING_GIVE_UP.days} days: "
-                    "given up (deleted from PubMed?)"
-                )
-            marks = {"watermark": today.isoformat()} if entered is not None else {}
-            if modified is not None:
-                marks["mdat_watermark"] = today.isoformat()
 
             def apply(tx: Connection) -> None:
                 self._apply_pubmed(tx, q, fetched.records, known_unfetched, now, result)
@@ -224,14 +207,13 @@ class Service:
                 self.store.give_up_missing(tx, q.name, gave_up, now)
                 for day, count in result.skipped:
                     self.store.note_overflow(tx, q.name, day, count, now)
-                if errors:  # one search failed: the other's progress is kept, the failure shown
-                    self.store.poll_failed(tx, q.name, PUBMED, "; ".join(dict.fromkeys(errors)), now, **marks)
+                if found.error:  # one search failed: the other's progress is kept, the failure shown
+                    self.store.poll_failed(tx, q.name, PUBMED, found.error, now, **found.marks)
                 else:
-                    self.store.poll_ok(tx, q.name, PUBMED, now, last_error=None, **marks)
+                    self.store.poll_ok(tx, q.name, PUBMED, now, last_error=None, **found.marks)
 
             self.store.write(apply, what=what)
-            if errors:
-                result.error = "; ".join(dict.fromkeys(errors))
+            result.error = found.error or None
         except SourceError as e:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
@@ -250,6 +232,45 @@ class Service:
             result.error or "-",
         )
         return result
+
+    def _search_pubmed(self, term: str, state: Any, today: date, what: str) -> _Searched:
+        """The new-record and the modification search, each from its own watermark
+        (minus the overlap) to NCBI's `today`; a failed one is None, its error noted."""
+        errors: list[str] = []
+        if state is None or not state.watermark:
+            start = today - timedelta(days=self.settings.pubmed.first_lookback_days)
+            entered = self._search(term, what, "edat", start, today, errors)
+            # a first look-back fetches every record it finds: nothing known can have changed
+            modified: list[SearchResult] | None = [] if entered is not None else None
+        else:
+            entered = self._search(term, what, "edat", window_start(state.watermark), today, errors)
+            # Known records the query matches that changed since the watermark (errata,
+            # retractions, new titles): PubMed bumps their modification date.
+            mdat_mark = state.mdat_watermark or state.watermark
+            modified = self._search(term, what, "mdat", window_start(mdat_mark), today, errors, skip_overflow=True)
+        marks = {"watermark": today.isoformat()} if entered is not None else {}
+        if modified is not None:
+            marks["mdat_watermark"] = today.isoformat()
+        return _Searched(entered, modified, "; ".join(dict.fromkeys(errors)), marks)
+
+    def _count_missing(
+        self, result: PollResult, missing: list[str], gaps: dict[str, datetime], now: datetime, what: str
+    ) -> list[str]:
+        """Say how many records the answers left out; return those to give up now."""
+        gave_up = sorted(p for p in missing if now - gaps.get(p, now) >= MISSING_GIVE_UP)
+        waiting = [p for p in missing if p not in gave_up]
+        result.missing, result.gave_up = len(waiting), gave_up
+        if waiting:
+            result.warnings.append(
+                f"{what}: PubMed left {len(waiting)} record(s) out of its answers ({_some(waiting)}): "
+                "asked for again at the next poll"
+            )
+        if gave_up:
+            result.warnings.append(
+                f"{what}: PubMed has not answered {_some(gave_up)} for {MISSING_GIVE_UP.days} days: "
+                "given up (deleted from PubMed?)"
+            )
+        return gave_up
 
     def _search(
         self,
@@ -761,6 +782,7 @@ class Service:
         (still asked for, or given up) and days of modifications over the cap."""
         rows = self.store.missing_report(tx, query)
         waiting = [r for r in rows if r.gave_up_at is None]
+        rows = [r for r in rows if r.gave_up_at is None or r.gave_up_at >= now - REPORT_GAPS_FOR]
         return {
             "missing": [r.pmid for r in waiting],
             "missing_since": _iso(min((r.first_missing for r in waiting), default=None)),

@@ -547,11 +547,12 @@ class Store:
 
     # ------------------------------------------------------------------ PubMed gaps
 
-    def missing_pmids(self, tx: Connection, query: str) -> dict[str, datetime]:
-        """PMIDs of `query` still to fetch again (not given up): {pmid: first missing}."""
-        q = sa.select(pubmed_missing.c.pmid, pubmed_missing.c.first_missing).where(
-            pubmed_missing.c.query == query, pubmed_missing.c.gave_up_at.is_(None)
-        )
+    def missing_pmids(self, tx: Connection, query: str, *, given_up: bool = False) -> dict[str, datetime]:
+        """PMIDs of `query` still to fetch again (with `given_up`, also those given up):
+        {pmid: first missing}."""
+        q = sa.select(pubmed_missing.c.pmid, pubmed_missing.c.first_missing).where(pubmed_missing.c.query == query)
+        if not given_up:
+            q = q.where(pubmed_missing.c.gave_up_at.is_(None))
         return {row.pmid: row.first_missing for row in tx.execute(q)}
 
     def note_missing(self, tx: Connection, query: str, pmids: Iterable[str], now: datetime) -> None:
