@@ -5,6 +5,9 @@ E-utilities server files records under the New York day they were entered/modifi
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -203,3 +206,29 @@ def test_new_record_and_modification_searches_keep_their_own_progress(
     assert searches(eutils, since, failing) == [("2026/06/09", "2026/06/13")]
     assert searches(eutils, since, working) == [("2026/06/11", "2026/06/13")]
     assert stored_events(store_url) == Counter({("1", "new"): 1, ("2", "new"): 1, ("1", "erratum"): 1})
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="Debian's faketime is not installed")
+def test_litwatch_poll_late_in_the_new_york_evening_whole_process(tmp_path: Path, eutils: FakeEutils) -> None:
+    """The issue's case through `litwatch poll` itself, the host clock faked (libfaketime)."""
+    eutils.add("1", terms="TRAIL", edat=date(2026, 3, 5), title="TRAIL agonist trial")
+    cfg = basic_config(tmp_path, eutils.url, queries=ONE_QUERY, digests="")
+
+    def poll_at(when: str) -> str:
+        r = subprocess.run(
+            ["faketime", when, sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "poll"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        return f"[{when} UTC] " + r.stdout.splitlines()[0]
+
+    lines = [poll_at("2026-03-10 02:00:00")]  # 22:00 on 9 March in New York
+    eutils.add("2", terms="TRAIL", edat=datetime(2026, 3, 9, 23, 30), title="Entered late in the evening")
+    eutils.change("1", mdat=datetime(2026, 3, 9, 23, 35), title="TRAIL agonist trial", links=(("ErratumIn", "9"),))
+    lines += [poll_at("2026-03-10 08:00:00"), poll_at("2026-03-11 08:00:00")]
+    print("\n" + "\n".join(lines))
+    url = f"sqlite:///{tmp_path / 'litwatch.db'}"
+    assert stored_events(url) == Counter({("1", "new"): 1, ("2", "new"): 1, ("1", "erratum"): 1})
+    assert searches(eutils, 0, "edat")[0][1] == "2026/03/09"
