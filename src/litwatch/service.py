@@ -77,7 +77,7 @@ class PollResult:
             head += f", missing {self.missing} (fetched again at the next poll)"
         if self.gave_up:
             days = MISSING_GIVE_UP.days
-            head += f", gave up on {len(self.gave_up)} missing for {days} days ({', '.join(self.gave_up)})"
+            head += f", gave up on {len(self.gave_up)} missing for {days} days ({_some(self.gave_up)})"
         for day, count in self.skipped:
             head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
         if self.error:
