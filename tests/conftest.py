@@ -10,11 +10,12 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +24,9 @@ from fake_eutils import FakeEutils
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PG_URL = os.environ.get("LITWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TODAY = date.today()
+# The fake's dates are NCBI's, days in New York: between 00:00 and 04:00/05:00 UTC the
+# UTC date is a day NCBI has not begun yet.
+TODAY = datetime.now(ZoneInfo("America/New_York")).date()
 
 
 @pytest.fixture

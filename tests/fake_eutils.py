@@ -1,8 +1,12 @@
 """A fake NCBI E-utilities server on 127.0.0.1 for tests: esearch (term lookup, edat and
 mdat windows, usehistory, WebEnv/QueryKey, retmax), efetch (from the history server or
 by id, GET or POST), fault injection (status codes with Retry-After, slow answers,
-malformed XML, <ERROR>, huge bodies) and a request log with times, for checking the
-rate limit and that every request carries tool and email."""
+malformed XML, <ERROR>, huge bodies, records left out of an efetch answer) and a request
+log with times, for checking the rate limit and that every request carries tool and email.
+
+Like NCBI's, a record's entry (edat) and modification (mdat) dates are calendar days in
+US Eastern time: pass a `datetime` to say when in New York it was entered or modified
+(naive = New York wall-clock time; aware = converted), or a `date` for the Eastern day."""
 
 from __future__ import annotations
 
@@ -10,11 +14,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
+from zoneinfo import ZoneInfo
+
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 @dataclass
@@ -43,6 +50,8 @@ class Fault:
     delay: float = 0.0
     huge: int = 0  # stream this many bytes of garbage
     term: str | None = None  # only for a request whose term starts with this
+    datetype: str | None = None  # only for an esearch with this datetype ("edat", "mdat")
+    times: int = 1  # how many requests it answers before it is gone
 
 
 class FakeEutils:
@@ -52,6 +61,8 @@ class FakeEutils:
         self.faults: list[Fault] = []
         self.histories: dict[str, list[str]] = {}
         self.delay = 0.0  # seconds added to every answer (a slow NCBI)
+        # PMID -> how many more efetch answers leave it out (a 200 answer short of records)
+        self.withhold: dict[str, int] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -71,18 +82,26 @@ class FakeEutils:
         self.server.shutdown()
         self.server.server_close()
 
-    def add(self, pmid: str, *, terms: set[str] | str, edat: date, mdat: date | None = None, **fields: Any) -> None:
+    def add(
+        self,
+        pmid: str,
+        *,
+        terms: set[str] | str,
+        edat: date | datetime,
+        mdat: date | datetime | None = None,
+        **fields: Any,
+    ) -> None:
         xml = fields.pop("xml", None) or article_xml(pmid, **fields)
         terms = {terms} if isinstance(terms, str) else set(terms)
         with self.lock:
-            self.records[pmid] = FakeRecord(pmid, xml, terms, edat, mdat or edat)
+            self.records[pmid] = FakeRecord(pmid, xml, terms, eastern_day(edat), eastern_day(mdat or edat))
 
-    def change(self, pmid: str, *, mdat: date, **fields: Any) -> None:
+    def change(self, pmid: str, *, mdat: date | datetime, **fields: Any) -> None:
         """Replace a record's XML (re-rendered from `fields`) and bump its mdat."""
         with self.lock:
             rec = self.records[pmid]
             rec.xml = fields.pop("xml", None) or article_xml(pmid, **fields)
-            rec.mdat = mdat
+            rec.mdat = eastern_day(mdat)
 
     def count(self, utility: str) -> int:
         return sum(1 for r in self.requests if r.utility == utility)
@@ -129,7 +148,10 @@ class FakeEutils:
         else:
             ids = [i for i in params.get("id", "").split(",") if i]
         with self.lock:
-            body = "".join(self.records[i].xml for i in ids if i in self.records)
+            left_out = {i for i in ids if self.withhold.get(i, 0) > 0}
+            for i in left_out:
+                self.withhold[i] -= 1
+            body = "".join(self.records[i].xml for i in ids if i in self.records and i not in left_out)
         return (
             '<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" '
             '"https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n'
@@ -163,11 +185,14 @@ class FakeEutils:
                             for f in fake.faults
                             if f.utility in (utility, "*")
                             and (f.term is None or params.get("term", "").startswith(f.term))
+                            and (f.datetype is None or params.get("datetype") == f.datetype)
                         ),
                         None,
                     )
                     if fault is not None:
-                        fake.faults.remove(fault)
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            fake.faults.remove(fault)
                 if fake.delay:
                     time.sleep(fake.delay)
                 if fault is not None:
@@ -210,6 +235,15 @@ class FakeEutils:
                     pass
 
         return Handler
+
+
+def eastern_day(when: date | datetime) -> date:
+    """The day in New York: NCBI's EDAT and MDAT are US Eastern calendar days."""
+    if not isinstance(when, datetime):
+        return when
+    if when.tzinfo is None:
+        return when.date()  # New York wall-clock time already
+    return when.astimezone(NEW_YORK).date()
 
 
 def _date(value: str | None) -> date | None:

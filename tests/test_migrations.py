@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from conftest import basic_config, run_cli
 from fake_eutils import FakeEutils
 from litwatch.store import Store
+from litwatch.store.schema import SCHEMA_HEAD
 from test_daemon import daemon_env
 
 
@@ -49,14 +50,12 @@ def test_upgrade_from_0001_keeps_leases(store_url: str) -> None:
     store.close()
     eng.dispose()
     assert row.owner == "x" and row.last_run is None and row.next_run is None
-    assert version == "0002"
+    assert version == SCHEMA_HEAD
 
 
 def test_schema_head_is_the_newest_migration() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-    from litwatch.store.schema import SCHEMA_HEAD
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))

@@ -159,6 +159,8 @@ def test_failed_fetch_stores_nothing_and_exits_1(
     assert r.returncode == 0, r.stderr
     eutils.add("5", terms="TRAIL", edat=TODAY, title="after")
     eutils.faults.append(fault)
+    if fault.utility == "esearch":  # new-record and modification searches go on apart: fail both
+        eutils.faults.append(fault)
     records_before = table_count(tmp_path / "litwatch.db", "records")
     r = run_cli("--config", str(cfg), "poll")
     assert r.returncode == 1
@@ -167,7 +169,9 @@ def test_failed_fetch_stores_nothing_and_exits_1(
     assert table_count(tmp_path / "litwatch.db", "records") == records_before
     r = run_cli("--config", str(cfg), "poll")  # the fault is gone: the record arrives
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "trail [pubmed]: found 3, new 1, changed 0, events 1, errors 0" in r.stdout
+    # found: the new one and the 4 of the day before and today (each window overlaps the
+    # previous one by a day); the known ones cost no event
+    assert "trail [pubmed]: found 5, new 1, changed 0, events 1, errors 0" in r.stdout
 
 
 def test_ten_thousand_cap_splits_the_window(tmp_path: Path, eutils: FakeEutils) -> None:

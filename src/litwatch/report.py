@@ -30,6 +30,22 @@ def format_history(found: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _gaps(q: dict[str, Any]) -> list[str]:
+    """A query's records missing from PubMed's answers and skipped days of modifications."""
+    out = []
+    if q.get("missing"):
+        out.append(
+            f"    {len(q['missing'])} record(s) missing from PubMed's answers since {q['missing_since']}, "
+            f"asked for again at each poll: {', '.join(q['missing'])}"
+        )
+    if q.get("gave_up"):
+        pmids = ", ".join(g["pmid"] for g in q["gave_up"])
+        out.append(f"    gave up on {len(q['gave_up'])} record(s) PubMed never answered (deleted?): {pmids}")
+    for o in q.get("skipped_modifications", []):
+        out.append(f"    modifications skipped: {o['note']}")
+    return out
+
+
 def format_status(st: dict[str, Any]) -> str:
     out = ["Queries:"]
     for q in st["queries"]:
@@ -40,6 +56,7 @@ def format_status(st: dict[str, Any]) -> str:
         out.append(line)
         if q["last_error"]:
             out.append(f"    failing since {q['failing_since']}: {q['last_error']}")
+        out += _gaps(q)
     if st["feeds"]:
         out.append("Feeds:")
         for f in st["feeds"]:

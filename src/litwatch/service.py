@@ -25,7 +25,7 @@ from .errors import DeliveryError, LitwatchError, SourceError, UsageError
 from .mail import RecipientRefused, Transport, build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
-from .sources.eutils import EutilsClient, SearchResult
+from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, pubmed_day, window_start
 from .store import Current, PendingEvent, Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,12 @@ NOTICE_TERM = (
 )
 NOTICES = "notices"  # poll_state source of the shared notice search
 SHARED = "*"  # poll_state query of sources shared by all queries
+# A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
+# for this long, then given up (PubMed does delete records) and shown so in `status`.
+MISSING_GIVE_UP = timedelta(days=3)
+# `status` shows skipped days and given-up records this long; a digest that never went
+# out shows the skipped days of this long
+REPORT_GAPS_FOR = timedelta(days=30)
 
 
 def utcnow() -> datetime:
@@ -54,6 +60,9 @@ class PollResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     requests: int = 0
+    missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
+    gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
+    skipped: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
 
     @property
     def ok(self) -> bool:
@@ -64,6 +73,13 @@ class PollResult:
             f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
             f"events {self.events}"
         )
+        if self.missing:
+            head += f", missing {self.missing} (fetched again at the next poll)"
+        if self.gave_up:
+            days = MISSING_GIVE_UP.days
+            head += f", gave up on {len(self.gave_up)} missing for {days} days ({_some(self.gave_up)})"
+        for day, count in self.skipped:
+            head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
         if self.error:
             return f"{head}, errors 1: {self.error}"
         return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
@@ -96,9 +112,18 @@ class DigestResult:
 
 
 @dataclass
+class _Searched:
+    entered: list[SearchResult] | None  # None: the search failed
+    modified: list[SearchResult] | None
+    error: str  # "" when both ran
+    marks: dict[str, str]  # the watermarks the searches that ran may move to
+
+
+@dataclass
 class _Fetched:
     records: list[Record]
     warnings: list[str]
+    missing: list[str] = field(default_factory=list)  # asked for, never answered
 
 
 class Service:
@@ -142,79 +167,173 @@ class Service:
         return poll_feeds(self, queries)
 
     def poll_pubmed(self, q: QuerySettings) -> PollResult:
+        """Search new records (EDAT) and modified ones (MDAT) since their watermarks, fetch
+        what is new or modified plus the PMIDs earlier answers left out, and store it all
+        with the watermarks in one transaction. The two searches keep their own progress:
+        one failing (or a day of modifications over PubMed's cap, which is reported and
+        skipped) does not hold the other back."""
         assert q.pubmed
         result = PollResult(q.name, PUBMED)
         now = self.now()
-        today = now.date()
         what = f"query {q.name}"
         before = self.eutils.requests_made
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, q.name, PUBMED)
-        first = state is None or not state.watermark
-        start = (
-            today - timedelta(days=self.settings.pubmed.first_lookback_days)
-            if first
-            else date.fromisoformat(state.watermark)
-        )
+            # PMIDs earlier answers left out: {pmid: first missing}; given-up ones are not
+            # asked for again, but stay given up if a search brings them back
+            gaps = self.store.missing_pmids(tx, q.name, given_up=True)
+            retry = self.store.missing_pmids(tx, q.name)
+        found = self._search_pubmed(q.pubmed, state, pubmed_day(now), what)
         try:
-            entered = self.eutils.search_window(q.pubmed, what=what, datetype="edat", start=start, end=today)
-            # Known records the query matches that changed since the watermark (errata,
-            # retractions, new titles): PubMed bumps their modification date.
-            modified = (
-                [] if first else self.eutils.search_window(q.pubmed, what=what, datetype="mdat", start=start, end=today)
-            )
-            for r in (*entered, *modified):
+            if found.entered is None and found.modified is None:
+                raise SourceError(found.error)
+            for r in (*(found.entered or ()), *(found.modified or ())):
                 result.warnings += [f"{what}: {w}" for w in r.warnings]
-            entered_ids = _ids(entered)
-            modified_ids = _ids(modified)
+            result.skipped = [(r.overflow_day.isoformat(), r.count) for r in found.modified or () if r.overflow_day]
+            entered_ids = _ids(found.entered or [])
+            modified_ids = _ids(found.modified or [])
             result.found = len(set(entered_ids) | set(modified_ids))
             with self.store.transaction() as tx:
                 known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
-            fetched = self._fetch_pubmed(entered, entered_ids, known, modified_ids, what)
+            fetched = self._fetch_pubmed(found.entered or [], entered_ids, known, modified_ids, list(retry), what)
             result.warnings += fetched.warnings
+            gave_up = self._count_missing(result, fetched.missing, gaps, now, what)
             known_unfetched = [i for i in entered_ids if i in known]
 
             def apply(tx: Connection) -> None:
                 self._apply_pubmed(tx, q, fetched.records, known_unfetched, now, result)
-                self.store.poll_ok(tx, q.name, PUBMED, now, watermark=today.isoformat(), last_error=None)
+                self.store.found_missing(tx, q.name, [r.key for r in fetched.records])
+                self.store.note_missing(tx, q.name, fetched.missing, now)
+                self.store.give_up_missing(tx, q.name, gave_up, now)
+                for day, count in result.skipped:
+                    self.store.note_overflow(tx, q.name, day, count, now)
+                if found.error:  # one search failed: the other's progress is kept, the failure shown
+                    self.store.poll_failed(tx, q.name, PUBMED, found.error, now, **found.marks)
+                else:
+                    self.store.poll_ok(tx, q.name, PUBMED, now, last_error=None, **found.marks)
 
             self.store.write(apply, what=what)
+            result.error = found.error or None
         except SourceError as e:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
         result.requests = self.eutils.requests_made - before
         log.info(
-            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d requests=%d error=%s",
+            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d missing=%d skipped_days=%d "
+            "requests=%d error=%s",
             q.name,
             result.found,
             result.new,
             result.changed,
             result.events,
+            result.missing,
+            len(result.skipped),
             result.requests,
             result.error or "-",
         )
         return result
 
+    def _search_pubmed(self, term: str, state: Any, today: date, what: str) -> _Searched:
+        """The new-record and the modification search, each from its own watermark
+        (minus the overlap) to NCBI's `today`; a failed one is None, its error noted."""
+        errors: list[str] = []
+        if state is None or not state.watermark:
+            start = today - timedelta(days=self.settings.pubmed.first_lookback_days)
+            entered = self._search(term, what, "edat", start, today, errors)
+            # a first look-back fetches every record it finds: nothing known can have changed
+            modified: list[SearchResult] | None = [] if entered is not None else None
+        else:
+            entered = self._search(term, what, "edat", window_start(state.watermark), today, errors)
+            # Known records the query matches that changed since the watermark (errata,
+            # retractions, new titles): PubMed bumps their modification date.
+            mdat_mark = state.mdat_watermark or state.watermark
+            modified = self._search(term, what, "mdat", window_start(mdat_mark), today, errors, skip_overflow=True)
+        marks = {"watermark": today.isoformat()} if entered is not None else {}
+        if modified is not None:
+            marks["mdat_watermark"] = today.isoformat()
+        return _Searched(entered, modified, "; ".join(dict.fromkeys(errors)), marks)
+
+    def _count_missing(
+        self, result: PollResult, missing: list[str], gaps: dict[str, datetime], now: datetime, what: str
+    ) -> list[str]:
+        """Say how many records the answers left out; return those to give up now."""
+        gave_up = sorted(p for p in missing if now - gaps.get(p, now) >= MISSING_GIVE_UP)
+        waiting = [p for p in missing if p not in gave_up]
+        result.missing, result.gave_up = len(waiting), gave_up
+        if waiting:
+            result.warnings.append(
+                f"{what}: PubMed left {len(waiting)} record(s) out of its answers ({_some(waiting)}): "
+                "asked for again at the next poll"
+            )
+        if gave_up:
+            result.warnings.append(
+                f"{what}: PubMed has not answered {_some(gave_up)} for {MISSING_GIVE_UP.days} days: "
+                "given up (deleted from PubMed?)"
+            )
+        return gave_up
+
+    def _search(
+        self,
+        term: str,
+        what: str,
+        datetype: str,
+        start: date,
+        end: date,
+        errors: list[str],
+        *,
+        skip_overflow: bool = False,
+    ) -> list[SearchResult] | None:
+        """One dated search; None (and the error noted) when it failed. Errors say which
+        search failed: each keeps its own progress."""
+        what += " (new records)" if datetype == "edat" else " (modifications)"
+        try:
+            return self.eutils.search_window(
+                term, what=what, datetype=datetype, start=start, end=end, skip_overflow=skip_overflow
+            )
+        except SourceError as e:
+            errors.append(str(e))
+            return None
+
     def _fetch_pubmed(
-        self, entered: list[SearchResult], entered_ids: list[str], known: set[str], modified_ids: list[str], what: str
+        self,
+        entered: list[SearchResult],
+        entered_ids: list[str],
+        known: set[str],
+        modified_ids: list[str],
+        retry: list[str],
+        what: str,
     ) -> _Fetched:
         """efetch what is new or modified, with as few requests as possible: from the
-        history server when every entered id is new, else by id (POST when long)."""
+        history server when every entered id is new, else by id (POST when long). Then
+        compare with what was asked: efetch can answer 200 with records left out, so the
+        missing PMIDs are asked for once more by id, and what is still missing is
+        returned in `missing` for the caller to keep and retry."""
         problems: list[str] = []
         records: list[Record] = []
         modified_set = set(modified_ids)
+        entered_set = set(entered_ids)
         if not known and all(r.webenv and r.query_key for r in entered):
             batches = [b for r in entered if r.count for b in self.eutils.efetch_history(r, what=what)]
-            extra = [i for i in dict.fromkeys(modified_ids) if i not in set(entered_ids)]
+            wanted = list(dict.fromkeys([*entered_ids, *modified_ids, *retry]))
+            extra = [i for i in wanted if i not in entered_set]
         else:
-            extra = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
+            wanted = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
+            wanted = list(dict.fromkeys([*wanted, *retry]))
+            extra = wanted
             batches = []
         for body in batches:
             records += parse_pubmed(body, what=what, problems=problems)
         if extra:
             for body in self.eutils.efetch_ids(extra, what=what):
                 records += parse_pubmed(body, what=what, problems=problems)
-        return _Fetched(records, problems)
+        got = {r.key for r in records if r.source == PUBMED}
+        again = [i for i in wanted if i not in got]
+        if again:
+            log.warning("%s: efetch left out %d of %d records; asking for them again", what, len(again), len(wanted))
+            for body in self.eutils.efetch_ids(again, what=f"{what} (records left out)"):
+                records += parse_pubmed(body, what=what, problems=problems)
+            got = {r.key for r in records if r.source == PUBMED}
+        return _Fetched(records, problems, [i for i in wanted if i not in got])
 
     def _apply_pubmed(
         self,
@@ -347,7 +466,7 @@ class Service:
         sets the watermark: records fetched now already carry their earlier notices."""
         result = PollResult("notices", PUBMED)
         now = self.now()
-        today = now.date()
+        today = pubmed_day(now)  # NCBI's day: US Eastern
         before = self.eutils.requests_made
         with self.store.transaction() as tx:
             state = self.store.poll_state(tx, SHARED, NOTICES)
@@ -356,7 +475,7 @@ class Service:
                 with self.store.transaction() as tx:
                     self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat())
                 return result
-            start = date.fromisoformat(state.watermark)
+            start = window_start(state.watermark)  # a day of overlap: stored notices cost nothing
             found = self.eutils.search_window(
                 NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today
             )
@@ -460,6 +579,11 @@ class Service:
                 if row.query != SHARED:
                     name = f"{row.query} ({row.source})"
                 out.append({"name": name, "since": row.failing_since, "error": row.last_error or ""})
+        # days whose modifications a query had to skip, since this digest last went out
+        st = self.store.digest_state(tx, d.name)
+        since = st.last_sent if st is not None and st.last_sent is not None else self.now() - REPORT_GAPS_FOR
+        for o in self.store.overflows(tx, d.queries, since=since):
+            out.append({"name": f"{o.query} (pubmed modifications)", "since": o.noted_at, "error": _overflow_text(o)})
         return out
 
     def _build(self, d: DigestSettings, *, dry_run: bool, skip: set[str] = frozenset()) -> list[DigestResult]:  # type: ignore[assignment]
@@ -610,6 +734,7 @@ class Service:
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
                         "next_run": _iso(self._next_poll(q, states, leases, now)),
                         "records": self.store.count_records(tx, q.name),
+                        **self._gaps(tx, q.name, now),
                     }
                 )
             feeds = []
@@ -650,6 +775,26 @@ class Service:
             "feeds": feeds,
             "digests": digests,
             "outbox": {"queued": box["queued"], "oldest_queued": _iso(box["oldest_queued"]), "failed": box["failed"]},
+        }
+
+    def _gaps(self, tx: Connection, query: str, now: datetime) -> dict[str, Any]:
+        """What a query's PubMed polls could not store: PMIDs left out of efetch answers
+        (still asked for, or given up) and days of modifications over the cap."""
+        rows = self.store.missing_report(tx, query)
+        waiting = [r for r in rows if r.gave_up_at is None]
+        rows = [r for r in rows if r.gave_up_at is None or r.gave_up_at >= now - REPORT_GAPS_FOR]
+        return {
+            "missing": [r.pmid for r in waiting],
+            "missing_since": _iso(min((r.first_missing for r in waiting), default=None)),
+            "gave_up": [
+                {"pmid": r.pmid, "missing_since": _iso(r.first_missing), "gave_up_at": _iso(r.gave_up_at)}
+                for r in rows
+                if r.gave_up_at is not None
+            ],
+            "skipped_modifications": [
+                {"day": o.day, "records": o.count, "noted_at": _iso(o.noted_at), "note": _overflow_text(o)}
+                for o in self.store.overflows(tx, [query], since=now - REPORT_GAPS_FOR)
+            ],
         }
 
     def _next_poll(
@@ -716,6 +861,17 @@ def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> dict[str, A
         "dedup": e.dedup,
         "detail": e.detail,
     }
+
+
+def _some(pmids: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(pmids[:limit]) + (f" and {len(pmids) - limit} more" if len(pmids) > limit else "")
+
+
+def _overflow_text(o: Any) -> str:
+    return (
+        f"{o.count} records modified on {o.day} (US Eastern), over PubMed's limit of {ESEARCH_CAP} for one "
+        "search: their changes were not checked; errata, retractions and concerns still come from the notice search"
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -2,15 +2,22 @@
 cap split by date), efetch in batches from the history server or by id (POST for
 long lists), `tool`/`email`/`api_key` on every request, and one rate limiter for the
 whole process: 3 requests/s, 10 with an API key (E-utilities manual, "Usage
-Guidelines and Requirements"). Returns bytes; never looks inside PubmedArticle XML."""
+Guidelines and Requirements"). Returns bytes; never looks inside PubmedArticle XML.
+
+PubMed's days are US Eastern: EDAT, MDAT, `mindate` and `maxdate` are calendar days in
+America/New_York, so `pubmed_day` turns the clock into NCBI's day (zoneinfo, DST
+included) and every window starts one day before its watermark (`window_start`): a
+record indexed late, or a host clock a little off, still falls into the next window,
+and identity (the PMID) makes the overlap free."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
@@ -25,6 +32,11 @@ ESEARCH_CAP = 10_000
 # Above this many ids a GET URL gets too long; the manual asks for POST beyond ~200.
 POST_THRESHOLD = 200
 
+# NCBI's clock: EDAT/MDAT and the esearch date range are days in New York.
+NCBI_TIME = ZoneInfo("America/New_York")
+# How far each window reaches back before the watermark (see the module docstring).
+OVERLAP = timedelta(days=1)
+
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -36,6 +48,19 @@ class SearchResult:
     query_key: str = ""
     warnings: list[str] = field(default_factory=list)
     translation: str = ""
+    # set when this one day held more than ESEARCH_CAP records and was skipped (ids empty)
+    overflow_day: date | None = None
+
+
+def pubmed_day(now: datetime) -> date:
+    """The calendar day in New York at `now` (naive UTC, as litwatch stores times, or aware)."""
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return aware.astimezone(NCBI_TIME).date()
+
+
+def window_start(watermark: str) -> date:
+    """Where the window after a poll that stored up to `watermark` (an ISO day) starts."""
+    return date.fromisoformat(watermark) - OVERLAP
 
 
 class EutilsClient:
@@ -100,21 +125,37 @@ class EutilsClient:
             log.warning("%s: PubMed says: %s", what, w)
         return result
 
-    def search_window(self, term: str, *, what: str, datetype: str, start: date, end: date) -> list[SearchResult]:
-        """esearch over [start, end]; windows above the 10,000-id cap are split in two
-        by date until each fits (a single day over the cap is an error, not a silent cut)."""
+    def search_window(
+        self, term: str, *, what: str, datetype: str, start: date, end: date, skip_overflow: bool = False
+    ) -> list[SearchResult]:
+        """esearch over [start, end] (US Eastern days); windows above the 10,000-id cap
+        are split in two by date until each fits. A single day over the cap is an error,
+        not a silent cut; with `skip_overflow` it is instead returned as a result with
+        `overflow_day` set and no ids, for the caller to report and move past."""
         result = self.esearch(term, what=what, datetype=datetype, mindate=start, maxdate=end)
         if result.count < ESEARCH_CAP:
             return [result]
         if start >= end:
+            if skip_overflow:
+                log.warning(
+                    "%s: %d records (%s) on %s alone, above PubMed's %d cap: skipped",
+                    what,
+                    result.count,
+                    datetype,
+                    start,
+                    ESEARCH_CAP,
+                )
+                return [SearchResult(count=result.count, ids=[], warnings=result.warnings, overflow_day=start)]
             raise SourceError(
                 f"{what}: {result.count} records on {start.isoformat()} alone, above PubMed's "
                 f"{ESEARCH_CAP} cap; narrow the query"
             )
         middle = start + timedelta(days=(end - start).days // 2)
         log.info("%s: %d records in %s..%s, splitting the window", what, result.count, start, end)
-        return self.search_window(term, what=what, datetype=datetype, start=start, end=middle) + self.search_window(
-            term, what=what, datetype=datetype, start=middle + timedelta(days=1), end=end
+        return self.search_window(
+            term, what=what, datetype=datetype, start=start, end=middle, skip_overflow=skip_overflow
+        ) + self.search_window(
+            term, what=what, datetype=datetype, start=middle + timedelta(days=1), end=end, skip_overflow=skip_overflow
         )
 
     # ------------------------------------------------------------------ efetch

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0004_pubmed_progress"
 
 metadata = sa.MetaData()
 
@@ -79,6 +79,34 @@ poll_state = sa.Table(
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("polls", sa.Integer, nullable=False, server_default="0"),
     sa.Column("errors", sa.Integer, nullable=False, server_default="0"),
+    # PubMed: `watermark` is where the next new-record (EDAT) window starts, this one where
+    # the next modification (MDAT) window starts; both US Eastern days, moved apart so
+    # that neither search holds the other back (0004). NULL: the same as `watermark`.
+    sa.Column("mdat_watermark", sa.Text),
+)
+
+# PMIDs a PubMed search found but efetch did not answer, retried by later polls of the
+# query until they arrive or `gave_up_at` (PubMed does delete records) (0004).
+pubmed_missing = sa.Table(
+    "pubmed_missing",
+    metadata,
+    sa.Column("query", sa.Text, primary_key=True),
+    sa.Column("pmid", sa.Text, primary_key=True),
+    sa.Column("first_missing", sa.DateTime, nullable=False),
+    sa.Column("last_try", sa.DateTime, nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("gave_up_at", sa.DateTime),
+)
+
+# Days (US Eastern) whose modifications a query could not search: more than PubMed's
+# 10,000-id cap in one day, which cannot be split further (0004).
+pubmed_overflow = sa.Table(
+    "pubmed_overflow",
+    metadata,
+    sa.Column("query", sa.Text, primary_key=True),
+    sa.Column("day", sa.Text, primary_key=True),  # ISO date
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("noted_at", sa.DateTime, nullable=False),
 )
 
 outbox = sa.Table(

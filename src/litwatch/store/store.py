@@ -19,7 +19,20 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
 from ..records import Record
-from .schema import SCHEMA_HEAD, deliveries, digest_state, events, hits, leases, outbox, poll_state, records, versions
+from .schema import (
+    SCHEMA_HEAD,
+    deliveries,
+    digest_state,
+    events,
+    hits,
+    leases,
+    outbox,
+    poll_state,
+    pubmed_missing,
+    pubmed_overflow,
+    records,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per IN (...) clause
@@ -545,6 +558,90 @@ class Store:
         plain = {k: (1 if k in ("polls", "errors") else v) for k, v in values.items()}
         tx.execute(sa.insert(table).values(**key, **plain))
 
+    # ------------------------------------------------------------------ PubMed gaps
+
+    def missing_pmids(self, tx: Connection, query: str, *, given_up: bool = False) -> dict[str, datetime]:
+        """PMIDs of `query` still to fetch again (with `given_up`, also those given up):
+        {pmid: first missing}."""
+        q = sa.select(pubmed_missing.c.pmid, pubmed_missing.c.first_missing).where(pubmed_missing.c.query == query)
+        if not given_up:
+            q = q.where(pubmed_missing.c.gave_up_at.is_(None))
+        return {row.pmid: row.first_missing for row in tx.execute(q)}
+
+    def note_missing(self, tx: Connection, query: str, pmids: Iterable[str], now: datetime) -> None:
+        """PMIDs efetch left out this time: added, or one more try counted."""
+        pmids = sorted(set(pmids))
+        if not pmids:
+            return
+        known = {
+            row.pmid
+            for i in range(0, len(pmids), _CHUNK)
+            for row in tx.execute(
+                sa.select(pubmed_missing.c.pmid).where(
+                    pubmed_missing.c.query == query, pubmed_missing.c.pmid.in_(pmids[i : i + _CHUNK])
+                )
+            )
+        }
+        for i in range(0, len(pmids), _CHUNK):
+            chunk = [p for p in pmids[i : i + _CHUNK] if p in known]
+            if chunk:
+                tx.execute(
+                    pubmed_missing.update()
+                    .where(pubmed_missing.c.query == query, pubmed_missing.c.pmid.in_(chunk))
+                    .values(last_try=now, tries=pubmed_missing.c.tries + 1)
+                )
+        new = [{"query": query, "pmid": p, "first_missing": now, "last_try": now} for p in pmids if p not in known]
+        if new:
+            tx.execute(sa.insert(pubmed_missing), new)
+
+    def give_up_missing(self, tx: Connection, query: str, pmids: Iterable[str], now: datetime) -> None:
+        pmids = sorted(set(pmids))
+        for i in range(0, len(pmids), _CHUNK):
+            tx.execute(
+                pubmed_missing.update()
+                .where(pubmed_missing.c.query == query, pubmed_missing.c.pmid.in_(pmids[i : i + _CHUNK]))
+                .values(gave_up_at=now)
+            )
+
+    def found_missing(self, tx: Connection, query: str, pmids: Iterable[str]) -> None:
+        """PMIDs that arrived (or that a later answer gave after all): off the list."""
+        pmids = sorted(set(pmids))
+        for i in range(0, len(pmids), _CHUNK):
+            tx.execute(
+                pubmed_missing.delete().where(
+                    pubmed_missing.c.query == query, pubmed_missing.c.pmid.in_(pmids[i : i + _CHUNK])
+                )
+            )
+
+    def missing_report(self, tx: Connection, query: str) -> list[Any]:
+        """Every row of `query`'s list, waiting ones first, then those given up, by PMID."""
+        q = (
+            sa.select(pubmed_missing)
+            .where(pubmed_missing.c.query == query)
+            .order_by(pubmed_missing.c.gave_up_at.is_not(None), pubmed_missing.c.pmid)
+        )
+        return list(tx.execute(q))
+
+    def note_overflow(self, tx: Connection, query: str, day: str, count: int, now: datetime) -> bool:
+        """A day whose modifications went over the cap; False if it was noted already."""
+        q = sa.select(pubmed_overflow.c.day).where(pubmed_overflow.c.query == query, pubmed_overflow.c.day == day)
+        if tx.execute(q).first() is not None:
+            tx.execute(
+                pubmed_overflow.update()
+                .where(pubmed_overflow.c.query == query, pubmed_overflow.c.day == day)
+                .values(count=count)
+            )
+            return False
+        tx.execute(sa.insert(pubmed_overflow).values(query=query, day=day, count=count, noted_at=now))
+        return True
+
+    def overflows(self, tx: Connection, queries: Iterable[str], *, since: datetime | None = None) -> list[Any]:
+        """Overflowed days of `queries` noted after `since`, oldest first."""
+        q = sa.select(pubmed_overflow).where(pubmed_overflow.c.query.in_(list(queries)))
+        if since is not None:
+            q = q.where(pubmed_overflow.c.noted_at > since)
+        return list(tx.execute(q.order_by(pubmed_overflow.c.day, pubmed_overflow.c.query)))
+
     def count_records(self, tx: Connection, query: str) -> int:
         return int(tx.execute(sa.select(sa.func.count()).select_from(hits).where(hits.c.query == query)).scalar_one())
 
@@ -602,9 +699,7 @@ class Store:
         with self.transaction() as tx:
             now = self.db_now(tx)
             tx.execute(
-                leases.update()
-                .where(leases.c.task.in_(list(tasks)), leases.c.owner == owner)
-                .values(until=now + ttl)
+                leases.update().where(leases.c.task.in_(list(tasks)), leases.c.owner == owner).values(until=now + ttl)
             )
             held = {r.task for r in tx.execute(sa.select(leases.c.task).where(leases.c.owner == owner))}
         return [t for t in tasks if t not in held]
