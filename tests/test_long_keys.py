@@ -87,7 +87,9 @@ def test_the_store_keeps_identifiers_of_any_length(store_url: str) -> None:
         LONG_LINK,
         LONG_LINK,
     )
-    print(f"\n{store_url.split(':')[0]}: guid {len(LONG_GUID)}, link {len(LONG_LINK)}, DOI {len(LONG_DOI)}, ETag {len(LONG_ETAG)} chars stored and found")
+    print(
+        f"\n{store_url.split(':')[0]}: guid {len(LONG_GUID)}, link {len(LONG_LINK)}, DOI {len(LONG_DOI)}, ETag {len(LONG_ETAG)} chars stored and found"
+    )
 
 
 def feeds_config(tmp_path: Path, eutils: FakeEutils, host: FeedHost, db: str, *feeds: str) -> Path:
@@ -173,7 +175,9 @@ def test_a_store_error_in_one_feed_is_its_failure_and_the_cycle_goes_on(
         print("\n" + r.stdout + r.stderr[-1500:])
         assert "Traceback" not in r.stderr
         assert r.returncode == 1
-        assert "alpha [feed:alpha]: found 1, new 0, changed 0, events 0, errors 1: feed alpha: could not store" in r.stdout
+        assert (
+            "alpha [feed:alpha]: found 1, new 0, changed 0, events 0, errors 1: feed alpha: could not store" in r.stdout
+        )
         assert "refused by a trigger" in r.stdout
         assert "zeta [feed:zeta]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
         assert "notices [pubmed]" in r.stdout
