@@ -174,3 +174,19 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
     assert records == {"trail-agonists": 1, "multiple-myeloma": 2}  # aponermin; the myeloma approval, the TOC entry
     assert "aponermin, a TRAIL agonist" in weekly and "new drug for multiple myeloma" in weekly
     assert "smoldering myeloma" in weekly and "eye drops" not in weekly
+
+
+def test_a_query_added_while_the_feed_fails_still_sees_the_stored_entries(
+    tmp_path: Path, eutils: FakeEutils, store_url: str
+) -> None:
+    with FeedHost() as host:
+        host.route("/fda.xml", Reply(body=FDA, etag='"v1"'), Reply(status=404, body=b"gone for now"))
+        cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A)
+        cfg.write_text(cfg.read_text().replace("    queries: [myeloma]\n", "    queries: [trail]\n"))
+        assert run_cli("--config", str(cfg), "poll").returncode == 0
+        cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A + QUERY_B)
+        r = run_cli("--config", str(cfg), "poll", "--query", "myeloma")
+        myeloma = dry_run(cfg, "myeloma-digest")
+    print(f"\nadded while failing: {r.stdout.strip()}")
+    assert r.returncode == 1 and "errors 1: feed fda-press: HTTP 404" in r.stdout
+    assert events_of(r.stdout) == 1 and MYELOMA_ITEM[1] in myeloma
