@@ -111,3 +111,22 @@ def test_a_gzip_feed_is_decoded(host: FeedHost) -> None:
     host.route("/gz", Reply(body=gzip.compress(RSS), headers={"Content-Encoding": "gzip"}))
     with FeedFetcher(max_bytes=1_000_000, policy=policy(deadline=30.0), name="gz") as f:
         assert f.fetch(host.url("/gz"), now=NOW).content == RSS
+
+
+def test_a_gzip_bomb_in_a_redirect_body_is_not_inflated(host: FeedHost) -> None:
+    """requests reads a redirect's body, inflated and uncapped, before following it."""
+    bomb = gzip_bomb(200_000_000)
+    host.route(
+        "/moved",
+        Reply(status=302, body=bomb, headers={"Content-Encoding": "gzip", "Location": host.url("/gz")}),
+    )
+    host.route("/gz", Reply(body=gzip.compress(RSS), headers={"Content-Encoding": "gzip"}))
+    tracemalloc.start()
+    try:
+        with FeedFetcher(max_bytes=1_000_000, policy=policy(deadline=30.0), name="moved") as f:
+            content = f.fetch(host.url("/moved"), now=NOW).content
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"\ngzip bomb in a redirect: peak memory {peak / 1e6:.1f} MB")
+    assert content == RSS and peak < 10_000_000

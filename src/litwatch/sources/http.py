@@ -8,9 +8,10 @@ read), nor can urllib3's `Timeout(total=...)` (it, too, is per read once connect
 each attempt arms a timer that shuts the connection's socket down when the deadline
 comes: whatever read is blocked then returns at once, and the call fails loudly.
 
-Compressed bodies count against the size cap as they inflate: urllib3 ≥ 2.6
-(pyproject.toml) inflates at most what each read asks for (before it, a 194 KB gzip
-read in one 256 KB chunk became 200 MB in memory: CVE-2025-66471)."""
+Compressed bodies count against the size cap as they inflate: urllib3 ≥ 2.7
+(pyproject.toml) inflates at most what each read asks for (before 2.6, a 194 KB gzip
+read in one chunk became 200 MB in memory: CVE-2025-66471; before 2.7, a partly read
+one could be inflated whole: CVE-2026-44432). A redirect's body is never read."""
 
 from __future__ import annotations
 
@@ -127,6 +128,7 @@ class HttpClient:
         for prefix in ("http://", "https://"):
             self.session.mount(prefix, _DeadlineAdapter())
         self.session.headers["User-Agent"] = user_agent
+        self.session.hooks["response"].append(_drop_redirect_body)
         self.session.max_redirects = 10
         self.requests_made = 0
 
@@ -259,7 +261,7 @@ class HttpClient:
                 raise _TooLarge()
             chunks: list[bytes] = []
             total = 0
-            for chunk in resp.iter_content(chunk_size=64 * 1024):  # inflated: urllib3 >= 2.6 caps each read
+            for chunk in resp.iter_content(chunk_size=64 * 1024):  # inflated: urllib3 >= 2.7 caps each read
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise _TooLarge()
@@ -277,6 +279,17 @@ class HttpClient:
 
 class _TooLarge(Exception):
     pass
+
+
+def _drop_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """requests reads a redirect's whole body, inflated and uncapped, before following it
+    (`Session.resolve_redirects`: `resp.content`), so a gzip bomb in a 302 went around
+    the size cap (and urllib3's fixes). Nothing in it is wanted: close the connection,
+    body unread, and give requests an empty one."""
+    if response.is_redirect:
+        response.raw.close()
+        response._content = b""
+        response._content_consumed = True  # type: ignore[attr-defined]
 
 
 class _DeadlineReached(Exception):
