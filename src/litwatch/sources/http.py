@@ -226,7 +226,7 @@ class HttpClient:
         _current.watch = watch
         timer.start()
         try:
-            return self._exchange(method, url, params, data, headers, min(self.policy.timeout, left))
+            return self._exchange(method, url, params, data, headers, min(self.policy.timeout, left), give_up_at)
         except Exception as e:
             if watch.fired:
                 raise _DeadlineReached() from e
@@ -245,6 +245,7 @@ class HttpClient:
         data: dict[str, Any] | None,
         headers: dict[str, str] | None,
         timeout: float,
+        give_up_at: float,
     ) -> Fetched:
         watch = _current.watch
         with self.session.request(
@@ -266,6 +267,8 @@ class HttpClient:
                 if total > self.max_bytes:
                     raise _TooLarge()
                 chunks.append(chunk)
+                if time.monotonic() > give_up_at:  # the timer's backstop (a SOCKS proxy's connections)
+                    raise _DeadlineReached()
             if watch is not None and watch.fired:  # cut at the deadline: what we have may look complete
                 raise _DeadlineReached()
             return Fetched(
@@ -378,4 +381,13 @@ class _DeadlineAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS has connection classes of its own
+            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
