@@ -51,7 +51,8 @@ def format_status(st: dict[str, Any]) -> str:
     for d in st["digests"]:
         out.append(
             f"  {d['name']}: last sent {d['last_sent'] or 'never'}, {d['pending_events']} pending events, "
-            f"next {d['next_run'] or '-'}" + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
+            f"next {d['next_run'] or '-'}"
+            + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
         )
     box = st["outbox"]
     out.append(
