@@ -115,6 +115,7 @@ def run_bare(kind: str, tmp: Path, first: list[Any], second: list[Any]) -> dict[
     from litwatch.events import fingerprint
     from litwatch.store import Store
     from litwatch.store.schema import records, versions
+    from litwatch.store.store import key_hash
 
     def dumps(v: Any) -> str:
         return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -129,6 +130,7 @@ def run_bare(kind: str, tmp: Path, first: list[Any], second: list[Any]) -> dict[
             {
                 "source": r.source,
                 "key": r.key,
+                "key_hash": key_hash(r.key),  # what is unique and indexed (migration 0003)
                 "doi": r.doi.lower() or None,
                 "current_version": 1,
                 "current_hash": fingerprint(r),
@@ -168,7 +170,7 @@ def run_bare(kind: str, tmp: Path, first: list[Any], second: list[Any]) -> dict[
             cur = {}
             for i in range(0, len(keys), 500):
                 q = sa.select(records.c.id, records.c.key, records.c.current_version, records.c.current_hash).where(
-                    records.c.source == "pubmed", records.c.key.in_(keys[i : i + 500])
+                    records.c.source == "pubmed", records.c.key_hash.in_([key_hash(k) for k in keys[i : i + 500]])
                 )
                 cur.update({row.key: row for row in c.execute(q)})
             todo = [(cur[k], h, f) for k, (h, f) in new_hash.items() if cur[k].current_hash != h]

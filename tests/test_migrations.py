@@ -71,3 +71,79 @@ def test_a_current_schema_costs_one_query(store_url: str) -> None:
     store.close()
     print("\nschema check on a current database:", statements)
     assert statements == ["SELECT version_num FROM alembic_version"]
+
+
+
+def test_upgrade_0002_to_0003_keeps_records_events_and_feed_state(store_url: str) -> None:
+    """0003_unbounded_keys on a database holding data: keys get their hash and are found
+    again, the same event is still recognised (SQLite's over-long dedup and DOI are
+    rewritten to their lookup form), feed state survives, and long values fit after."""
+    from datetime import datetime
+
+    from alembic import command
+    from alembic.config import Config
+
+    from litwatch.records import Record
+
+    sqlite = store_url.startswith("sqlite")
+    long_doi = "10.1/" + "d" * (400 if sqlite else 290)  # PostgreSQL refused longer ones before
+    long_dedup = "first:feed:f:" + "k" * (500 if sqlite else 380)
+    eng = sa.create_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(
+            sa.text(
+                "INSERT INTO records (id, source, key, doi, current_version, current_hash, first_seen, updated_at) "
+                "VALUES (1, 'pubmed', '123', '10.1/abc', 1, 'h1', '2026-01-01', '2026-01-01'), "
+                "(2, 'feed:f', 'entry-1', :doi, 1, 'h2', '2026-01-01', '2026-01-01')"
+            ),
+            {"doi": long_doi},
+        )
+        if not sqlite:
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('records', 'id'), 2)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO versions (record_id, n, fetched_at, hash, fields, changes) VALUES "
+                "(1, 1, '2026-01-01', 'h1', '{\"title\":\"A paper\"}', '[]'), "
+                "(2, 1, '2026-01-01', 'h2', '{\"title\":\"An entry\"}', '[]')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO events (record_id, query, kind, version_n, dedup, created_at) "
+                "VALUES (2, 'q', 'new', 1, :dedup, '2026-01-01')"
+            ),
+            {"dedup": long_dedup},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO poll_state (query, source, watermark, etag, last_modified, url) "
+                "VALUES ('*', 'feed:f', 'http://x/f', '\"e1\"', 'Tue, 24 Nov 2026 10:00:00 GMT', 'http://y/f')"
+            )
+        )
+    store = Store(store_url)  # migrates to head
+    try:
+        with store.transaction() as tx:
+            version = tx.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+            pubmed = store.records_by_pmid(tx, ["123"])
+            feed = store.current(tx, "feed:f", ["entry-1"])
+            by_doi = store.find_records(tx, long_doi)
+            again = store.add_events(
+                tx, [{"record_id": 2, "query": "q", "kind": "new", "version_n": 1, "dedup": long_dedup}], datetime.now()
+            )
+            state = store.poll_state(tx, "*", "feed:f")
+            ids = store.insert_records(
+                tx, [(Record(source="feed:f", key="g" * 4000, doi="10.9/" + "z" * 3000), "h3")], datetime.now()
+            )
+    finally:
+        store.close()
+        eng.dispose()
+    assert version == SCHEMA_HEAD
+    assert pubmed == {"123": 1} and feed["entry-1"].record.title == "An entry"
+    assert by_doi == [(2, "feed:f", "entry-1")]
+    assert again == 0  # the event stored before the upgrade is recognised
+    assert (state.watermark, state.etag, state.url) == ("http://x/f", '"e1"', "http://y/f")
+    assert list(ids) == ["g" * 4000]

@@ -1,12 +1,24 @@
 """HTTP plumbing shared by every source: one session, a process-wide rate limiter,
 retries with exponential backoff and full jitter honouring Retry-After (RFC 9110
-§10.2.3), a response size cap and an overall deadline. Knows nothing of XML."""
+§10.2.3), a response size cap and an overall deadline. Knows nothing of XML.
+
+The deadline bounds a call's whole life, body included. Socket time-outs cannot do
+that (they bound each read, and a server sending one byte a second satisfies every
+read), nor can urllib3's `Timeout(total=...)` (it, too, is per read once connected). So
+each attempt arms a timer that shuts the connection's socket down when the deadline
+comes: whatever read is blocked then returns at once, and the call fails loudly.
+
+Compressed bodies count against the size cap as they inflate: urllib3 ≥ 2.7
+(pyproject.toml) inflates at most what each read asks for (before 2.6, a 194 KB gzip
+read in one chunk became 200 MB in memory: CVE-2025-66471; before 2.7, a partly read
+one could be inflated whole: CVE-2026-44432). A redirect's body is never read."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -14,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .. import __version__
 from ..errors import SourceError
@@ -110,7 +125,10 @@ class HttpClient:
         self.max_bytes = max_bytes
         self.limiter = limiter
         self.session = requests.Session()
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, _DeadlineAdapter())
         self.session.headers["User-Agent"] = user_agent
+        self.session.hooks["response"].append(_drop_redirect_body)
         self.session.max_redirects = 10
         self.requests_made = 0
 
@@ -138,6 +156,12 @@ class HttpClient:
             delay: float | None
             try:
                 fetched = self._once(method, url, params, data, headers, give_up_at)
+            except _DeadlineReached as e:
+                raise SourceError(
+                    f"{what}: no complete answer from {redact(url)} within the deadline of {policy.deadline:g}s"
+                    f"{f' ({attempt} attempts)' if attempt > 1 else ''}",
+                    url=redact(url),
+                ) from e
             except _TooLarge as e:
                 raise SourceError(
                     f"{what}: response larger than {self.max_bytes // 1_000_000} MB from {redact(url)}; refusing it",
@@ -190,16 +214,47 @@ class HttpClient:
         headers: dict[str, str] | None,
         give_up_at: float,
     ) -> Fetched:
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            raise _DeadlineReached()
         if self.limiter is not None:
             self.limiter.wait()
         self.requests_made += 1
+        watch = _Watch()
+        timer = threading.Timer(max(0.0, give_up_at - time.monotonic()), watch.cut)
+        timer.daemon = True
+        _current.watch = watch
+        timer.start()
+        try:
+            return self._exchange(method, url, params, data, headers, min(self.policy.timeout, left), give_up_at)
+        except Exception as e:
+            if watch.fired:
+                raise _DeadlineReached() from e
+            raise
+        finally:
+            timer.cancel()
+            _current.watch = None
+            if watch.fired:
+                watch.close()  # in this thread, now that no read is blocked on them
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        data: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        timeout: float,
+        give_up_at: float,
+    ) -> Fetched:
+        watch = _current.watch
         with self.session.request(
             method,
             url,
             params=params,
             data=data,
             headers=headers,
-            timeout=self.policy.timeout,
+            timeout=timeout,
             stream=True,
         ) as resp:
             declared = resp.headers.get("Content-Length", "")
@@ -207,13 +262,15 @@ class HttpClient:
                 raise _TooLarge()
             chunks: list[bytes] = []
             total = 0
-            for chunk in resp.iter_content(chunk_size=256 * 1024):
+            for chunk in resp.iter_content(chunk_size=64 * 1024):  # inflated: urllib3 >= 2.7 caps each read
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise _TooLarge()
                 chunks.append(chunk)
-                if time.monotonic() > give_up_at:  # a server dripping bytes forever
-                    raise requests.Timeout("deadline reached while reading")
+                if time.monotonic() > give_up_at:  # the timer's backstop (a SOCKS proxy's connections)
+                    raise _DeadlineReached()
+            if watch is not None and watch.fired:  # cut at the deadline: what we have may look complete
+                raise _DeadlineReached()
             return Fetched(
                 status=resp.status_code,
                 url=resp.url,
@@ -225,3 +282,112 @@ class HttpClient:
 
 class _TooLarge(Exception):
     pass
+
+
+def _drop_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """requests reads a redirect's whole body, inflated and uncapped, before following it
+    (`Session.resolve_redirects`: `resp.content`), so a gzip bomb in a 302 went around
+    the size cap (and urllib3's fixes). Nothing in it is wanted: close the connection,
+    body unread, and give requests an empty one."""
+    if response.is_redirect:
+        response.raw.close()
+        response._content = b""
+        response._content_consumed = True  # type: ignore[attr-defined]
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+class _Watch:
+    """The sockets one attempt uses, so a timer can cut them at the deadline.
+
+    Sockets, not connections: http.client hands a `Connection: close` response's socket
+    to the response and forgets it. `cut` and a connection that connects after it both
+    take the lock, so a socket opened just as the deadline passes is shut down too."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if sock not in self._socks:
+                self._socks.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._socks:
+                sock.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on it in another thread
+    except OSError:
+        pass  # already closed
+
+
+_current = threading.local()  # the `_Watch` of the attempt this thread is making
+
+
+class _Watched:
+    """Mixed into urllib3's connections: each one joins the current attempt's watch when
+    it connects and when it sends a request (a kept-alive connection is reused)."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._join()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._join()
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _join(self) -> None:
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.add(getattr(self, "sock", None))
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections a deadline can cut (see `_Watch`)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS has connection classes of its own
+            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}

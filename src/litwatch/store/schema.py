@@ -1,7 +1,12 @@
 """Table definitions (SQLAlchemy Core). The Alembic migrations in `migrations/`
 create exactly these; a change here needs a new migration (tests compare the two).
 
-All timestamps are naive UTC. JSON columns hold `json.dumps(..., sort_keys=True)`."""
+All timestamps are naive UTC. JSON columns hold `json.dumps(..., sort_keys=True)`.
+
+Values that come from outside (feed entry ids, links, DOIs, ETags, URLs) have no length
+limit: `Text`, or, where an index needs them, a bounded form (`store.lookup_form`:
+the value itself up to a limit, its SHA-256 beyond) — PostgreSQL refuses a btree entry
+over ~2,700 bytes, and a varchar longer than declared."""
 
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ records = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("source", sa.String(200), nullable=False),  # "pubmed" | "feed:<name>"
-    sa.Column("key", sa.String(1000), nullable=False),  # PMID or feed entry identity
-    sa.Column("doi", sa.String(300), index=True),  # lower-cased; links PubMed and feed items
+    sa.Column("key", sa.Text, nullable=False),  # PMID or feed entry identity, whole
+    sa.Column("key_hash", sa.String(64), nullable=False),  # sha256(key): what is unique and looked up
+    sa.Column("doi", sa.String(300), index=True),  # lower-cased (lookup form); links PubMed and feed items
     sa.Column("current_version", sa.Integer, nullable=False),
     sa.Column("current_hash", sa.String(64), nullable=False),
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.UniqueConstraint("source", "key", name="uq_records_source_key"),
+    sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
 )
 
 versions = sa.Table(
@@ -55,7 +61,7 @@ events = sa.Table(
     sa.Column("query", sa.String(200), nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("version_n", sa.Integer, nullable=False),
-    sa.Column("dedup", sa.String(400), nullable=False),
+    sa.Column("dedup", sa.String(400), nullable=False),  # lookup form
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.UniqueConstraint("query", "dedup", name="uq_events_query_dedup"),
@@ -67,14 +73,14 @@ poll_state = sa.Table(
     metadata,
     sa.Column("query", sa.String(200), primary_key=True),  # query name, or "*" for shared sources
     sa.Column("source", sa.String(300), primary_key=True),  # "pubmed", "notices", "feed:<name>"
-    sa.Column("watermark", sa.String(40)),  # ISO date the next window starts at
+    sa.Column("watermark", sa.Text),  # ISO date the next window starts at; a feed's configured URL
     sa.Column("last_ok", sa.DateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("last_error_at", sa.DateTime),
     sa.Column("failing_since", sa.DateTime),
-    sa.Column("etag", sa.String(500)),
-    sa.Column("last_modified", sa.String(100)),
-    sa.Column("url", sa.String(2000)),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("url", sa.Text),
     sa.Column("fresh_until", sa.DateTime),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("polls", sa.Integer, nullable=False, server_default="0"),
@@ -107,6 +113,16 @@ pubmed_overflow = sa.Table(
     sa.Column("day", sa.Text, primary_key=True),  # ISO date
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("noted_at", sa.DateTime, nullable=False),
+)
+
+feed_entries = sa.Table(
+    "feed_entries",
+    metadata,
+    # the entries of each feed's last 200 answer, so a query that has not matched them
+    # yet (it polled when the feed answered 304, or it is new) can, without a fetch
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id"), primary_key=True),
+    sa.Column("source", sa.String(200), nullable=False, index=True),  # "feed:<name>"
+    sa.Column("seen_at", sa.DateTime, nullable=False),  # when that answer came: the feed's generation
 )
 
 outbox = sa.Table(

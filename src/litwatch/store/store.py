@@ -4,6 +4,7 @@ so a poll's records, versions, events and watermark commit together or not at al
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from .schema import (
     deliveries,
     digest_state,
     events,
+    feed_entries,
     hits,
     leases,
     outbox,
@@ -40,8 +42,26 @@ _WRITE_ATTEMPTS = 4
 T = TypeVar("T")
 
 
+DOI_LIMIT = 300  # records.doi
+DEDUP_LIMIT = 400  # events.dedup
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def key_hash(key: str) -> str:
+    """What identifies a record's key in the database (records.key_hash): keys have no
+    length limit, and PostgreSQL indexes refuse long values."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def lookup_form(value: str, limit: int) -> str:
+    """`value` itself up to `limit` characters, else "sha256:" and its hash: the form
+    kept in an indexed column that is only ever compared (events.dedup, records.doi).
+    Deterministic, so the same value finds its row again; migration 0003 rewrote
+    longer values SQLite had kept."""
+    return value if len(value) <= limit else "sha256:" + key_hash(value)
 
 
 @dataclass(frozen=True)
@@ -162,23 +182,42 @@ class Store:
         return versions == [SCHEMA_HEAD]
 
     def _migrate_once(self, cfg: Any, heads: set[str], known: set[str]) -> None:
+        sqlite = self.dialect == "sqlite"
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    if sqlite:
+                        # A migration in batch mode copies a table and drops the old one;
+                        # with foreign keys on, dropping a table others refer to fails.
+                        # SQLite's recipe (https://www.sqlite.org/lang_altertable.html,
+                        # "other kinds of table schema changes"): keys off, change, check.
+                        # The pragma is the transaction's first statement, so it applies.
+                        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                    if self.dialect == "postgresql":
+                        # several instances may start at once: one migrates, the others wait
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
+                    self._upgrade(conn, cfg, heads, known)
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise StoreError(f"cannot upgrade the database {self.safe_url}: it breaks a foreign key")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
+
+    def _upgrade(self, conn: Connection, cfg: Any, heads: set[str], known: set[str]) -> None:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
-        with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # several instances may start at once: one migrates, the others wait
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
-            current = set(MigrationContext.configure(conn).get_current_heads())
-            unknown = current - known
-            if unknown:
-                raise StoreError(
-                    f"the database schema ({', '.join(sorted(unknown))}) is newer than this "
-                    f"litwatch knows (up to {', '.join(sorted(heads))}); upgrade litwatch"
-                )
-            if current != heads:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+        current = set(MigrationContext.configure(conn).get_current_heads())
+        unknown = current - known
+        if unknown:
+            raise StoreError(
+                f"the database schema ({', '.join(sorted(unknown))}) is newer than this "
+                f"litwatch knows (up to {', '.join(sorted(heads))}); upgrade litwatch"
+            )
+        if current != heads:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
     @property
     def safe_url(self) -> str:
@@ -222,7 +261,7 @@ class Store:
                 .join(
                     versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version)
                 )
-                .where(records.c.source == source, records.c.key.in_(keys[i : i + _CHUNK]))
+                .where(records.c.source == source, records.c.key_hash.in_([key_hash(k) for k in keys[i : i + _CHUNK]]))
             )
             for row in tx.execute(q):
                 out[row.key] = _StoredCurrent(
@@ -269,7 +308,8 @@ class Store:
             {
                 "source": r.source,
                 "key": r.key,
-                "doi": r.doi.lower() or None,
+                "key_hash": key_hash(r.key),
+                "doi": lookup_form(r.doi.lower(), DOI_LIMIT) or None,
                 "current_version": 1,
                 "current_hash": h,
                 "first_seen": now,
@@ -327,7 +367,13 @@ class Store:
                 updated_at=now,
             ),
             [
-                {"rid": cur.record_id, "old_n": cur.n, "new_n": cur.n + 1, "h": h, "d": rec.doi.lower() or None}
+                {
+                    "rid": cur.record_id,
+                    "old_n": cur.n,
+                    "new_n": cur.n + 1,
+                    "h": h,
+                    "d": lookup_form(rec.doi.lower(), DOI_LIMIT) or None,
+                }
                 for cur, rec, h, _ in changed
             ],
         )
@@ -337,7 +383,7 @@ class Store:
         out: dict[str, int] = {}
         for i in range(0, len(pmids), _CHUNK):
             q = sa.select(records.c.id, records.c.key).where(
-                records.c.source == "pubmed", records.c.key.in_(pmids[i : i + _CHUNK])
+                records.c.source == "pubmed", records.c.key_hash.in_([key_hash(p) for p in pmids[i : i + _CHUNK]])
             )
             out.update({row.key: row.id for row in tx.execute(q)})
         return out
@@ -345,17 +391,31 @@ class Store:
     def find_records(self, tx: Connection, ident: str) -> list[tuple[int, str, str]]:
         """Records whose PMID, DOI or feed key is `ident`: [(id, source, key)]."""
         ident = ident.strip()
-        cond = sa.or_(
-            sa.and_(records.c.source == "pubmed", records.c.key == ident),
-            records.c.doi == ident.lower().removeprefix("https://doi.org/").removeprefix("doi:"),
-            sa.and_(records.c.source != "pubmed", records.c.key == ident),
-        )
+        doi = ident.lower().removeprefix("https://doi.org/").removeprefix("doi:")
+        cond = sa.or_(records.c.key_hash == key_hash(ident), records.c.doi == lookup_form(doi, DOI_LIMIT))
         q = sa.select(records.c.id, records.c.source, records.c.key).where(cond).order_by(records.c.id)
         return [(r.id, r.source, r.key) for r in tx.execute(q)]
 
     def versions_of(self, tx: Connection, record_id: int) -> list[tuple[int, datetime, dict[str, Any], list[Any]]]:
         q = sa.select(versions).where(versions.c.record_id == record_id).order_by(versions.c.n)
         return [(r.n, r.fetched_at, json.loads(r.fields), json.loads(r.changes)) for r in tx.execute(q)]
+
+    # ------------------------------------------------------------------ feed entries
+
+    def set_feed_entries(self, tx: Connection, source: str, record_ids: Iterable[int], seen_at: datetime) -> None:
+        """The entries of `source`'s latest 200 answer, received at `seen_at`."""
+        tx.execute(feed_entries.delete().where(feed_entries.c.source == source))
+        rows = [{"record_id": rid, "source": source, "seen_at": seen_at} for rid in dict.fromkeys(record_ids)]
+        if rows:
+            tx.execute(sa.insert(feed_entries), rows)
+
+    def feed_entries(self, tx: Connection, source: str) -> tuple[datetime | None, list[int]]:
+        """When `source`'s latest 200 answer came (None: never, or it was empty) and the
+        ids of the records it held."""
+        rows = tx.execute(
+            sa.select(feed_entries.c.record_id, feed_entries.c.seen_at).where(feed_entries.c.source == source)
+        ).all()
+        return (rows[0].seen_at if rows else None), [r.record_id for r in rows]
 
     # ------------------------------------------------------------------ hits and events
 
@@ -384,7 +444,15 @@ class Store:
         # count costs no scan of the events table (SQLAlchemy's insertmanyvalues batches it).
         inserted = tx.execute(
             self._insert_ignore(events, ["query", "dedup"]).returning(events.c.id),
-            [{**r, "detail": dumps(r.get("detail", {})), "created_at": now} for r in rows],
+            [
+                {
+                    **r,
+                    "dedup": lookup_form(r["dedup"], DEDUP_LIMIT),
+                    "detail": dumps(r.get("detail", {})),
+                    "created_at": now,
+                }
+                for r in rows
+            ],
         )
         return len(inserted.all())
 
@@ -550,6 +618,11 @@ class Store:
             **values,
         }
         self._upsert(tx, poll_state, {"query": query, "source": source}, values)
+
+    def note_matched(self, tx: Connection, query: str, source: str, marker: str) -> None:
+        """`query` has matched the answer of the shared `source` that `marker` names
+        (feedpoll): kept in the query's own row, which records no success or failure."""
+        self._upsert(tx, poll_state, {"query": query, "source": source}, {"watermark": marker})
 
     def _upsert(self, tx: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]) -> None:
         cond = sa.and_(*(table.c[k] == v for k, v in key.items()))

@@ -2,7 +2,7 @@
 efetch left out (retried by later polls), and the days whose modifications overflowed
 
 Revision ID: 0004_pubmed_progress
-Revises: 0002
+Revises: 0003_unbounded_keys
 Create Date: 2026-12-01
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_pubmed_progress"
-down_revision = "0002"
+down_revision = "0003_unbounded_keys"
 branch_labels = None
 depends_on = None
 
