@@ -176,6 +176,14 @@ def rss_now_kb() -> int:
 
 
 def peak_rss_kb() -> int:
+    """This process's peak RSS since its exec: VmHWM. (ru_maxrss is not reset by exec on
+    Linux, so a child spawned by a parent that had grown big reports the parent's peak.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
