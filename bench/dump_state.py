@@ -8,6 +8,7 @@ identical.
     python bench/dump_state.py before.json              # all three scenarios
     python bench/dump_state.py --only pubmed,feeds out.json
     python bench/dump_state.py --compare before.json after.json   # exit 0 identical, 1 not
+    python bench/dump_state.py --table out.json          # also print counts and sha256 (bench/run.py)
 
 Scenarios (each on a fresh SQLite database, its own fake servers, two cycles):
 
@@ -549,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"))
     ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
     ap.add_argument("--corpus", type=int, default=3000, help="records in the corpus scenario")
+    ap.add_argument("--table", action="store_true", help="print a markdown table of counts and the dump's sha256")
     args = ap.parse_args(argv)
     if args.compare:
         return compare(*args.compare)
@@ -572,9 +574,35 @@ def main(argv: list[str] | None = None) -> int:
         counts = dump[name]["counts"]
         print(f"  {name}: {json.dumps(counts)} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
     text = json.dumps(dump, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}: {len(text.encode()):,} bytes", file=sys.stderr)
+    if args.table:
+        print(summary(dump, text, args.out))
     return 0
+
+
+def summary(dump: dict[str, Any], text: str, path: Path) -> str:
+    import hashlib
+
+    from common import table
+
+    rows = []
+    for name, sec in dump.items():
+        c = sec["counts"]
+        rows.append(
+            [name]
+            + [" → ".join(f"{c[k][part]:,}" for k in sorted(c)) for part in ("records", "versions", "events", "hits")]
+            + [hashlib.sha256(json.dumps(sec, sort_keys=True).encode()).hexdigest()[:16]]
+        )
+    return table(
+        "Behaviour dump (bench/dump_state.py): state after cycle 1 → cycle 2",
+        ["scenario", "records", "versions", "events", "hits", "sha256 (section)"],
+        rows,
+        note=f"Dump {path} ({len(text.encode()):,} bytes, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}). "
+        "Equal hashes mean identical behaviour; compare two dumps with "
+        "`python bench/dump_state.py --compare A B` for a readable diff.",
+    )
 
 
 if __name__ == "__main__":
