@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> str:
         "the requests at 10/s, a floor for everyone. Wall = spawn to exit of the child interpreter; "
         "'after imports' = the child's own clock once its imports are done (for `litwatch poll` only the "
         "wall is known). Peak RSS = the child's VmHWM. "
-        "litwatch splits a window of ≥ 10,000 records into two searches (PubMed's esearch cap), hence an "
-        "extra request at 10,000.",
+        "litwatch splits a search window of ≥ 10,000 records in two (PubMed's esearch cap), so at 10,000 "
+        "it makes three searches where Biopython makes one.",
     )
     prows = []
     for n in sizes:
