@@ -20,7 +20,11 @@ child's own clock. Peak RSS = the child's VmHWM (its high-water mark since exec)
 parser against the bare lxml floor (bench/floor_pubmed.py, the same fields) on the same
 N records from disk, via bench_parse.py's children; goal ≤ 1.2×.
 
-    python bench/bench_first_poll.py [--sizes 3000,10000] [--repeat 1]
+With `--profile N`, also a first poll of N records in-process under cProfile, its time
+summed into buckets (parse, fingerprint and events, store, JSON and hashing, network,
+imports, migrations...): the before/after profile issue 15 asks for.
+
+    python bench/bench_first_poll.py [--sizes 3000,10000] [--repeat 1] [--profile 3000]
 """
 
 from __future__ import annotations
@@ -61,6 +65,92 @@ def child_litwatch(cfg: str) -> None:
         raise SystemExit(f"poll failed: {errors[:3]}")
     new = sum(getattr(r, "new", 0) for r in results)
     print(json.dumps({"records": new, "work": t2 - t1, "imports": t1 - t0, "peak_kb": peak_rss_kb()}))
+
+
+# Where the in-process first poll spends its time, by bucket (cProfile's own time per
+# function, summed; the first match wins). cProfile sees the main thread only: if the
+# rewrite fetches on another thread, that thread's time shows as waiting here.
+BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("rate-limit waits (time.sleep)", ("time.sleep",)),
+    ("imports during the poll", ("<frozen importlib", "importlib", "zipimport")),
+    ("migrations (Alembic)", ("/alembic/",)),
+    ("network (socket, ssl, http.client)", ("socket", "/ssl.py", "_ssl.", "/http/client.py", "select")),
+    ("HTTP client (requests, urllib3)", ("/requests/", "/urllib3/", "/email/", "/idna/", "/charset_normalizer/")),
+    ("parse (litwatch.parse, lxml)", ("litwatch/parse/", "lxml")),
+    ("fingerprint, diff, events (litwatch.events, records)", ("litwatch/events.py", "litwatch/records.py")),
+    ("JSON and hashing", ("/json/", "json.", "_hashlib", "hashlib")),
+    ("store (SQLAlchemy, sqlite3, litwatch.store)", ("/sqlalchemy/", "sqlite3", "litwatch/store/")),
+    ("litwatch, other (service, sources, config)", ("litwatch/",)),
+]
+
+
+def child_profile(cfg: str) -> None:
+    import cProfile
+    import pstats
+
+    from litwatch.config import load
+    from litwatch.service import Service
+
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    svc = Service(load(cfg))
+    svc.poll()
+    svc.close()
+    prof.disable()
+    wall = time.perf_counter() - t
+
+    def bucket_of(where: str) -> str | None:
+        return next((name for name, marks in BUCKETS if any(m in where for m in marks)), None)
+
+    totals: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, tt, _ct, callers) in pstats.Stats(prof).stats.items():  # type: ignore[attr-defined]
+        own = bucket_of(f"{filename}:{func}")
+        if own is None and filename == "~" and callers:
+            # a builtin (str.split, bytes.join...): its time goes to the bucket of each caller
+            for (cfile, _cl, cfunc), (_a, _b, ctt, _d) in callers.items():
+                b = bucket_of(f"{cfile}:{cfunc}") or "other"
+                totals[b] = totals.get(b, 0.0) + ctt
+            continue
+        totals[own or "other"] = totals.get(own or "other", 0.0) + tt
+    print(json.dumps({"wall": wall, "buckets": totals}))
+
+
+def profile_table(n: int) -> str:
+    from corpus import PMID_MARK, articles
+
+    from fake_eutils import FakeEutils
+
+    fake = FakeEutils().start()
+    today = date.today()
+    for i, a in enumerate(articles(n)):
+        pmid = str(36_000_000 + i)
+        fake.add(
+            pmid,
+            terms={TERM},
+            edat=today - timedelta(days=1 + i % 20),
+            xml=a.decode().replace(PMID_MARK.decode(), pmid),
+        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="litwatch-first-poll-") as d:
+            tmp = Path(d)
+            r = spawn([__file__, "--child", "profile", str(config(tmp, fake.url))], tmp)
+    finally:
+        fake.stop()
+    res = json.loads(r["stdout"].strip().splitlines()[-1])
+    total = sum(res["buckets"].values())
+    order = [name for name, _ in BUCKETS] + ["other"]
+    rows = [[b, res["buckets"][b], f"{res['buckets'][b] / total:.0%}"] for b in order if b in res["buckets"]]
+    rows.append(["total (profiled)", total, "100%"])
+    return table(
+        f"First poll of {n:,} records, in-process under cProfile: where the time goes",
+        ["bucket", "s", "share"],
+        rows,
+        note=f"Service(load(cfg)) + poll() + close() after the imports; wall under the profiler {res['wall']:.2f} s "
+        "(cProfile roughly doubles the cost of Python-level calls, so read shares, not seconds). Own time per "
+        "function summed by the module it lives in (a builtin such as str.split counts for its caller's); "
+        "main thread only.",
+    )
 
 
 # The script a user would write, run as `python -c BIOPYTHON <fake url>` (nothing of
@@ -221,9 +311,10 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--sizes", default="3000,10000")
     ap.add_argument("--repeat", type=int, default=1, help="first polls per contender (best wall kept)")
     ap.add_argument("--parse-repeat", type=int, default=2, help="parser runs per contender (best kept)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile a first poll of N records")
     args = ap.parse_args(argv)
     if args.child:
-        child_litwatch(args.child[1])
+        (child_profile if args.child[0] == "profile" else child_litwatch)(args.child[1])
         return ""
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = []
@@ -291,6 +382,8 @@ def main(argv: list[str] | None = None) -> str:
         "interleaved. The floor "
         "(bench/floor_pubmed.py) is lxml.iterparse extracting exactly litwatch's fields.",
     )
+    if args.profile:
+        text += "\n" + profile_table(args.profile)
     print(text)
     return text
 

@@ -29,7 +29,11 @@ from common import BENCH, PG_URL, WORK, machine_table
 BENCHES = {
     "dump": ("dump_state.py", ["--table", str(WORK / "state-dump.json")], ["--table", str(WORK / "state-dump.json")]),
     "cycle": ("bench_cycle.py", [], ["--queries", "8,20"]),
-    "first_poll": ("bench_first_poll.py", ["--repeat", "2"], ["--sizes", "3000", "--parse-repeat", "1"]),
+    "first_poll": (
+        "bench_first_poll.py",
+        ["--repeat", "2", "--profile", "3000"],
+        ["--sizes", "3000", "--parse-repeat", "1"],
+    ),
     "parse": ("bench_parse.py", [], ["--sizes", "1000,10000", "--repeat", "1"]),
     "feeds": ("bench_feeds.py", [], ["--repeat", "1"]),
     "poll": ("bench_poll.py", [], ["--rates", "10"]),
