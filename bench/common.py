@@ -25,7 +25,8 @@ SHARED_DATA = Path(os.environ.get("LITWATCH_SHARED_DATA", ROOT.parent / "shared"
 WORK = Path(os.environ.get("LITWATCH_BENCH_DIR", Path(tempfile.gettempdir()) / "litwatch-bench"))
 PG_URL = os.environ.get("LITWATCH_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-for p in (str(ROOT / "src"), str(TESTS), str(BENCH)):
+# tests/helpers/ too: issue 15 moves the fakes (fake_eutils, feedhost) there
+for p in (str(ROOT / "src"), str(TESTS), str(TESTS / "helpers"), str(BENCH)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
@@ -176,6 +177,14 @@ def rss_now_kb() -> int:
 
 
 def peak_rss_kb() -> int:
+    """This process's peak RSS since its exec: VmHWM. (ru_maxrss is not reset by exec on
+    Linux, so a child spawned by a parent that had grown big reports the parent's peak.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -3,6 +3,11 @@
     python bench/run.py                  # all, a few minutes on 2 cores
     python bench/run.py --quick          # smaller: parse 10k only, poll at 10/s only
     python bench/run.py --only parse,store --markdown /tmp/out.md
+    python bench/run.py --only dump,cycle,first_poll   # issue 15's before/after figures
+
+`dump` writes $LITWATCH_BENCH_DIR/state-dump.json (the behaviour dump) and prints its
+counts and sha256; `cycle` counts requests per cycle against the minimum; `first_poll`
+races a first poll against a plain Biopython script and the parser against the floor.
 
 Needs: pip install -e '.[bench]' (biopython, pyinstrument), PostgreSQL at
 $LITWATCH_BENCH_PG (default postgresql+psycopg://postgres@127.0.0.1:5432/test; skipped
@@ -19,9 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-from common import BENCH, PG_URL, machine_table
+from common import BENCH, PG_URL, WORK, machine_table
 
 BENCHES = {
+    "dump": ("dump_state.py", ["--table", str(WORK / "state-dump.json")], ["--table", str(WORK / "state-dump.json")]),
+    "cycle": ("bench_cycle.py", [], ["--queries", "8,20"]),
+    "first_poll": (
+        "bench_first_poll.py",
+        ["--repeat", "2", "--profile", "3000"],
+        ["--sizes", "3000", "--parse-repeat", "1"],
+    ),
     "parse": ("bench_parse.py", [], ["--sizes", "1000,10000", "--repeat", "1"]),
     "feeds": ("bench_feeds.py", [], ["--repeat", "1"]),
     "poll": ("bench_poll.py", [], ["--rates", "10"]),
