@@ -184,3 +184,48 @@ def test_a_store_error_in_one_feed_is_its_failure_and_the_cycle_goes_on(
         st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
         alpha = next(f for f in st["feeds"] if f["name"] == "alpha")
         assert "refused by a trigger" in alpha["last_error"] and alpha["failing_since"]
+
+
+def test_a_store_error_in_one_pubmed_query_is_its_failure_and_the_cycle_goes_on(
+    tmp_path: Path, eutils: FakeEutils, store_url: str
+) -> None:
+    """The database refuses one PubMed query's record: that query fails alone, recorded
+    in `status`; the next query and the notice search still run, and the next poll,
+    once the database accepts it, stores the record (its watermark did not move)."""
+    eutils.add("501", terms="TRAIL", edat=TODAY - timedelta(days=1), title="TRAIL agonists")
+    eutils.add("502", terms="multiple myeloma", edat=TODAY - timedelta(days=1), title="Myeloma")
+    Store(store_url).close()
+    eng = sa.create_engine(store_url)
+    with eng.begin() as c:
+        if store_url.startswith("sqlite"):
+            c.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON records WHEN NEW.key = '501' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+                )
+            )
+        else:
+            c.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.key = '501' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            c.execute(sa.text("CREATE TRIGGER refuse BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION refuse()"))
+    cfg = basic_config(tmp_path, eutils.url, db=store_url)
+    r = run_cli("--config", str(cfg), "poll")
+    print("\n" + r.stdout + r.stderr[-800:])
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 1
+    assert "trail [pubmed]: found 0, new 0, changed 0, events 0, errors 1: query trail: could not store" in r.stdout
+    assert "myeloma [pubmed]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
+    assert "notices [pubmed]" in r.stdout
+    st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+    trail = next(q for q in st["queries"] if q["name"] == "trail")
+    assert "refused by a trigger" in trail["last_error"] and trail["failing_since"]
+    with eng.begin() as c:
+        c.execute(sa.text("DROP TRIGGER refuse" + ("" if store_url.startswith("sqlite") else " ON records")))
+    eng.dispose()
+    r = run_cli("--config", str(cfg), "poll", "--query", "trail")
+    assert "trail [pubmed]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout, r.stdout + r.stderr

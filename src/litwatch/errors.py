@@ -66,3 +66,10 @@ class StoreError(LitwatchError):
     """The database cannot be used: unreachable, or a schema newer than this litwatch."""
 
     exit_code = 2
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message, for one-line reports; a database driver's
+    own message (SQLAlchemy's `.orig`) without the SQL and parameters SQLAlchemy adds."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

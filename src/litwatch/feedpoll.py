@@ -17,12 +17,13 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from .config import FeedSettings, QuerySettings
-from .errors import SourceError, StoreError
+from .errors import SourceError, StoreError, first_line
 from .parse.feeds import parse_feed
 from .sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
 from .sources.http import RetryPolicy
@@ -39,19 +40,13 @@ log = logging.getLogger(__name__)
 def poll_feeds(service: Service, queries: Sequence[QuerySettings]) -> list[PollResult]:
     """Poll each feed the `queries` scan; one feed's failure, whatever it is, is that
     feed's reported failure and the others still run."""
-    from .service import SHARED, PollResult
+    from .service import SHARED
 
     names = list(dict.fromkeys(f for q in queries for f in q.feeds))
-    results = []
-    for n in names:
-        try:
-            results.append(poll_feed(service, service.settings.feed(n), queries))
-        except Exception as e:  # noqa: BLE001 - a bug in one feed must not end the cycle; logged with its traceback
-            log.exception("poll feed=%s: unexpected error", n)
-            error = f"feed {n}: unexpected error: {type(e).__name__}: {_first_line(e)}"
-            service._record_failure(SHARED, f"feed:{n}", error, service.now())
-            results.append(PollResult(n, f"feed:{n}", error=error))
-    return results
+    return [
+        service.isolated(SHARED, f"feed:{n}", n, partial(poll_feed, service, service.settings.feed(n), queries))
+        for n in names
+    ]
 
 
 def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySettings]) -> PollResult:
@@ -117,7 +112,7 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         _catch_up_alone(service, feed, users, now, result)
     except (StoreError, sa.exc.SQLAlchemyError) as e:
         # what this feed sent, the database refused: this feed's failure, not the cycle's
-        result.error = f"feed {feed.name}: could not store its entries: {_first_line(e)}"
+        result.error = f"feed {feed.name}: could not store its entries: {first_line(e)}"
         log.warning("poll feed=%s: %s", feed.name, result.error)
         result.new = result.changed = result.events = 0
         service._record_failure(SHARED, source, result.error, now)
@@ -194,7 +189,7 @@ def _catch_up_alone(
             lambda tx: _catch_up(service, tx, feed, queries, now), what=f"feed {feed.name}"
         )
     except (StoreError, sa.exc.SQLAlchemyError) as e:
-        log.warning("poll feed=%s: could not match the stored entries: %s", feed.name, _first_line(e))
+        log.warning("poll feed=%s: could not match the stored entries: %s", feed.name, first_line(e))
 
 
 def _marker(generation: datetime, q: QuerySettings) -> str:
@@ -203,10 +198,6 @@ def _marker(generation: datetime, q: QuerySettings) -> str:
     digest = hashlib.sha256((q.match or "").encode("utf-8")).hexdigest()[:16]
     return f"{generation.replace(microsecond=0).isoformat()} {digest}"
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _validators(resp: FeedResponse, feed: FeedSettings) -> dict[str, object]:

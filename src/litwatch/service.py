@@ -12,16 +12,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
 from .digest import Renderer, group
 from .digest.group import DigestData
-from .errors import DeliveryError, LitwatchError, SourceError, UsageError
+from .errors import DeliveryError, LitwatchError, SourceError, StoreError, UsageError, first_line
 from .mail import RecipientRefused, Transport, build_message, transport_for
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
@@ -149,11 +151,27 @@ class Service:
 
     def poll(self, names: Sequence[str] = ()) -> list[PollResult]:
         queries = self._select_queries(names)
-        results = [self.poll_pubmed(q) for q in queries if q.pubmed]
+        results = [self.isolated(q.name, PUBMED, q.name, partial(self.poll_pubmed, q)) for q in queries if q.pubmed]
         results += self.poll_feeds(queries)
         if any(q.pubmed for q in queries) and self.settings.pubmed.notices:
-            results.append(self.poll_notices())
+            results.append(self.isolated(SHARED, NOTICES, "notices", self.poll_notices))
         return results
+
+    def isolated(self, query: str, source: str, name: str, poll: Callable[[], PollResult]) -> PollResult:
+        """One source's poll. What it raises — a store error its data causes (a value
+        the database refuses), or a bug — is that source's recorded failure: the cycle
+        goes on with the other sources (issue 13, case 5)."""
+        what = {PUBMED: f"query {name}", NOTICES: "notice search"}.get(source, f"feed {name}")
+        try:
+            return poll()
+        except (StoreError, SQLAlchemyError) as e:
+            error = f"{what}: could not store what it fetched: {first_line(e)}"
+            log.warning("poll query=%s source=%s: %s", query, source, error)
+        except Exception as e:  # noqa: BLE001 - a bug in one source must not end the cycle; logged with its traceback
+            log.exception("poll query=%s source=%s: unexpected error", query, source)
+            error = f"{what}: unexpected error: {type(e).__name__}: {first_line(e)}"
+        self._record_failure(query, source, error, self.now())
+        return PollResult(name, PUBMED if source in (PUBMED, NOTICES) else source, error=error)
 
     def _select_queries(self, names: Sequence[str]) -> list[QuerySettings]:
         return _select("query", "queries", self.settings.queries, names)
