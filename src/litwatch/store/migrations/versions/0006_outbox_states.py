@@ -1,0 +1,53 @@
+"""outbox states: a sending claim, refusals kept, recipients' start
+
+An outbox message moves `queued → sending (owner, until)` before the SMTP conversation
+and only its owner marks it sent; a message a server refused for good (5xx) is kept as
+`refused` with the server's reply (the state `failed` of 0001 becomes `refused`), until
+`litwatch digest --retry-failed` queues it again. `digest_recipients` remembers from
+when each recipient of a digest is sent events (a recipient added later starts then,
+not with the digest's history).
+
+Revision ID: 0006_outbox_states
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006_outbox_states"
+# The brief names it "0002_lease_schedule"; the stored revision id of that file is "0002".
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("owner", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("until", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("reply", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("refused_at", sa.DateTime(), nullable=True))
+    op.execute("UPDATE outbox SET state = 'refused', reply = last_error WHERE state = 'failed'")
+    op.create_table(
+        "digest_recipients",
+        sa.Column("digest", sa.String(200), primary_key=True),
+        sa.Column("recipient", sa.String(500), primary_key=True),
+        sa.Column("since", sa.DateTime(), nullable=False),
+    )
+    # recipients that were sent mail before keep every event still waiting for them
+    op.execute(
+        "INSERT INTO digest_recipients (digest, recipient, since) "
+        "SELECT DISTINCT digest, recipient, CAST('1970-01-01 00:00:00' AS TIMESTAMP) FROM outbox"
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("digest_recipients")
+    op.execute("UPDATE outbox SET state = 'failed' WHERE state = 'refused'")
+    op.execute("UPDATE outbox SET state = 'queued' WHERE state = 'sending'")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("refused_at")
+        batch.drop_column("reply")
+        batch.drop_column("until")
+        batch.drop_column("owner")
