@@ -232,33 +232,60 @@ class Holding(Box):
         return await super().handle_DATA(server, session, envelope)
 
 
-def test_a_sending_claim_left_by_a_sigkill_is_sent_again_once_stale(tmp_path: Path, eutils: FakeEutils) -> None:
+def _killed_mid_send(tmp_path: Path, eutils: FakeEutils, box: Holding, port: int) -> tuple[Path, dict[str, Any]]:
+    """`litwatch digest` SIGKILLed while the server holds its message at DATA."""
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM)
+    cfg.write_text(cfg.read_text().replace("  timeout: 10\n", "  timeout: 1\n"))  # a claim holds 15 s
+    _poll(cfg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "digest"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=daemon_env(),
+    )
+    assert box.holding.wait(30), "the digest never reached DATA"
+    proc.send_signal(signal.SIGKILL)  # mid-send: the server has the message, no answer yet
+    proc.wait()
+    box.release.set()
+    (row,) = _rows(_sqlite(tmp_path))
+    assert row["state"] == "sending"
+    return cfg, row
+
+
+def test_a_sending_claim_of_a_killed_process_on_this_host_is_taken_over_at_once(
+    tmp_path: Path, eutils: FakeEutils
+) -> None:
     pmids = _add(eutils, 701, 2)
     box = Holding()
     with serve(box) as port:
-        cfg = _cfg(tmp_path, eutils, port, to=TEAM)
-        cfg.write_text(cfg.read_text().replace("  timeout: 10\n", "  timeout: 1\n"))  # a claim holds 15 s
-        _poll(cfg)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "digest"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=daemon_env(),
-        )
-        assert box.holding.wait(30), "the digest never reached DATA"
-        proc.send_signal(signal.SIGKILL)  # mid-send: the server has the message, no answer yet
-        proc.wait()
-        box.release.set()
-        (row,) = _rows(_sqlite(tmp_path))
-        assert row["state"] == "sending"
+        cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
+        r = _cli(cfg, "digest")  # its process is gone: no need to wait for the claim to run out
+        assert r.returncode == 0, r.stdout + r.stderr
+    print(f"\nclaim of a SIGKILLed process: sent again at once: {r.stdout.strip()}")
+    (got,) = box.got
+    assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
+    (after,) = _rows(_sqlite(tmp_path))
+    assert (after["state"], after["attempts"]) == ("sent", 1)
+
+
+def test_a_sending_claim_of_another_host_holds_until_it_runs_out(tmp_path: Path, eutils: FakeEutils) -> None:
+    pmids = _add(eutils, 801, 2)
+    box = Holding()
+    with serve(box) as port:
+        cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
+        eng = sa.create_engine(_sqlite(tmp_path))
+        with eng.begin() as c:  # as if the killed process had run on another host
+            c.execute(sa.text("update outbox set owner = 'elsewhere.example.org:4242:abcdef'"))
+        eng.dispose()
         killed_at = time.monotonic()
-        r = _cli(cfg, "digest")  # the claim is live: nobody else sends it
+        r = _cli(cfg, "digest")  # that host may still be talking to the server: nobody else sends it
         assert r.returncode == 0 and box.got == [], r.stdout + r.stderr
+        assert "being sent by another litwatch process" in r.stdout and "nothing to send" not in r.stdout
         assert json.loads(_cli(cfg, "status", "--json").stdout)["outbox"]["sending"] == 1
         time.sleep(max(0.0, 15.5 - (time.monotonic() - killed_at)))  # the claim runs out
         r = _cli(cfg, "digest")
         assert r.returncode == 0, r.stdout + r.stderr
-    print(f"\nstale claim: after the SIGKILL, resent once stale: {r.stdout.strip()}")
+    print(f"\nclaim of another host: sent again once it ran out: {r.stdout.strip()}")
     (got,) = box.got
     assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
     (after,) = _rows(_sqlite(tmp_path))

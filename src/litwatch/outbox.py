@@ -68,10 +68,13 @@ class DigestResult:
     error: str | None = None
     permanent: bool = False  # the error: kept as refused, sent again only by --retry-failed
     split: int = 0  # too large for the server: sent as this many smaller messages
+    busy: bool = False  # another process is sending it
     text: str = ""
     html: str = ""
 
     def line(self) -> str:
+        if self.busy:
+            return f"{self.name} → {self.recipient}: {self.subject}: being sent by another litwatch process"
         if self.split:
             return (
                 f"{self.name} → {self.recipient}: {self.subject}: too large for the server, "
@@ -112,7 +115,7 @@ class Outbox:
         self.store = store
         self.mail = mail
         self.now = now
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = owner or owner_id()
         self.ttl = sending_ttl(mail.timeout)
 
     def queue(self, tx: Connection, digest: str, recipient: str, part: Part, now: datetime) -> int:
@@ -174,15 +177,11 @@ class Outbox:
         the messages never tried (those queued by this run)."""
         now = self.now()
         with self.store.transaction() as tx:
-            for r in self.store.release_stale(tx):
-                log.warning(
-                    "outbox: message_id=%s was being sent by %s, which stopped answering; it goes out again "
-                    "with the same Message-ID",
-                    r.message_id,
-                    r.owner,
-                )
+            busy = self._release_dead(tx, digests)
             queued = self.store.queued_messages(tx, digests=digests, now=None)
-            blocked = self.store.sending_recipients(tx, digests=digests)
+        for r in busy:
+            results.append(DigestResult(r.digest, r.recipient, subject=r.subject, message_id=r.message_id, busy=True))
+        blocked = {r.recipient for r in busy}
         blocked |= {r.recipient for r in queued if respect_backoff and r.next_attempt_at and r.next_attempt_at > now}
         todo = [r for r in queued if r.recipient not in blocked and not (only_new and r.attempts)]
         if not todo:
@@ -195,8 +194,13 @@ class Outbox:
                     row = todo.pop(0)
                     if row.recipient in blocked and down is None:
                         continue  # an older message to them is waiting: keep their order
-                    if not self._claim(row):
-                        blocked.add(row.recipient)  # another process has it
+                    if not self._claim(row):  # another process was quicker
+                        results.append(
+                            DigestResult(
+                                row.digest, row.recipient, subject=row.subject, message_id=row.message_id, busy=True
+                            )
+                        )
+                        blocked.add(row.recipient)
                         continue
                     res = DigestResult(
                         row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id
@@ -219,6 +223,23 @@ class Outbox:
                 blocked.add(row.recipient)
         log.info("digest send digests=%s queued=%d waiting=%d", ",".join(digests or ["*"]), len(queued), len(blocked))
         return blocked
+
+    def _release_dead(self, tx: Connection, digests: Sequence[str] | None) -> list[Any]:
+        """Claims whose process died go back to `queued`: a claim that ran out, or one held
+        by a process of this host that no longer exists (a SIGKILL, a crash: no need to
+        wait for its time to run out). Its message may have reached the server: it goes
+        out again with the same Message-ID. Returns the claims that hold."""
+        live = []
+        for r in self.store.sending(tx, digests=digests):
+            if not (r.stale or _dead_here(r.owner)):
+                live.append(r)
+            elif self.store.release_claim(tx, r.id, r.owner):
+                log.warning(
+                    "outbox message_id=%s: %s stopped while sending it; it goes out again with the same Message-ID",
+                    r.message_id,
+                    r.owner,
+                )
+        return live
 
     def _claim(self, row: Any) -> bool:
         with self.store.transaction() as tx:
@@ -281,6 +302,29 @@ class Outbox:
             row.recipient,
             e.reply or e,
         )
+
+
+def owner_id() -> str:
+    """`host:pid:random`: who holds a sending claim (`_dead_here` reads host and pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _dead_here(owner: str | None) -> bool:
+    """The claim's process ran on this host and is gone. Another host's process is
+    judged by its claim's time only."""
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: its own claims are live
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _iso(value: datetime | None) -> str | None:

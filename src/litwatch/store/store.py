@@ -527,23 +527,29 @@ class Store:
             q = q.where(sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now))
         return list(tx.execute(q))
 
-    def sending_recipients(self, tx: Connection, *, digests: Sequence[str] | None) -> set[str]:
-        """Recipients a process is sending a message to right now (a live `sending` claim)."""
-        q = sa.select(outbox.c.recipient).where(outbox.c.state == "sending", outbox.c.until >= self.db_now(tx))
+    def sending(self, tx: Connection, *, digests: Sequence[str] | None) -> list[Any]:
+        """Messages claimed for sending, with `stale`: the claim ran out (database clock)."""
+        now = self.db_now(tx)
+        q = sa.select(
+            outbox.c.id,
+            outbox.c.digest,
+            outbox.c.recipient,
+            outbox.c.subject,
+            outbox.c.message_id,
+            outbox.c.owner,
+            outbox.c.until,
+            (outbox.c.until < now).label("stale"),
+        ).where(outbox.c.state == "sending")
         if digests is not None:
             q = q.where(outbox.c.digest.in_(list(digests)))
-        return {r.recipient for r in tx.execute(q)}
+        return list(tx.execute(q.order_by(outbox.c.id)))
 
-    def release_stale(self, tx: Connection) -> list[Any]:
-        """`sending` claims whose holder died (its time ran out) go back to `queued`.
-        The message may have reached the server before the crash: it goes out again with
-        the same Message-ID, the one duplicate SPEC.md allows. Returns what was released."""
-        now = self.db_now(tx)
-        stale = sa.and_(outbox.c.state == "sending", outbox.c.until < now)
-        rows = list(tx.execute(sa.select(outbox.c.id, outbox.c.message_id, outbox.c.owner).where(stale)))
-        if rows:
-            tx.execute(outbox.update().where(stale).values(state="queued", owner=None, until=None))
-        return rows
+    def release_claim(self, tx: Connection, outbox_id: int, owner: str) -> bool:
+        """A dead process's claim goes back to `queued` (checked: still that owner's)."""
+        result = tx.execute(
+            outbox.update().where(self._mine(outbox_id, owner)).values(state="queued", owner=None, until=None)
+        )
+        return bool(result.rowcount == 1)
 
     def claim_message(self, tx: Connection, outbox_id: int, owner: str, ttl: timedelta) -> bool:
         """`queued → sending (owner, until)` in one checked update; False when another
@@ -603,10 +609,6 @@ class Store:
             )
         )
         return bool(result.rowcount == 1)
-
-    def release_message(self, tx: Connection, outbox_id: int, owner: str) -> None:
-        """Give a claimed message back untried (the run stops before sending it)."""
-        tx.execute(outbox.update().where(self._mine(outbox_id, owner)).values(state="queued", owner=None, until=None))
 
     def split_message(
         self, tx: Connection, outbox_id: int, owner: str, parts: Sequence[dict[str, Any]], now: datetime
