@@ -408,3 +408,50 @@ def _three_digests(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, 
     assert all(c in (0, 1) for c in codes), (codes, [o for o, c in zip(outputs, codes, strict=True) if c not in (0, 1)])
     assert max(copies.values()) == 1, [k for k, n in copies.items() if n > 1]  # one copy per recipient
     assert items == expected  # every event to every recipient, once
+
+
+# ----------------------------------------------------------------------------- migration
+
+
+def test_upgrade_keeps_refusals_and_the_recipients_start(store_url: str) -> None:
+    """0002 → 0006_outbox_states: a message marked `failed` becomes `refused` with its
+    reply (so `--retry-failed` finds it), and recipients that were mailed before keep
+    every event still waiting for them."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    from litwatch.store import Store
+
+    eng = sa.create_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        for i, (to, state) in enumerate([(TEAM, "sent"), (BOSS, "failed")]):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO outbox (digest, recipient, message_id, subject, mime, items, state, attempts, "
+                    "last_error, created_at) VALUES ('weekly', :to, :mid, 's', :mime, 1, :state, 1, :err, :t)"
+                ),
+                {
+                    "to": to,
+                    "mid": f"<{i}@x>",
+                    "mime": b"m",
+                    "state": state,
+                    "err": "550 unknown user",
+                    "t": "2026-11-01",
+                },
+            )
+    eng.dispose()
+    store = Store(store_url)
+    try:
+        with store.transaction() as tx:
+            (refused,) = store.refused_messages(tx, "weekly")
+            starts = {to: store.recipient_since(tx, "weekly", to) for to in (TEAM, BOSS, "new@example.org")}
+    finally:
+        store.close()
+    assert (refused.recipient, refused.reply) == (BOSS, "550 unknown user")
+    assert starts == {TEAM: datetime(1970, 1, 1), BOSS: datetime(1970, 1, 1), "new@example.org": None}

@@ -12,6 +12,8 @@ Revises: 0002
 Create Date: 2026-12-01
 """
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -29,17 +31,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reply", sa.Text(), nullable=True))
         batch.add_column(sa.Column("refused_at", sa.DateTime(), nullable=True))
     op.execute("UPDATE outbox SET state = 'refused', reply = last_error WHERE state = 'failed'")
-    op.create_table(
+    table = op.create_table(
         "digest_recipients",
         sa.Column("digest", sa.String(200), primary_key=True),
         sa.Column("recipient", sa.String(500), primary_key=True),
         sa.Column("since", sa.DateTime(), nullable=False),
     )
     # recipients that were sent mail before keep every event still waiting for them
-    op.execute(
-        "INSERT INTO digest_recipients (digest, recipient, since) "
-        "SELECT DISTINCT digest, recipient, CAST('1970-01-01 00:00:00' AS TIMESTAMP) FROM outbox"
-    )
+    # (rows written through SQLAlchemy: SQLite stores DateTime as text in its own format)
+    known = op.get_bind().execute(sa.text("SELECT DISTINCT digest, recipient FROM outbox")).all()
+    if known:
+        epoch = datetime(1970, 1, 1)
+        op.bulk_insert(table, [{"digest": d, "recipient": r, "since": epoch} for d, r in known])
 
 
 def downgrade() -> None:
