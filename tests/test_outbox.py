@@ -85,6 +85,32 @@ def test_retry_at_doubles_from_a_minute_to_at_most_six_hours() -> None:
     assert retry_at(0, now) - now == timedelta(minutes=1)
 
 
+def test_recipient_start_is_the_last_run_once_mail_went_out_else_backfill() -> None:
+    from litwatch.service import recipient_start
+
+    now, last = datetime(2026, 12, 1, 12, 0), datetime(2026, 11, 30, 7, 0)
+    month = timedelta(days=30)
+    assert recipient_start(sent_before=True, last_run=last, now=now, backfill=month) == last
+    assert recipient_start(sent_before=False, last_run=last, now=now, backfill=month) == now - month
+    assert recipient_start(sent_before=False, last_run=None, now=now, backfill=month) == now - month
+
+
+def test_a_claim_is_dead_only_when_its_process_is_gone_from_this_host() -> None:
+    import os
+    import socket
+
+    from litwatch.outbox import _dead_here
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    assert _dead_here(f"{host}:{gone.pid}:abcdef")
+    assert not _dead_here(f"{host}:{os.getpid()}:abcdef")  # this process
+    assert not _dead_here(f"{host}:1:abcdef")  # alive (init)
+    assert not _dead_here(f"elsewhere.example.org:{gone.pid}:abcdef")  # another host: its claim's time decides
+    assert not _dead_here(None) and not _dead_here("garbage")
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

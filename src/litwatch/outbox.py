@@ -179,7 +179,7 @@ class Outbox:
         with self.store.transaction() as tx:
             busy = self._release_dead(tx, digests)
             queued = self.store.queued_messages(tx, digests=digests, now=None)
-        for r in busy:
+        for r in busy if not only_new else ():  # (a run's second pass: said in its first)
             results.append(DigestResult(r.digest, r.recipient, subject=r.subject, message_id=r.message_id, busy=True))
         blocked = {r.recipient for r in busy}
         blocked |= {r.recipient for r in queued if respect_backoff and r.next_attempt_at and r.next_attempt_at > now}
