@@ -429,7 +429,7 @@ def _three_digests(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, 
         f"\nthree digests beside a daemon ({db.split(':')[0]}): exit codes {sorted(Counter(codes).items())}, "
         f"{len(got)} messages received, {len(copies)} distinct (recipient, Message-ID), "
         f"max copies {max(copies.values())}, {sum(items.values())} items for {len(expected)} expected, "
-        f"daemon digest runs that built mail: {daemon_mails}"
+        f"daemon digest runs that saw mail: {daemon_mails}"
     )
     assert all(c in (0, 1) for c in codes), (codes, [o for o, c in zip(outputs, codes, strict=True) if c not in (0, 1)])
     assert max(copies.values()) == 1, [k for k, n in copies.items() if n > 1]  # one copy per recipient
