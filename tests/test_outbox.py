@@ -159,8 +159,8 @@ def test_552_too_large_is_split_without_losing_an_item(tmp_path: Path, eutils: F
     pmids = _add(eutils, 201, 8)
     sizes = Box()
     with serve(sizes) as port:  # how large the whole message is, to set the limit below it
-        cfg = _cfg(tmp_path / "probe", eutils, port, to=TEAM) if (tmp_path / "probe").mkdir() is None else None
-        assert cfg is not None
+        (tmp_path / "probe").mkdir()
+        cfg = _cfg(tmp_path / "probe", eutils, port, to=TEAM)
         _poll(cfg)
         assert _cli(cfg, "digest").returncode == 0
     whole = len(sizes.got[0].msg.as_bytes())
