@@ -62,7 +62,7 @@ def test_status_text_and_json(tmp_path: Path, eutils: FakeEutils) -> None:
     st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
     assert st["queries"][0]["records"] == 1 and st["queries"][0]["last_success"]
     assert st["digests"][0]["pending_events"] == 1
-    assert st["outbox"] == {"queued": 0, "oldest_queued": None, "failed": 0}
+    assert st["outbox"] == {"queued": 0, "oldest_queued": None, "sending": 0, "failed": 0, "refused": []}
     text = run_cli("--config", str(cfg), "status").stdout
     assert "trail: last success" in text and "weekly: last sent never, 1 pending events" in text
 

@@ -146,16 +146,16 @@ def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils,
     r = run_cli("--config", str(cfg), "digest")
     assert r.returncode == 1 and "550" in r.stdout
     (boss_line,) = [line for line in r.stdout.splitlines() if "boss@" in line]
-    assert "FAILED permanently, not retried" in boss_line and "550 5.1.1 no such user" in boss_line
+    assert "REFUSED, kept" in boss_line and "550 5.1.1 no such user" in boss_line
     assert [m["To"] for m in smtp.received.messages] == ["team@example.org"]
     team, boss = outbox(tmp_path)
-    assert (team["state"], boss["state"], boss["attempts"], boss["next_attempt_at"]) == ("sent", "failed", 1, None)
+    assert (team["state"], boss["state"], boss["attempts"], boss["next_attempt_at"]) == ("sent", "refused", 1, None)
     assert "550 5.1.1 no such user" in boss["last_error"]
-    r = run_cli("--config", str(cfg), "digest")  # not retried forever
+    r = run_cli("--config", str(cfg), "digest")  # not retried forever: only by --retry-failed
     assert r.returncode == 0 and len(smtp.received.messages) == 1 and "nothing to send" in r.stdout
     assert outbox(tmp_path)[1]["attempts"] == 1
     st = run_cli("--config", str(cfg), "status")
-    assert "1 undeliverable" in st.stdout
+    assert "1 refused" in st.stdout and "boss@example.org: 550 5.1.1 no such user" in st.stdout
 
 
 def test_connection_refused_is_reported(tmp_path: Path, eutils: FakeEutils) -> None:

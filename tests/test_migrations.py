@@ -73,7 +73,6 @@ def test_a_current_schema_costs_one_query(store_url: str) -> None:
     assert statements == ["SELECT version_num FROM alembic_version"]
 
 
-
 def test_upgrade_0002_to_0003_keeps_records_events_and_feed_state(store_url: str) -> None:
     """0003_unbounded_keys on a database holding data: keys get their hash and are found
     again, the same event is still recognised (SQLite's over-long dedup and DOI are

@@ -51,5 +51,5 @@ def test_status_follows_the_daemons_schedule(tmp_path: Path, eutils: FakeEutils)
     assert d["last_sent"] is None and d["pending_events"] >= 2
     # a new digest waits one period after the daemon's start
     assert timedelta(minutes=59) < _t(d["next_run"]) - datetime.utcnow() <= timedelta(hours=1)
-    assert st["outbox"] == {"queued": 0, "oldest_queued": None, "failed": 0}
+    assert st["outbox"] == {"queued": 0, "oldest_queued": None, "sending": 0, "failed": 0, "refused": []}
     assert "Queries:" in text and "Digests:" in text and "Outbox: 0 queued" in text

@@ -100,11 +100,15 @@ def test_outbox_binds_events_once(store: Store) -> None:
                 )
         (q,) = store.queued_messages(tx, digests=["d"], now=None)
         assert q.id == oid and bytes(q.mime) == b"m"
-        store.mark_failed(tx, oid, "451", permanent=False, retry_at=NOW + timedelta(minutes=5))
+        ttl = timedelta(minutes=5)
+        assert store.claim_message(tx, oid, "A", ttl) and not store.claim_message(tx, oid, "B", ttl)
+        assert store.mark_failed(tx, oid, "A", "451", retry_at=NOW + timedelta(minutes=5))
         assert store.queued_messages(tx, digests=None, now=NOW) == []
         assert len(store.queued_messages(tx, digests=None, now=None)) == 1
-        store.mark_sent(tx, oid, NOW)
-        assert store.outbox_summary(tx) == {"queued": 0, "oldest_queued": None, "failed": 0}
+        assert not store.mark_sent(tx, oid, "A", NOW)  # A's claim ended with the failure
+        assert store.claim_message(tx, oid, "B", ttl) and not store.mark_sent(tx, oid, "A", NOW)
+        assert store.mark_sent(tx, oid, "B", NOW) and not store.claim_message(tx, oid, "A", ttl)
+        assert store.outbox_summary(tx) == {"queued": 0, "oldest_queued": None, "sending": 0, "failed": 0}
 
 
 def test_poll_state_failures_and_recovery(store: Store) -> None:

@@ -122,13 +122,18 @@ def poll(obj: Ctx, queries: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print the text part; send and mark nothing.")
 @click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML part here.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="First queue again the messages a server refused for good (5xx), same Message-ID.",
+)
 @click.pass_obj
 @handle_errors
-def digest(obj: Ctx, names: tuple[str, ...], dry_run: bool, html: Path | None) -> None:
+def digest(obj: Ctx, names: tuple[str, ...], dry_run: bool, html: Path | None, retry_failed: bool) -> None:
     """Build and deliver digests with undelivered events. Exit 1 if a delivery failed."""
     service = obj.service()
     try:
-        results = service.digest(names, dry_run=dry_run, html_path=html)
+        results = service.digest(names, dry_run=dry_run, html_path=html, retry_failed=retry_failed)
     finally:
         service.close()
     if dry_run:

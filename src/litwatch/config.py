@@ -350,6 +350,17 @@ class DigestSettings(Schedule):
     events: tuple[Literal["new", "approval", "erratum", "retraction", "concern", "update"], ...] = EVENT_KINDS  # type: ignore[assignment]
     max_items: int = Field(200, ge=1, le=100000)
     subject: str | None = None  # optional prefix; default: the digest's name
+    backfill: str = "30d"  # a new digest's first mail reaches back at most this far (`every` syntax)
+
+    @field_validator("backfill")
+    @classmethod
+    def _backfill(cls, v: str) -> str:
+        parse_every(v)
+        return v
+
+    @property
+    def backfill_window(self) -> timedelta:
+        return parse_every(self.backfill)
 
     @field_validator("name")
     @classmethod

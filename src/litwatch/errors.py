@@ -49,10 +49,12 @@ class ParseError(SourceError):
 
 
 class DeliveryError(LitwatchError):
-    """Sending mail failed. ``permanent`` means retrying will not help (5xx)."""
+    """Sending mail failed. ``permanent`` means retrying will not help (5xx); ``reply``
+    is the server's own answer ("550 5.1.1 unknown user"), when it gave one."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, reply: str | None = None) -> None:
         self.permanent = permanent
+        self.reply = reply
         super().__init__(message)
 
 

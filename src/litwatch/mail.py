@@ -59,6 +59,11 @@ class RecipientRefused(DeliveryError):
     """The server refused this recipient only (RCPT TO): the others can still be sent."""
 
 
+class MessageTooLarge(DeliveryError):
+    """552 to the message's size (at MAIL FROM's SIZE or after DATA): it goes out again
+    in smaller parts."""
+
+
 class Transport(Protocol):
     def __enter__(self) -> Transport: ...
 
@@ -175,34 +180,50 @@ class SmtpTransport:
             refused = self.smtp.sendmail(sender, [recipient], mime)
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
-            raise RecipientRefused(
-                f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500
-            ) from None
-        except smtplib.SMTPSenderRefused as e:
-            # MAIL FROM refused (530 authentication required, 553 sender not allowed): a
-            # config problem, not this message's; it stays queued until the config is fixed
-            self._drop()
-            raise DeliveryError(
-                f"{self.where}: sender {sender} refused: {e.smtp_code} {_text(e.smtp_error)}; "
-                "check mail.from, mail.username and mail.password"
+            raise _refused(self.where, recipient, code, text) from None
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
+            if e.smtp_code != 552:
+                self._drop()
+                raise self._failed(e, sender, recipient) from None
+            # 552 to MAIL FROM's SIZE or after DATA: too large for this server (RFC 1870,
+            # RFC 5321 4.5.3.1.10); smtplib has reset the session, the connection goes on
+            reply = f"{e.smtp_code} {_text(e.smtp_error)}"
+            raise MessageTooLarge(
+                f"{self.where}: message to {recipient} too large: {reply}", permanent=True, reply=reply
             ) from None
         except smtplib.SMTPResponseException as e:
             self._drop()
-            raise DeliveryError(
-                f"{self.where}: sending to {recipient} failed: {e.smtp_code} {_text(e.smtp_error)}",
-                permanent=e.smtp_code >= 500,
-            ) from None
+            raise self._failed(e, sender, recipient) from None
         except (smtplib.SMTPException, OSError) as e:
             self._drop()
             raise DeliveryError(f"{self.where}: sending to {recipient} failed: {_describe(e)}") from None
         if refused:
             code, text = next(iter(refused.values()))
-            raise RecipientRefused(f"{self.where}: {recipient} refused: {code} {_text(text)}", permanent=code >= 500)
+            raise _refused(self.where, recipient, code, text)
+
+    def _failed(self, e: smtplib.SMTPResponseException, sender: str, recipient: str) -> DeliveryError:
+        reply = f"{e.smtp_code} {_text(e.smtp_error)}"
+        if isinstance(e, smtplib.SMTPSenderRefused):
+            # MAIL FROM refused (530 authentication required, 553 sender not allowed): a
+            # config problem, not this message's; it stays queued until the config is fixed
+            return DeliveryError(
+                f"{self.where}: sender {sender} refused: {reply}; check mail.from, mail.username and mail.password"
+            )
+        return DeliveryError(
+            f"{self.where}: sending to {recipient} failed: {reply}", permanent=e.smtp_code >= 500, reply=reply
+        )
 
     def _drop(self) -> None:
         if self.smtp is not None:
             self.smtp.close()
             self.smtp = None
+
+
+def _refused(where: str, recipient: str, code: int, text: bytes | str) -> RecipientRefused:
+    reply = f"{code} {_text(text)}"
+    # RFC 5321 4.5.3.1.10: a 552 to RCPT (mailbox over its quota) is to be taken as 452: temporary
+    permanent = code >= 500 and code != 552
+    return RecipientRefused(f"{where}: {recipient} refused: {reply}", permanent=permanent, reply=reply)
 
 
 def _text(value: bytes | str) -> str:
@@ -224,6 +245,7 @@ __all__ = [
     "Address",
     "DeliveryError",
     "FileTransport",
+    "MessageTooLarge",
     "RecipientRefused",
     "SmtpTransport",
     "build_message",

@@ -68,13 +68,22 @@ def format_status(st: dict[str, Any]) -> str:
     for d in st["digests"]:
         out.append(
             f"  {d['name']}: last sent {d['last_sent'] or 'never'}, {d['pending_events']} pending events, "
-            f"next {d['next_run'] or '-'}"
-            + (f", {d['failed_messages']} undeliverable" if d["failed_messages"] else "")
+            f"next {d['next_run'] or '-'}" + (f", {d['failed_messages']} refused" if d["failed_messages"] else "")
         )
+        if d.get("skipped_events"):
+            out.append(
+                f"    {d['skipped_events']} older events skipped (before a recipient's start, or beyond `backfill`)"
+            )
     box = st["outbox"]
     out.append(
         f"Outbox: {box['queued']} queued"
         + (f", oldest {box['oldest_queued']}" if box["oldest_queued"] else "")
-        + (f", {box['failed']} failed" if box["failed"] else "")
+        + (f", {box['sending']} being sent" if box.get("sending") else "")
+        + (f", {box['failed']} refused" if box["failed"] else "")
     )
+    for r in box.get("refused", []):
+        out.append(
+            f"  refused {r['refused_at']}: {r['digest']} → {r['recipient']}: {r['reply']} "
+            f"({r['items']} items, {r['message_id']}); after the fix: litwatch digest --retry-failed {r['digest']}"
+        )
     return "\n".join(out) + "\n"

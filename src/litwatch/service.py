@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
@@ -23,8 +22,9 @@ from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
 from .digest import Renderer, group
 from .digest.group import DigestData
-from .errors import DeliveryError, LitwatchError, SourceError, StoreError, UsageError, first_line
-from .mail import RecipientRefused, Transport, build_message, transport_for
+from .errors import LitwatchError, SourceError, StoreError, UsageError, first_line
+from .mail import Transport, build_message, transport_for
+from .outbox import DigestResult, Outbox, Part
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, pubmed_day, window_start
@@ -88,32 +88,6 @@ class PollResult:
 
 
 @dataclass
-class DigestResult:
-    name: str
-    recipient: str
-    items: int = 0
-    events: int = 0
-    subject: str = ""
-    message_id: str = ""
-    sent: bool = False
-    error: str | None = None
-    permanent: bool = False  # the error: not retried
-    text: str = ""
-    html: str = ""
-
-    def line(self) -> str:
-        if self.error and self.permanent:
-            return f"{self.name} → {self.recipient}: {self.subject}: FAILED permanently, not retried: {self.error}"
-        if self.error:
-            return (
-                f"{self.name} → {self.recipient}: {self.subject or 'queued message'}: FAILED, kept queued: {self.error}"
-            )
-        return (
-            f"{self.name} → {self.recipient}: {self.subject} ({self.items} items){'' if self.sent else ' [not sent]'}"
-        )
-
-
-@dataclass
 class _Searched:
     entered: list[SearchResult] | None  # None: the search failed
     modified: list[SearchResult] | None
@@ -135,6 +109,7 @@ class Service:
         self.now = now
         self._eutils: EutilsClient | None = None
         self.renderer = Renderer(settings.template_dir)
+        self.outbox = Outbox(self.store, settings.mail, now)
 
     def close(self) -> None:
         if self._eutils is not None:
@@ -532,10 +507,15 @@ class Service:
         dry_run: bool = False,
         html_path: Path | None = None,
         respect_backoff: bool = False,
+        retry_failed: bool = False,
     ) -> list[DigestResult]:
+        """Send what is queued, then build and send what is pending, digest by digest.
+        `retry_failed`: the messages refused for good are queued again first."""
         digests = self._select_digests(names)
         results: list[DigestResult] = []
         last_html = ""
+        if retry_failed and not dry_run:
+            self.outbox.requeue_refused([d.name for d in digests])
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
         with transport_for(self.settings.mail) as transport:
             for d in digests:
@@ -559,19 +539,42 @@ class Service:
     def _select_digests(self, names: Sequence[str]) -> list[DigestSettings]:
         return _select("digest", "digests", self.settings.digests, names)
 
-    def render(self, d: DigestSettings, recipient: str, tx: Connection, now: datetime) -> DigestData | None:
-        pending = self.store.pending_events(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient)
+    def render(
+        self, d: DigestSettings, recipient: str, tx: Connection, now: datetime, since: datetime | None = None
+    ) -> DigestData | None:
+        pending = self.store.pending_events(
+            tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
+        )
         if not pending:
             return None
+        return self._group(d, pending, tx, now, max_items=d.max_items)
+
+    def _group(
+        self, d: DigestSettings, pending: Sequence[PendingEvent], tx: Connection, now: datetime, *, max_items: int
+    ) -> DigestData:
         self._fill_notice_titles(tx, pending)
         return group(
             d.name,
             pending,
-            max_items=d.max_items,
+            max_items=max_items,
             now=now,
             queries=d.queries,
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
+        )
+
+    def recipient_since(self, tx: Connection, d: DigestSettings, recipient: str, now: datetime) -> datetime:
+        """From when `recipient` is sent the digest's events: as recorded, or, the first
+        time, `recipient_start` (what a dry run or `status` shows, not recorded)."""
+        since = self.store.recipient_since(tx, d.name, recipient)
+        if since is not None:
+            return since
+        st = self.store.digest_state(tx, d.name)
+        return recipient_start(
+            sent_before=st is not None and st.last_sent is not None,
+            last_run=st.last_run if st is not None else None,
+            now=now,
+            backfill=d.backfill_window,
         )
 
     def _fill_notice_titles(self, tx: Connection, pending: Sequence[PendingEvent]) -> None:
@@ -621,43 +624,94 @@ class Service:
         left: a backlog goes out now in several mails, not one mail per scheduled run.
         Each message binds its events (deliveries) when queued, so the next round reads
         only what is left. A dry run shows the first message only."""
+        if dry_run:
+            with self.store.transaction() as tx:
+                data = self.render(d, recipient, tx, now, self.recipient_since(tx, d, recipient, now))
+                tx.rollback()
+            if data is None:
+                return []
+            res = self._result(d, recipient, data)
+            text = self.renderer.text(data)
+            if text not in texts_seen:
+                res.text = text
+                texts_seen.add(text)
+            return [res]
         out: list[DigestResult] = []
         while True:
-            with self.store.transaction() as tx:
-                data = self.render(d, recipient, tx, now)
-                if data is None:
-                    return out
-                subject = self.renderer.subject(data, d.subject)
-                text = self.renderer.text(data)
-                html = self.renderer.html(data)
-                res = DigestResult(
-                    d.name, recipient, items=data.items, events=len(data.event_ids), subject=subject, html=html
-                )
-                if dry_run:
-                    if text not in texts_seen:
-                        res.text = text
-                        texts_seen.add(text)
-                    out.append(res)
-                    tx.rollback()
-                    return out
-                msg = build_message(
-                    mail=self.settings.mail, digest=d.name, recipient=recipient, subject=subject, text=text, html=html
-                )
-                res.message_id = str(msg["Message-ID"])
-                self.store.queue_message(
-                    tx,
-                    digest=d.name,
-                    recipient=recipient,
-                    message_id=res.message_id,
-                    subject=subject,
-                    mime=msg.as_bytes(policy=SMTP_POLICY),  # CRLF line ends, as RFC 5321 wants on the wire
-                    items=data.items,
-                    event_ids=data.event_ids,
-                    now=now,
-                )
-            out.append(res)
-            if not data.more_waiting or not data.event_ids:  # (no events bound: nothing would change)
+            # Another process (a `litwatch digest` beside the daemon) may bind the same
+            # events at the same moment: the unique deliveries stop one of the two, which
+            # rolls back and reads again what is left.
+            queued, more = self.store.write(
+                lambda tx: self._queue_next(tx, d, recipient, now),
+                what=f"digest {d.name} for {recipient}",
+                attempts=10,
+                pause=0.1,
+            )
+            if queued is None:
                 return out
+            out.append(queued)
+            if not more:
+                return out
+
+    def _queue_next(
+        self, tx: Connection, d: DigestSettings, recipient: str, now: datetime
+    ) -> tuple[DigestResult | None, bool]:
+        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
+        data = self.render(d, recipient, tx, now, since)
+        if data is None:
+            return None, False
+        res = self._result(d, recipient, data)
+        part = self._message(d, recipient, data)
+        res.message_id = part.message_id
+        self.outbox.queue(tx, d.name, recipient, part, now)
+        # (no events bound: nothing would change)
+        return res, bool(data.more_waiting and data.event_ids)
+
+    def _result(self, d: DigestSettings, recipient: str, data: DigestData) -> DigestResult:
+        subject = self.renderer.subject(data, d.subject)
+        return DigestResult(
+            d.name,
+            recipient,
+            items=data.items,
+            events=len(data.event_ids),
+            subject=subject,
+            html=self.renderer.html(data),
+        )
+
+    def _message(self, d: DigestSettings, recipient: str, data: DigestData) -> Part:
+        subject = self.renderer.subject(data, d.subject)
+        msg = build_message(
+            mail=self.settings.mail,
+            digest=d.name,
+            recipient=recipient,
+            subject=subject,
+            text=self.renderer.text(data),
+            html=self.renderer.html(data),
+        )
+        return Part(
+            message_id=str(msg["Message-ID"]),
+            subject=subject,
+            mime=msg.as_bytes(policy=SMTP_POLICY),  # CRLF line ends, as RFC 5321 wants on the wire
+            items=data.items,
+            event_ids=list(data.event_ids),
+        )
+
+    def split_message(self, tx: Connection, row: Any) -> list[Part] | None:
+        """A message the server refused as too large (552), rendered again as two
+        smaller ones holding the same events: its first half of the items, the rest.
+        None when it has one item, or its digest is no longer configured."""
+        d = next((x for x in self.settings.digests if x.name == row.digest), None)
+        events = self.store.message_events(tx, row.id)
+        if d is None or not events:
+            return None
+        now = self.now()
+        whole = self._group(d, events, tx, now, max_items=len(events))
+        if whole.items < 2:
+            return None
+        first = self._group(d, events, tx, now, max_items=(whole.items + 1) // 2)
+        taken = set(first.event_ids)
+        rest = self._group(d, [e for e in events if e.id not in taken], tx, now, max_items=whole.items)
+        return [self._message(d, row.recipient, data) for data in (first, rest)]
 
     def send_queued(
         self,
@@ -668,59 +722,15 @@ class Service:
         only_new: bool = False,
         transport: Transport | None = None,
     ) -> set[str]:
-        """Send queued messages (oldest first) over one connection (`transport`'s, if
-        given). Returns the recipients whose message stays queued: it failed now, or
-        it waits for its retry time (`respect_backoff`). `only_new`: just the messages
-        never tried, those queued by this run; the others had their try."""
-        now = self.now()
-        with self.store.transaction() as tx:
-            queued = self.store.queued_messages(tx, digests=digests, now=None)
-        # a message waiting for its retry time holds back its recipient (nothing newer goes first)
-        blocked = {r.recipient for r in queued if respect_backoff and r.next_attempt_at and r.next_attempt_at > now}
-        queued = [r for r in queued if r.recipient not in blocked and not (only_new and r.attempts)]
-        if not queued:
-            return blocked
-        down: str | None = None
-        try:
-            with ExitStack() as stack:
-                transport = transport or stack.enter_context(transport_for(self.settings.mail))
-                for row in queued:
-                    res = DigestResult(
-                        row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id
-                    )
-                    results.append(res)
-                    if down is not None:
-                        res.error = down
-                        self._failed(row, down, permanent=False, now=now)
-                        blocked.add(row.recipient)
-                        continue
-                    try:
-                        transport.send(bytes(row.mime), row.recipient, row.message_id)
-                    except DeliveryError as e:
-                        res.error, res.permanent = str(e), e.permanent
-                        self._failed(row, str(e), permanent=e.permanent, now=now)
-                        if not e.permanent:
-                            blocked.add(row.recipient)
-                            if not isinstance(e, RecipientRefused):  # one full mailbox holds up no one else
-                                down = str(e)  # the server is unwell: don't hammer it with the rest
-                        continue
-                    with self.store.transaction() as tx:
-                        self.store.mark_sent(tx, row.id, self.now())
-                        self.store.set_digest_state(tx, row.digest, last_sent=self.now())
-                    res.sent = True
-        except DeliveryError as e:  # the transport could not even start (e.g. directory)
-            for row in queued:
-                self._failed(row, str(e), permanent=False, now=now)
-                results.append(DigestResult(row.digest, row.recipient, subject=row.subject, error=str(e)))
-                blocked.add(row.recipient)
-        log.info("digest send digests=%s queued=%d failed=%d", ",".join(digests or ["*"]), len(queued), len(blocked))
-        return blocked
-
-    def _failed(self, row: Any, error: str, *, permanent: bool, now: datetime) -> None:
-        attempts = int(row.attempts) + 1
-        retry_at = None if permanent else now + timedelta(seconds=min(6 * 3600, 60 * 2 ** min(attempts - 1, 10)))
-        with self.store.transaction() as tx:
-            self.store.mark_failed(tx, row.id, error, permanent=permanent, retry_at=retry_at)
+        """Send queued messages (outbox.py); returns the recipients whose mail waits."""
+        return self.outbox.send(
+            digests,
+            respect_backoff=respect_backoff,
+            results=results,
+            only_new=only_new,
+            transport=transport,
+            split=self.split_message,
+        )
 
     # ================================================================== history and status
 
@@ -770,29 +780,45 @@ class Service:
             digests = []
             for d in self.settings.digests:
                 st = self.store.digest_state(tx, d.name)
-                pending = max(
-                    (
-                        self.store.count_pending(tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=to)
-                        for to in d.to
-                    ),
-                    default=0,
-                )
+                pending, skipped = 0, 0
+                for to in d.to:
+                    since = self.recipient_since(tx, d, to, now)
+                    for before in (False, True):
+                        n = self.store.count_pending(
+                            tx,
+                            queries=d.queries,
+                            kinds=d.events,
+                            digest=d.name,
+                            recipient=to,
+                            since=since,
+                            before=before,
+                        )
+                        pending, skipped = (pending, max(skipped, n)) if before else (max(pending, n), skipped)
                 last_run = st.last_run if st else None
+                refused = self.outbox.refused(tx, d.name)
                 digests.append(
                     {
                         "name": d.name,
                         "last_sent": _iso(st.last_sent) if st else None,
                         "pending_events": pending,
+                        "skipped_events": skipped,
                         "next_run": _iso(self._next_digest(d, last_run, leases, now)),
-                        "failed_messages": len(self.store.failed_messages(tx, d.name)),
+                        "failed_messages": len(refused),
                     }
                 )
             box = self.store.outbox_summary(tx)
+            refused = self.outbox.refused(tx)
         return {
             "queries": queries,
             "feeds": feeds,
             "digests": digests,
-            "outbox": {"queued": box["queued"], "oldest_queued": _iso(box["oldest_queued"]), "failed": box["failed"]},
+            "outbox": {
+                "queued": box["queued"],
+                "oldest_queued": _iso(box["oldest_queued"]),
+                "sending": box["sending"],
+                "failed": box["failed"],
+                "refused": refused,
+            },
         }
 
     def _gaps(self, tx: Connection, query: str, now: datetime) -> dict[str, Any]:
@@ -864,6 +890,15 @@ def _select(kind: str, plural: str, configured: Sequence[_Named], names: Sequenc
         known = ", ".join(by_name) or "none"
         raise UsageError(f"no {kind} named {unknown[0]!r} in the config ({plural}: {known})")
     return [by_name[n] for n in names]
+
+
+def recipient_start(*, sent_before: bool, last_run: datetime | None, now: datetime, backfill: timedelta) -> datetime:
+    """From when a recipient seen for the first time is sent a digest's events: a digest
+    that has sent mail already started them at its last run (what happened since, not
+    its history); a new digest's first mail reaches back at most `backfill`."""
+    if sent_before and last_run is not None:
+        return last_run
+    return now - backfill
 
 
 def _ids(results: list[SearchResult]) -> list[str]:

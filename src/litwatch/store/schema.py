@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0004_pubmed_progress"
+SCHEMA_HEAD = "0006_outbox_states"
 
 metadata = sa.MetaData()
 
@@ -135,12 +135,16 @@ outbox = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("mime", sa.LargeBinary, nullable=False),
     sa.Column("items", sa.Integer, nullable=False),
-    sa.Column("state", sa.String(20), nullable=False),  # queued | sent | failed
+    sa.Column("state", sa.String(20), nullable=False),  # queued | sending | sent | refused | split
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("sent_at", sa.DateTime),
     sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("owner", sa.String(200)),  # while `sending`: the process talking to the server
+    sa.Column("until", sa.DateTime),  # while `sending`: its claim holds until then (database clock)
+    sa.Column("reply", sa.Text),  # `refused`: the server's reply ("550 5.1.1 unknown user")
+    sa.Column("refused_at", sa.DateTime),
     sa.Index("ix_outbox_state", "state", "id"),
 )
 
@@ -151,6 +155,14 @@ deliveries = sa.Table(
     sa.Column("digest", sa.String(200), primary_key=True),
     sa.Column("recipient", sa.String(500), primary_key=True),
     sa.Column("outbox_id", sa.Integer, sa.ForeignKey("outbox.id"), nullable=False, index=True),
+)
+
+digest_recipients = sa.Table(
+    "digest_recipients",
+    metadata,
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("recipient", sa.String(500), primary_key=True),
+    sa.Column("since", sa.DateTime, nullable=False),  # events created before are not sent to them
 )
 
 digest_state = sa.Table(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from ..records import Record
 from .schema import (
     SCHEMA_HEAD,
     deliveries,
+    digest_recipients,
     digest_state,
     events,
     feed_entries,
@@ -228,24 +230,28 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
-    def write(self, fn: Callable[[Connection], T], *, what: str) -> T:
+    def write(
+        self, fn: Callable[[Connection], T], *, what: str, attempts: int = _WRITE_ATTEMPTS, pause: float = 0.0
+    ) -> T:
         """Run `fn` in one transaction. When a concurrent writer (a second `litwatch poll`
         at the same moment) stored the same record first, the unique constraint stops this
         one: roll back and run `fn` again, which now reads what the other committed. `fn`
         must derive everything from `tx`, so a rerun starts from scratch."""
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 with self.transaction() as tx:
                     return fn(tx)
             except (sa.exc.IntegrityError, sa.exc.OperationalError) as e:
                 if not _is_conflict(e):
                     raise
-                if attempt == _WRITE_ATTEMPTS:
+                if attempt == attempts:
                     raise StoreError(
                         f"{what}: gave up after {attempt} attempts: another process keeps writing the same "
                         f"records ({_first_line(e)})"
                     ) from None
                 log.info("%s: concurrent write (%s); retrying", what, _first_line(e))
+                if pause:  # `pause`: a few writers at once step apart (jitter) instead of colliding again
+                    time.sleep(pause * attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ records and versions
@@ -465,19 +471,41 @@ class Store:
 
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict)
 
-    def pending_events(
-        self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str
-    ) -> list[PendingEvent]:
-        """Events of `queries` and `kinds` not yet bound to a message for (digest, recipient)."""
+    def _pending_where(self, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str) -> list[Any]:
         delivered = sa.exists().where(
             deliveries.c.event_id == events.c.id, deliveries.c.digest == digest, deliveries.c.recipient == recipient
         )
+        return [events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered]
+
+    def pending_events(
+        self,
+        tx: Connection,
+        *,
+        queries: Sequence[str],
+        kinds: Sequence[str],
+        digest: str,
+        recipient: str,
+        since: datetime | None = None,
+    ) -> list[PendingEvent]:
+        """Events of `queries` and `kinds` not yet bound to a message for (digest,
+        recipient), created at `since` or later (the recipient's start)."""
+        where = self._pending_where(queries=queries, kinds=kinds, digest=digest, recipient=recipient)
+        if since is not None:
+            where.append(events.c.created_at >= since)
+        return self._pending(tx, where)
+
+    def message_events(self, tx: Connection, outbox_id: int) -> list[PendingEvent]:
+        """The events bound to one outbox message (to render it again in parts)."""
+        bound = sa.exists().where(deliveries.c.event_id == events.c.id, deliveries.c.outbox_id == outbox_id)
+        return self._pending(tx, [bound])
+
+    def _pending(self, tx: Connection, where: list[Any]) -> list[PendingEvent]:
         q = (
             sa.select(events, records.c.source, records.c.key, versions.c.fields, hits.c.terms)
             .join(records, records.c.id == events.c.record_id)
             .join(versions, sa.and_(versions.c.record_id == records.c.id, versions.c.n == records.c.current_version))
             .outerjoin(hits, sa.and_(hits.c.record_id == events.c.record_id, hits.c.query == events.c.query))
-            .where(events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered)
+            .where(*where)
             .order_by(events.c.id)
         )
         return [
@@ -496,17 +524,46 @@ class Store:
         ]
 
     def count_pending(
-        self, tx: Connection, *, queries: Sequence[str], kinds: Sequence[str], digest: str, recipient: str
+        self,
+        tx: Connection,
+        *,
+        queries: Sequence[str],
+        kinds: Sequence[str],
+        digest: str,
+        recipient: str,
+        since: datetime | None = None,
+        before: bool = False,
     ) -> int:
-        delivered = sa.exists().where(
-            deliveries.c.event_id == events.c.id, deliveries.c.digest == digest, deliveries.c.recipient == recipient
-        )
-        q = (
-            sa.select(sa.func.count())
-            .select_from(events)
-            .where(events.c.query.in_(list(queries)), events.c.kind.in_(list(kinds)), ~delivered)
-        )
+        """How many events `pending_events` gives; with `before`, how many undelivered
+        ones it leaves out because they were created before `since` (skipped)."""
+        where = self._pending_where(queries=queries, kinds=kinds, digest=digest, recipient=recipient)
+        if since is not None:
+            where.append(events.c.created_at < since if before else events.c.created_at >= since)
+        elif before:
+            return 0
+        q = sa.select(sa.func.count()).select_from(events).where(*where)
         return int(tx.execute(q).scalar_one())
+
+    # ------------------------------------------------------------------ recipients
+
+    def recipient_since(self, tx: Connection, digest: str, recipient: str) -> datetime | None:
+        q = sa.select(digest_recipients.c.since).where(
+            digest_recipients.c.digest == digest, digest_recipients.c.recipient == recipient
+        )
+        found: datetime | None = tx.execute(q).scalar_one_or_none()
+        return found
+
+    def start_recipient(self, tx: Connection, digest: str, recipient: str, since: datetime) -> datetime:
+        """Record that `recipient` gets the digest's events from `since` on, unless a
+        start is recorded already (by a concurrent run): returns the one that holds."""
+        tx.execute(
+            self._insert_ignore(digest_recipients, ["digest", "recipient"]).values(
+                digest=digest, recipient=recipient, since=since
+            )
+        )
+        found = self.recipient_since(tx, digest, recipient)
+        assert found is not None
+        return found
 
     # ------------------------------------------------------------------ outbox
 
@@ -553,37 +610,171 @@ class Store:
             q = q.where(sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now))
         return list(tx.execute(q))
 
-    def mark_sent(self, tx: Connection, outbox_id: int, now: datetime) -> None:
-        tx.execute(
-            outbox.update()
-            .where(outbox.c.id == outbox_id)
-            .values(state="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None)
-        )
+    def sending(self, tx: Connection, *, digests: Sequence[str] | None) -> list[Any]:
+        """Messages claimed for sending, with `stale`: the claim ran out (database clock)."""
+        now = self.db_now(tx)
+        q = sa.select(
+            outbox.c.id,
+            outbox.c.digest,
+            outbox.c.recipient,
+            outbox.c.subject,
+            outbox.c.message_id,
+            outbox.c.owner,
+            outbox.c.until,
+            (outbox.c.until < now).label("stale"),
+        ).where(outbox.c.state == "sending")
+        if digests is not None:
+            q = q.where(outbox.c.digest.in_(list(digests)))
+        return list(tx.execute(q.order_by(outbox.c.id)))
 
-    def mark_failed(
-        self, tx: Connection, outbox_id: int, error: str, *, permanent: bool, retry_at: datetime | None
-    ) -> None:
-        tx.execute(
+    def release_claim(self, tx: Connection, outbox_id: int, owner: str) -> bool:
+        """A dead process's claim goes back to `queued` (checked: still that owner's)."""
+        result = tx.execute(
+            outbox.update().where(self._mine(outbox_id, owner)).values(state="queued", owner=None, until=None)
+        )
+        return bool(result.rowcount == 1)
+
+    def claim_message(self, tx: Connection, outbox_id: int, owner: str, ttl: timedelta) -> bool:
+        """`queued → sending (owner, until)` in one checked update; False when another
+        process claimed or sent it first. A stale claim (its holder died) is taken over."""
+        now = self.db_now(tx)
+        claimable = sa.or_(outbox.c.state == "queued", sa.and_(outbox.c.state == "sending", outbox.c.until < now))
+        result = tx.execute(
             outbox.update()
-            .where(outbox.c.id == outbox_id)
+            .where(outbox.c.id == outbox_id, claimable)
+            .values(state="sending", owner=owner, until=now + ttl)
+        )
+        return bool(result.rowcount == 1)
+
+    def _mine(self, outbox_id: int, owner: str) -> Any:
+        return sa.and_(outbox.c.id == outbox_id, outbox.c.state == "sending", outbox.c.owner == owner)
+
+    def mark_sent(self, tx: Connection, outbox_id: int, owner: str, now: datetime) -> bool:
+        """Sent, if `owner` still holds the message's claim; False otherwise (its claim ran
+        out and another process took the message over: not counted as sent by us)."""
+        result = tx.execute(
+            outbox.update()
+            .where(self._mine(outbox_id, owner))
+            .values(state="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None, owner=None, until=None)
+        )
+        return bool(result.rowcount == 1)
+
+    def mark_failed(self, tx: Connection, outbox_id: int, owner: str, error: str, *, retry_at: datetime) -> bool:
+        """A temporary failure: back to `queued`, tried again at `retry_at`."""
+        result = tx.execute(
+            outbox.update()
+            .where(self._mine(outbox_id, owner))
             .values(
-                state="failed" if permanent else "queued",
+                state="queued",
                 attempts=outbox.c.attempts + 1,
                 last_error=error,
                 next_attempt_at=retry_at,
+                owner=None,
+                until=None,
             )
         )
+        return bool(result.rowcount == 1)
+
+    def mark_refused(self, tx: Connection, outbox_id: int, owner: str, error: str, reply: str, now: datetime) -> bool:
+        """Refused for good (5xx): kept, with its events bound to it, until `requeue_refused`."""
+        result = tx.execute(
+            outbox.update()
+            .where(self._mine(outbox_id, owner))
+            .values(
+                state="refused",
+                attempts=outbox.c.attempts + 1,
+                last_error=error,
+                reply=reply,
+                refused_at=now,
+                next_attempt_at=None,
+                owner=None,
+                until=None,
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    def split_message(
+        self, tx: Connection, outbox_id: int, owner: str, parts: Sequence[dict[str, Any]], now: datetime
+    ) -> list[int]:
+        """Replace a message the server found too large by `parts` (each: message_id,
+        subject, mime, items, event_ids), queued, its events bound to them; the message
+        itself stays as `split`. [] when `owner` no longer holds it."""
+        row = tx.execute(sa.select(outbox.c.digest, outbox.c.recipient).where(self._mine(outbox_id, owner))).first()
+        if row is None:
+            return []
+        tx.execute(
+            outbox.update().where(outbox.c.id == outbox_id).values(state="split", owner=None, until=None, sent_at=None)
+        )
+        ids = []
+        for part in parts:
+            pid = tx.execute(
+                sa.insert(outbox).returning(outbox.c.id),
+                {
+                    "digest": row.digest,
+                    "recipient": row.recipient,
+                    "message_id": part["message_id"],
+                    "subject": part["subject"],
+                    "mime": part["mime"],
+                    "items": part["items"],
+                    "state": "queued",
+                    "attempts": 0,
+                    "created_at": now,
+                },
+            ).scalar_one()
+            tx.execute(
+                deliveries.update()
+                .where(deliveries.c.outbox_id == outbox_id, deliveries.c.event_id.in_(list(part["event_ids"])))
+                .values(outbox_id=pid)
+            )
+            ids.append(int(pid))
+        return ids
+
+    def requeue_refused(self, tx: Connection, digests: Sequence[str] | None) -> list[Any]:
+        """`--retry-failed`: refused messages go back to `queued`, as they were (same
+        Message-ID), to be sent before anything newer. Returns them."""
+        q = sa.select(outbox.c.id, outbox.c.digest, outbox.c.recipient, outbox.c.message_id).where(
+            outbox.c.state == "refused"
+        )
+        if digests is not None:
+            q = q.where(outbox.c.digest.in_(list(digests)))
+        rows = list(tx.execute(q.order_by(outbox.c.id)))
+        if rows:
+            tx.execute(
+                outbox.update()
+                .where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "refused")
+                .values(state="queued", next_attempt_at=None)
+            )
+        return rows
 
     def outbox_summary(self, tx: Connection) -> dict[str, Any]:
-        q = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(outbox.c.state == "queued")
+        waiting = outbox.c.state.in_(["queued", "sending"])
+        q = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(waiting)
         count, oldest = tx.execute(q).one()
-        failed = tx.execute(sa.select(sa.func.count()).where(outbox.c.state == "failed")).scalar_one()
-        return {"queued": int(count), "oldest_queued": oldest, "failed": int(failed)}
+        sending = tx.execute(sa.select(sa.func.count()).where(outbox.c.state == "sending")).scalar_one()
+        refused = tx.execute(sa.select(sa.func.count()).where(outbox.c.state == "refused")).scalar_one()
+        return {"queued": int(count), "oldest_queued": oldest, "sending": int(sending), "failed": int(refused)}
 
-    def failed_messages(self, tx: Connection, digest: str) -> list[Any]:
-        q = sa.select(outbox.c.recipient, outbox.c.last_error, outbox.c.created_at).where(
-            outbox.c.digest == digest, outbox.c.state == "failed"
+    def messages(self, tx: Connection, ids: Sequence[int]) -> list[Any]:
+        return list(tx.execute(sa.select(outbox).where(outbox.c.id.in_(list(ids))).order_by(outbox.c.id)))
+
+    def refused_messages(self, tx: Connection, digest: str | None = None) -> list[Any]:
+        q = (
+            sa.select(
+                outbox.c.digest,
+                outbox.c.recipient,
+                outbox.c.message_id,
+                outbox.c.subject,
+                outbox.c["items"],
+                outbox.c.reply,
+                outbox.c.last_error,
+                outbox.c.refused_at,
+                outbox.c.created_at,
+            )
+            .where(outbox.c.state == "refused")
+            .order_by(outbox.c.id)
         )
+        if digest is not None:
+            q = q.where(outbox.c.digest == digest)
         return list(tx.execute(q))
 
     # ------------------------------------------------------------------ digest state
@@ -592,7 +783,9 @@ class Store:
         return tx.execute(sa.select(digest_state).where(digest_state.c.digest == digest)).first()
 
     def set_digest_state(self, tx: Connection, digest: str, **values: Any) -> None:
-        self._upsert(tx, digest_state, {"digest": digest}, values)
+        # insert-if-missing first: two runs of one digest at once must not both insert
+        tx.execute(self._insert_ignore(digest_state, ["digest"]).values(digest=digest))
+        tx.execute(digest_state.update().where(digest_state.c.digest == digest).values(**values))
 
     # ------------------------------------------------------------------ poll state
 
@@ -809,15 +1002,13 @@ class Store:
         return {r.task: r for r in tx.execute(sa.select(leases))}
 
     def queued_digests(self, tx: Connection, now: datetime) -> list[str]:
-        """Digests with a queued message whose retry time has come."""
-        q = (
-            sa.select(outbox.c.digest)
-            .where(
-                outbox.c.state == "queued",
-                sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-            )
-            .distinct()
+        """Digests with a queued message whose retry time has come, or one whose sending
+        claim ran out (its holder died mid-send)."""
+        due = sa.and_(
+            outbox.c.state == "queued", sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now)
         )
+        stale = sa.and_(outbox.c.state == "sending", outbox.c.until < self.db_now(tx))
+        q = sa.select(outbox.c.digest).where(sa.or_(due, stale)).distinct()
         return sorted(r.digest for r in tx.execute(q))
 
     def ping(self) -> None:

@@ -1,0 +1,334 @@
+"""The outbox: messages queued with the deliveries that bind their events, claimed,
+sent, marked; refusals kept and queued again on request. Contains no rendering: a
+message too large for the server is cut into parts by the `Splitter` the caller gives.
+
+A message's life (the `state` column):
+
+    queued ──claim──► sending (owner, until) ──► sent
+       ▲                  │ ├──► queued again, at `retry_at(attempts, now)` (4xx, server down)
+       │                  │ ├──► refused, with the recipient and the server's reply (5xx)
+       │                  │ └──► split into smaller queued parts (552 too large)
+       └── stale claim ───┘      (its holder died mid-send)
+       └── `litwatch digest --retry-failed` ◄── refused
+
+The claim is one checked UPDATE (`… WHERE state = 'queued'` or the claim is stale)
+before the SMTP conversation, so of several processes sharing a database one sends a
+message; only the claim's owner marks it (checked too). A stale claim goes back to
+`queued`: its message may have reached the server, and goes out again with the same
+Message-ID — after a crash, the one repeat SPEC.md allows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from .config import MailSettings
+from .errors import DeliveryError
+from .mail import MessageTooLarge, RecipientRefused, Transport, transport_for
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=6)
+
+
+def retry_at(attempts: int, now: datetime) -> datetime:
+    """When a message that failed temporarily `attempts` times is tried again: one
+    minute after the first failure, doubling, at most six hours apart."""
+    delay: timedelta = RETRY_FIRST * 2 ** min(max(attempts, 1) - 1, 16)
+    return now + min(delay, RETRY_MAX)
+
+
+def sending_ttl(timeout: float) -> timedelta:
+    """How long a sending claim holds: longer than any one SMTP conversation can take
+    (connect, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA and its reply, QUIT: each bounded
+    by `mail.timeout`), so that a live sender is never overtaken by another process."""
+    return timedelta(seconds=10 * timeout + 5)
+
+
+@dataclass
+class DigestResult:
+    name: str
+    recipient: str
+    items: int = 0
+    events: int = 0
+    subject: str = ""
+    message_id: str = ""
+    sent: bool = False
+    error: str | None = None
+    permanent: bool = False  # the error: kept as refused, sent again only by --retry-failed
+    split: int = 0  # too large for the server: sent as this many smaller messages
+    busy: bool = False  # another process is sending it
+    text: str = ""
+    html: str = ""
+
+    def line(self) -> str:
+        if self.busy:
+            return f"{self.name} → {self.recipient}: {self.subject}: being sent by another litwatch process"
+        if self.split:
+            return (
+                f"{self.name} → {self.recipient}: {self.subject}: too large for the server, "
+                f"split into {self.split} messages"
+            )
+        if self.error and self.permanent:
+            return (
+                f"{self.name} → {self.recipient}: {self.subject}: REFUSED, kept "
+                f"(litwatch digest --retry-failed sends it again): {self.error}"
+            )
+        if self.error:
+            return (
+                f"{self.name} → {self.recipient}: {self.subject or 'queued message'}: FAILED, kept queued: {self.error}"
+            )
+        return (
+            f"{self.name} → {self.recipient}: {self.subject} ({self.items} items){'' if self.sent else ' [not sent]'}"
+        )
+
+
+@dataclass
+class Part:
+    """One of the smaller messages a too-large one is split into."""
+
+    message_id: str
+    subject: str
+    mime: bytes
+    items: int
+    event_ids: list[int] = field(default_factory=list)
+
+
+# Re-renders a too-large message (an outbox row) as smaller parts, in the caller's
+# transaction; None when it cannot be cut (a single item).
+Splitter = Callable[[Connection, Any], list[Part] | None]
+
+
+class Outbox:
+    def __init__(self, store: Store, mail: MailSettings, now: Callable[[], datetime], owner: str = "") -> None:
+        self.store = store
+        self.mail = mail
+        self.now = now
+        self.owner = owner or owner_id()
+        self.ttl = sending_ttl(mail.timeout)
+
+    def queue(self, tx: Connection, digest: str, recipient: str, part: Part, now: datetime) -> int:
+        """The message and the deliveries binding its events, in the caller's
+        transaction: committed before any attempt to send it (ARCHITECTURE.md rule 2)."""
+        return self.store.queue_message(
+            tx,
+            digest=digest,
+            recipient=recipient,
+            message_id=part.message_id,
+            subject=part.subject,
+            mime=part.mime,
+            items=part.items,
+            event_ids=part.event_ids,
+            now=now,
+        )
+
+    # ------------------------------------------------------------------ refusals
+
+    def requeue_refused(self, digests: Sequence[str] | None) -> list[Any]:
+        """`--retry-failed`: the messages refused for good go back to the queue as they
+        were (same Message-ID, same events), ahead of anything newer."""
+        with self.store.transaction() as tx:
+            rows = self.store.requeue_refused(tx, digests)
+        for r in rows:
+            log.info("outbox requeued refused digest=%s to=%s message_id=%s", r.digest, r.recipient, r.message_id)
+        return rows
+
+    def refused(self, tx: Connection, digest: str | None = None) -> list[dict[str, Any]]:
+        return [
+            {
+                "digest": r.digest,
+                "recipient": r.recipient,
+                "reply": r.reply or r.last_error,
+                "message_id": r.message_id,
+                "subject": r.subject,
+                "items": r.items,
+                "refused_at": _iso(r.refused_at or r.created_at),
+            }
+            for r in self.store.refused_messages(tx, digest)
+        ]
+
+    # ------------------------------------------------------------------ sending
+
+    def send(
+        self,
+        digests: Sequence[str] | None,
+        *,
+        respect_backoff: bool,
+        results: list[DigestResult],
+        only_new: bool = False,
+        transport: Transport | None = None,
+        split: Splitter | None = None,
+    ) -> set[str]:
+        """Send queued messages (oldest first) over one connection (`transport`'s, if
+        given), each claimed first. Returns the recipients whose mail waits: a message
+        failed now, waits for its retry time (`respect_backoff`), or is being sent by
+        another process — nothing newer is built for them before it. `only_new`: just
+        the messages never tried (those queued by this run)."""
+        now = self.now()
+        with self.store.transaction() as tx:
+            busy = self._release_dead(tx, digests)
+            queued = self.store.queued_messages(tx, digests=digests, now=None)
+        for r in busy if not only_new else ():  # (a run's second pass: said in its first)
+            results.append(DigestResult(r.digest, r.recipient, subject=r.subject, message_id=r.message_id, busy=True))
+        blocked = {r.recipient for r in busy}
+        blocked |= {r.recipient for r in queued if respect_backoff and r.next_attempt_at and r.next_attempt_at > now}
+        todo = [r for r in queued if r.recipient not in blocked and not (only_new and r.attempts)]
+        if not todo:
+            return blocked
+        down: str | None = None
+        try:
+            with ExitStack() as stack:
+                transport = transport or stack.enter_context(transport_for(self.mail))
+                while todo:
+                    row = todo.pop(0)
+                    if row.recipient in blocked and down is None:
+                        continue  # an older message to them is waiting: keep their order
+                    if not self._claim(row):  # another process was quicker
+                        results.append(
+                            DigestResult(
+                                row.digest, row.recipient, subject=row.subject, message_id=row.message_id, busy=True
+                            )
+                        )
+                        blocked.add(row.recipient)
+                        continue
+                    res = DigestResult(
+                        row.digest, row.recipient, items=row.items, subject=row.subject, message_id=row.message_id
+                    )
+                    results.append(res)
+                    if down is not None:  # the server is unwell: don't hammer it with the rest
+                        res.error = down
+                        self._failed(row, down, now)
+                        blocked.add(row.recipient)
+                        continue
+                    parts, failure = self._send_one(transport, row, res, now, split)
+                    todo[:0] = parts  # the parts of a split message go out now, before anything newer
+                    if failure is not None and not failure.permanent:
+                        blocked.add(row.recipient)
+                        if not isinstance(failure, RecipientRefused):  # one full mailbox holds up no one else
+                            down = str(failure)
+        except DeliveryError as e:  # the transport could not even start (e.g. directory)
+            for row in todo:
+                results.append(DigestResult(row.digest, row.recipient, subject=row.subject, error=str(e)))
+                blocked.add(row.recipient)
+        log.info("digest send digests=%s queued=%d waiting=%d", ",".join(digests or ["*"]), len(queued), len(blocked))
+        return blocked
+
+    def _release_dead(self, tx: Connection, digests: Sequence[str] | None) -> list[Any]:
+        """Claims whose process died go back to `queued`: a claim that ran out, or one held
+        by a process of this host that no longer exists (a SIGKILL, a crash: no need to
+        wait for its time to run out). Its message may have reached the server: it goes
+        out again with the same Message-ID. Returns the claims that hold."""
+        live = []
+        for r in self.store.sending(tx, digests=digests):
+            if not (r.stale or _dead_here(r.owner)):
+                live.append(r)
+            elif self.store.release_claim(tx, r.id, r.owner):
+                log.warning(
+                    "outbox message_id=%s: %s stopped while sending it; it goes out again with the same Message-ID",
+                    r.message_id,
+                    r.owner,
+                )
+        return live
+
+    def _claim(self, row: Any) -> bool:
+        with self.store.transaction() as tx:
+            return self.store.claim_message(tx, row.id, self.owner, self.ttl)
+
+    def _send_one(
+        self, transport: Transport, row: Any, res: DigestResult, now: datetime, split: Splitter | None
+    ) -> tuple[list[Any], DeliveryError | None]:
+        """Send one claimed message and record the outcome. Returns the parts it was split
+        into (queued already) when the server found it too large, and the failure."""
+        try:
+            transport.send(bytes(row.mime), row.recipient, row.message_id)
+        except MessageTooLarge as e:
+            parts = self._split(row, split)
+            if parts:
+                res.split = len(parts)
+                log.info("outbox message_id=%s too large (%s): split into %d", row.message_id, e.reply, len(parts))
+                return parts, None
+            res.error, res.permanent = str(e), True
+            self._refused(row, e)
+            return [], e
+        except DeliveryError as e:
+            res.error, res.permanent = str(e), e.permanent
+            if e.permanent:
+                self._refused(row, e)
+            else:
+                self._failed(row, str(e), now)
+            return [], e
+        with self.store.transaction() as tx:
+            if self.store.mark_sent(tx, row.id, self.owner, self.now()):
+                self.store.set_digest_state(tx, row.digest, last_sent=self.now())
+                res.sent = True
+            else:
+                log.warning(
+                    "outbox message_id=%s: sent, but our claim had run out and another process took it over",
+                    row.message_id,
+                )
+        return [], None
+
+    def _split(self, row: Any, split: Splitter | None) -> list[Any]:
+        if split is None:
+            return []
+        with self.store.transaction() as tx:
+            parts = split(tx, row)
+            if not parts or len(parts) < 2:
+                return []
+            ids = self.store.split_message(tx, row.id, self.owner, [vars(p) for p in parts], self.now())
+            return self.store.messages(tx, ids) if ids else []
+
+    def _failed(self, row: Any, error: str, now: datetime) -> None:
+        with self.store.transaction() as tx:
+            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=retry_at(int(row.attempts) + 1, now))
+
+    def _refused(self, row: Any, e: DeliveryError) -> None:
+        with self.store.transaction() as tx:
+            self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.now())
+        log.warning(
+            "outbox message_id=%s to=%s refused for good: %s (kept; `litwatch digest --retry-failed` sends it again)",
+            row.message_id,
+            row.recipient,
+            e.reply or e,
+        )
+
+
+def owner_id() -> str:
+    """`host:pid:random`: who holds a sending claim (`_dead_here` reads host and pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _dead_here(owner: str | None) -> bool:
+    """The claim's process ran on this host and is gone. Another host's process is
+    judged by its claim's time only."""
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: its own claims are live
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.replace(microsecond=0).isoformat() + "Z" if value else None
+
+
+__all__ = ["DigestResult", "Outbox", "Part", "Splitter", "retry_at", "sending_ttl"]
