@@ -49,4 +49,4 @@ def test_upgrade_from_0001_keeps_leases(store_url: str) -> None:
     store.close()
     eng.dispose()
     assert row.owner == "x" and row.last_run is None and row.next_run is None
-    assert version == "0002"
+    assert version == "0005_coordination"

@@ -14,11 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection
 
 from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
+from .coordination import Coordinator, RequestBudget
 from .digest import Renderer, group
 from .digest.group import DigestData
 from .errors import DeliveryError, LitwatchError, SourceError, UsageError
@@ -43,6 +45,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# How long `litwatch poll` / `litwatch digest` wait for a query or digest that another
+# litwatch process is working on (the daemon's job, another hand-started run) before
+# skipping it: they never run it at the same time, and never fail for it.
+CLAIM_WAIT = 60.0
+
+
 @dataclass
 class PollResult:
     name: str
@@ -54,12 +62,15 @@ class PollResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     requests: int = 0
+    skipped: str | None = None  # why this poll did not run (another process had it)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def line(self) -> str:
+        if self.skipped:
+            return f"{self.name} [{self.source}]: skipped: {self.skipped}"
         head = (
             f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
             f"events {self.events}"
@@ -102,32 +113,70 @@ class _Fetched:
 
 
 class Service:
-    def __init__(self, settings: Settings, store: Store | None = None, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        now: Callable[[], datetime] = utcnow,
+        coordination: Coordinator | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings.database)
-        self.now = now
+        self.now = now  # the host's clock (injectable); claims use the database's
+        self.coordination = coordination or Coordinator(self.store, clock=now)
         self._eutils: EutilsClient | None = None
         self.renderer = Renderer(settings.template_dir)
+
+    def reconfigured(self, settings: Settings) -> Service:
+        """The service for a reloaded config: same database, same claims."""
+        return Service(settings, store=self.store, now=self.now, coordination=self.coordination)
 
     def close(self) -> None:
         if self._eutils is not None:
             self._eutils.close()
+        self.coordination.close()
         self.store.close()
 
     @property
     def eutils(self) -> EutilsClient:
         if self._eutils is None:
-            self._eutils = EutilsClient(self.settings.pubmed)
+            # one request budget for every process on this database (ARCHITECTURE.md rule 6)
+            host = urlsplit(self.settings.pubmed.base_url).netloc
+            budget = RequestBudget(self.store, f"eutils:{host}", self.settings.pubmed.rate)
+            self._eutils = EutilsClient(self.settings.pubmed, limiter=budget)
         return self._eutils
 
     # ================================================================== poll
 
-    def poll(self, names: Sequence[str] = ()) -> list[PollResult]:
+    def poll(self, names: Sequence[str] = (), *, wait: float = CLAIM_WAIT) -> list[PollResult]:
+        """`litwatch poll`: each query under the claim the daemon's job takes (waiting up
+        to `wait` seconds for one another process holds, then skipping it)."""
+        from .tasks import NOTICES_TASK, poll_task
+
         queries = self._select_queries(names)
-        results = [self.poll_pubmed(q) for q in queries if q.pubmed]
-        results += self.poll_feeds(queries)
-        if any(q.pubmed for q in queries) and self.settings.pubmed.notices:
-            results.append(self.poll_notices())
+        results: list[PollResult] = []
+        claims = self.coordination
+        with ExitStack() as stack:
+            held = []
+            for q in queries:
+                h = stack.enter_context(claims.hold(poll_task(q.name), start=True, wait=wait))
+                if h.claim.won:
+                    held.append(q)
+                else:
+                    results.append(PollResult(q.name, "*", skipped=_busy(h.claim.holder)))
+            busy_feeds = set()
+            for f in sorted({f for q in held for f in q.feeds}):
+                h = stack.enter_context(claims.hold(f"feed:{f}", wait=wait))
+                if not h.claim.won:
+                    busy_feeds.add(f)
+                    results.append(PollResult(f, f"feed:{f}", skipped=_busy(h.claim.holder)))
+            results += [self.poll_pubmed(q) for q in held if q.pubmed]
+            results += self.poll_feeds([q for q in held if not busy_feeds & set(q.feeds)])
+            if any(q.pubmed for q in held) and self.settings.pubmed.notices:
+                h = stack.enter_context(claims.hold(NOTICES_TASK, start=True, wait=wait))
+                results.append(
+                    self.poll_notices() if h.claim.won else PollResult("notices", PUBMED, skipped=_busy(h.claim.holder))
+                )
         return results
 
     def _select_queries(self, names: Sequence[str]) -> list[QuerySettings]:
@@ -395,17 +444,26 @@ class Service:
         dry_run: bool = False,
         html_path: Path | None = None,
         respect_backoff: bool = False,
+        wait: float = CLAIM_WAIT,
     ) -> list[DigestResult]:
+        from .tasks import digest_task
+
         digests = self._select_digests(names)
         results: list[DigestResult] = []
         last_html = ""
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
-        with transport_for(self.settings.mail) as transport:
+        with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
                 if dry_run:
                     for res in self._build(d, dry_run=True):
                         results.append(res)
                         last_html = res.html or last_html
+                    continue
+                # the digest's claim, as the daemon's job takes it (re-entrant there):
+                # another process sending it now makes this run wait, then skip it
+                held = claims.enter_context(self.coordination.hold(digest_task(d.name), start=True, wait=wait))
+                if not held.claim.won:
+                    log.warning("digest %s: %s; skipped", d.name, _busy(held.claim.holder))
                     continue
                 blocked = self.send_queued(
                     [d.name], respect_backoff=respect_backoff, results=results, transport=transport
@@ -580,6 +638,35 @@ class Service:
         with self.store.transaction() as tx:
             self.store.mark_failed(tx, row.id, error, permanent=permanent, retry_at=retry_at)
 
+    # ================================================================== for the daemon
+
+    @property
+    def safe_url(self) -> str:
+        return self.store.safe_url
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def outbox_queued(self) -> int:
+        with self.store.transaction() as tx:
+            return int(self.store.outbox_summary(tx)["queued"])
+
+    def queued_digests(self) -> list[str]:
+        """Digests with a queued message whose retry time has come."""
+        with self.store.transaction() as tx:
+            return self.store.queued_digests(tx, self.now())
+
+    def task_anchors(self) -> tuple[dict[tuple[str, str], datetime | None], dict[str, datetime | None]]:
+        """Each source's last success and each digest's last run, as written (this
+        host's clock): the schedule's anchors when no claim has recorded a run yet."""
+        with self.store.transaction() as tx:
+            states = {(r.query, r.source): r.last_ok for r in self.store.all_poll_states(tx)}
+            digests = {}
+            for d in self.settings.digests:
+                row = self.store.digest_state(tx, d.name)
+                digests[d.name] = row.last_run if row is not None else None
+        return states, digests
+
     # ================================================================== history and status
 
     def history(self, ident: str) -> list[dict[str, Any]]:
@@ -701,6 +788,10 @@ def _select(kind: str, plural: str, configured: Sequence[_Named], names: Sequenc
         known = ", ".join(by_name) or "none"
         raise UsageError(f"no {kind} named {unknown[0]!r} in the config ({plural}: {known})")
     return [by_name[n] for n in names]
+
+
+def _busy(holder: str) -> str:
+    return f"another litwatch process ({holder or 'unknown'}) is working on it"
 
 
 def _ids(results: list[SearchResult]) -> list[str]:
