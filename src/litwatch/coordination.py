@@ -11,7 +11,7 @@ on PostgreSQL), and takes it when no other live holder has it and, with `due`, w
 the task is due; it records the start as the task's `last_run` and bumps the row's
 fencing token. While held (`Coordinator.hold`), the heartbeat renews the lease every
 third of its time to live, and every transaction the holding thread commits first
-checks that the lease is still its own with that token (`store.fences`): a holder whose
+checks that the lease is still its own with that token (`Store.fences`): a holder whose
 heartbeat stalled and whose task was taken over is stopped before it commits.
 
 The request budget (`RequestBudget`) is a sliding window of the last `rate` request
@@ -36,7 +36,6 @@ from sqlalchemy.engine import Connection
 
 from .errors import LitwatchError
 from .store import Store
-from .store.store import fences
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +194,7 @@ class Coordinator:
             self._held[task] = _Held(claim.token)
         self._ensure_heartbeat()
         fence = self._fence(task, claim.token)
+        fences = self.store.fences
         reset = fences.set((*fences.get(), fence))
         try:
             yield holding

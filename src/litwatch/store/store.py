@@ -38,10 +38,6 @@ _CHUNK = 500  # ids per IN (...) clause
 _WRITE_ATTEMPTS = 4
 T = TypeVar("T")
 
-# Checks run before each commit in this thread (or asyncio task): set by
-# coordination.Coordinator.hold while a job holds a claim; each raises to roll back.
-fences: ContextVar[tuple[Callable[[Connection], None], ...]] = ContextVar("litwatch_fences", default=())
-
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -110,6 +106,11 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        # Checks run before each commit of this store in this thread: set by
+        # coordination.Coordinator.hold while a job holds a claim; each raises to roll back.
+        self.fences: ContextVar[tuple[Callable[[Connection], None], ...]] = ContextVar(
+            f"litwatch_fences_{id(self)}", default=()
+        )
         if migrate:
             self.migrate()
 
@@ -175,7 +176,7 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
             if fenced:
-                for fence in fences.get():
+                for fence in self.fences.get():
                     fence(conn)
 
     def write(self, fn: Callable[[Connection], T], *, what: str) -> T:
