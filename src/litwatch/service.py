@@ -680,8 +680,8 @@ class Service:
             return out
 
     def status(self) -> dict[str, Any]:
-        now = self.now()
         with self.store.transaction() as tx:
+            now = _Now(self.now(), self.store.db_now(tx))
             states = {(r.query, r.source): r for r in self.store.all_poll_states(tx)}
             leases = self.store.leases(tx)
             queries = []
@@ -740,29 +740,41 @@ class Service:
         }
 
     def _next_poll(
-        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: datetime
+        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: _Now
     ) -> datetime:
-        """When `litwatch run` polls `q` next: due after its oldest source's last success
-        or the last start by any instance (tasks.py), not before the daemon's plan."""
-        from .tasks import latest, next_planned, plan_of, poll_task
+        """When `litwatch run` polls `q` next: due after the last start by any instance
+        (database clock), else after its oldest source's last success (host clock), not
+        before the daemon's plan (tasks.py, the function the daemon uses)."""
+        from .tasks import plan_of, poll_task
 
         keys = ([(q.name, PUBMED)] if q.pubmed else []) + [(SHARED, f"feed:{f}") for f in q.feeds]
         oks = [states[k].last_ok if k in states else None for k in keys]
         last_ok = None if any(v is None for v in oks) else min(v for v in oks if v is not None)
-        lease = leases.get(poll_task(q.name))
-        anchor = latest(last_ok, lease.last_run if lease is not None else None)
-        planned = lease.next_run if lease is not None else None
-        return next_planned(plan_of(q), self.settings.timezone, anchor, planned, now)
+        return self._next_run(plan_of(q), leases.get(poll_task(q.name)), last_ok, now)
 
-    def _next_digest(
-        self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: datetime
+    def _next_digest(self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: _Now) -> datetime:
+        from .tasks import digest_task, plan_of
+
+        return self._next_run(plan_of(d), leases.get(digest_task(d.name)), last_run, now, wait_first=True)
+
+    def _next_run(
+        self, plan: Any, lease: Any, host_anchor: datetime | None, now: _Now, *, wait_first: bool = False
     ) -> datetime:
-        from .tasks import digest_task, latest, next_planned, plan_of
+        """Like with like: the lease's last run with the database's clock (shown as is),
+        else the host-written anchor with this host's clock."""
+        from .tasks import next_planned
 
-        lease = leases.get(digest_task(d.name))
-        anchor = latest(last_run, lease.last_run if lease is not None else None)
+        tz = self.settings.timezone
         planned = lease.next_run if lease is not None else None
-        return next_planned(plan_of(d), self.settings.timezone, anchor, planned, now, wait_first=True)
+        if lease is not None and lease.last_run is not None:
+            return next_planned(plan, tz, lease.last_run, planned, now.db, wait_first=wait_first)
+        return next_planned(plan, tz, host_anchor, planned, now.host, wait_first=wait_first)
+
+
+@dataclass(frozen=True)
+class _Now:
+    host: datetime
+    db: datetime
 
 
 @dataclass

@@ -630,11 +630,14 @@ class Store:
         budget's row locked until the transaction ends (PostgreSQL: `FOR UPDATE`; SQLite:
         the caller opened it with `BEGIN IMMEDIATE`). The clock is read after the lock, so
         reservations are ordered as the clock is."""
-        tx.execute(self._insert_ignore(request_budget, ["name"]).values(name=name, starts="[]"))
         q = sa.select(request_budget.c.starts).where(request_budget.c.name == name)
         if self.dialect == "postgresql":
             q = q.with_for_update()
-        starts = json.loads(tx.execute(q).scalar_one())
+        found = tx.execute(q).scalar_one_or_none()
+        if found is None:  # the first request ever: create the row, then lock it
+            tx.execute(self._insert_ignore(request_budget, ["name"]).values(name=name, starts="[]"))
+            found = tx.execute(q).scalar_one()
+        starts = json.loads(found)
         if self.dialect == "postgresql":
             now = float(tx.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
         else:
