@@ -179,7 +179,10 @@ def test_three_digests_at_once_beside_a_daemon_send_each_message_once(
     against a slow SMTP server: one copy per recipient, exit 0 or 1, never 2."""
     for i in range(5):
         eutils.add(str(500 + i), terms="term0", edat=TODAY - timedelta(days=1), title=f"Paper {i}")
-    digests = "digests:\n  - name: d\n    to: [a@example.org, b@example.org]\n    queries: [q0]\n    every: 2s\n"
+    digests = (
+        "digests:\n  - name: d\n    to: [a@example.org, b@example.org, c@example.org]\n    queries: [q0]\n"
+        "    every: 2s\n"
+    )
     cfg = _no_notices(
         api_key(
             basic_config(
@@ -193,16 +196,23 @@ def test_three_digests_at_once_beside_a_daemon_send_each_message_once(
         )
     )
     assert _cli(cfg, "poll").wait(timeout=60) == 0
-    smtp.handler.delay = 1.0  # each DATA takes a second
+    smtp.handler.delay = 2.0  # each DATA takes two seconds
     run = Run(cfg, tmp_path / "run.log")
+    eng = sa.create_engine(pg_url)
+
+    def queued() -> int:
+        with eng.connect() as c:
+            return int(c.execute(sa.text("select count(*) from outbox where state = 'queued'")).scalar_one())
+
     try:
         run.wait_log("run started", timeout=60)
-        time.sleep(1.5)
+        wait_until(queued, 30, "the daemon's digest queued and sending")  # the daemon is sending now
         procs = [_cli(cfg, "digest") for _ in range(3)]
         outs = [p.communicate(timeout=180) for p in procs]
-        wait_until(lambda: len(_mails_with(smtp, "Paper 0")) == 2, 30, "both recipients mailed")
+        wait_until(lambda: len(_mails_with(smtp, "Paper 0")) == 3, 60, "every recipient mailed")
         time.sleep(4)
     finally:
+        eng.dispose()
         rc, _ = run.stop()
     mailed = _mails_with(smtp, "Paper 0")
     ids = Counter(str(m["Message-ID"]) for m in smtp.received.messages)
@@ -211,7 +221,7 @@ def test_three_digests_at_once_beside_a_daemon_send_each_message_once(
         f"\nthree `digest` beside a daemon: exits {codes}, copies per recipient {dict(mailed)}, Message-IDs {dict(ids)}"
     )
     assert all(c in (0, 1) for c in codes), outs
-    assert mailed == Counter({"a@example.org": 1, "b@example.org": 1})
+    assert mailed == Counter({"a@example.org": 1, "b@example.org": 1, "c@example.org": 1})
     assert all(v == 1 for v in ids.values())
     assert rc == 0
 
