@@ -300,11 +300,22 @@ class Coordinator:
         with self.store.transaction(fenced=False) as tx:
             self.store.plan(tx, task, when)
 
-    def free_all(self) -> int:
-        """Expire every lease (SQLite, whose single `run` holds the file lock: any other
-        holder is dead). Returns how many were held."""
+    def free_dead(self) -> int:
+        """Expire the leases of processes on this host that are no longer running (SQLite,
+        whose single `run` holds the file lock: its dead predecessor's leases would
+        otherwise block it for a lease time; a hand-started `poll` keeps its own).
+        Returns how many were freed."""
+        host = socket.gethostname()
+        freed = 0
         with self.store.transaction(fenced=False) as tx:
-            return self.store.free_leases(tx)
+            for row in self.store.leases(tx).values():
+                parts = row.owner.split(":")
+                if len(parts) < 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+                    continue
+                if row.until > _EPOCH:
+                    self.store.release_lease(tx, row.task, row.owner, row.token)
+                    freed += 1
+        return freed
 
     def leases(self) -> dict[str, object]:
         with self.store.transaction(fenced=False) as tx:
@@ -347,6 +358,19 @@ class RequestBudget:
         delay = self.reserve()
         if delay > 0:
             self.sleep(delay)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _first_line(e: BaseException) -> str:

@@ -36,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import DigestSettings, QuerySettings, Settings, find_config, load
-from .coordination import Clock, Coordinator, LeaseLost, lease_ttl, utcnow
+from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreError
 from .health import HealthServer, Metrics
 from .service import NOTICES, SHARED, DigestResult, PollResult, Service
@@ -104,7 +104,6 @@ class Daemon:
         self.settings = settings
         self.clock = clock  # this host's clock (tests skew it); leases use the database's
         self.metrics = Metrics()
-        self.ttl = lease_ttl()
         self.tasks: dict[str, Task] = {}
         self.stopping = False
         self._stop = threading.Event()
@@ -123,8 +122,8 @@ class Daemon:
         lock = single_instance_lock(self.settings.database)
         self.service = Service(self.settings, now=self.clock)
         self.coordination.start()
-        if lock is not None and (freed := self.coordination.free_all()):
-            # the file lock says no other instance is alive: its leases died with it
+        if lock is not None and (freed := self.coordination.free_dead()):
+            # the file lock says no other `run` is alive: its leases died with it
             log.info("freed %d task lease(s) left by a stopped instance", freed)
         self._install_signals()
         self.scheduler = BackgroundScheduler(
