@@ -316,3 +316,39 @@ def test_a_holder_that_lost_its_lease_stops_before_commit(tmp_path: Path, eutils
     )
     assert stored_after_a == 0 and state_after_a is None
     assert result.ok and stored == 3 and events == 3
+
+
+def test_poll_and_digest_wait_for_a_claim_held_elsewhere_then_skip(
+    tmp_path: Path, eutils: FakeEutils, store_url: str
+) -> None:
+    """`litwatch poll`/`digest` beside another process working on the same query and
+    digest: they wait for its claim (here: not at all), skip, and report it; they never
+    poll or send at the same time."""
+    from litwatch.coordination import Coordinator
+    from litwatch.service import Service
+    from litwatch.store import Store
+
+    eutils.add("1", terms="term0", edat=TODAY, title="P")
+    eutils.add("2", terms="term1", edat=TODAY, title="Q")
+    settings = load(_config_many(tmp_path, eutils, store_url, 2))
+    other_store = Store(store_url)
+    other = Coordinator(other_store, heartbeat=False)
+    svc = Service(settings)
+    try:
+        with other.hold("poll:q0", start=True):
+            results = svc.poll(wait=0.5)
+        lines = [r.line() for r in results]
+        searched = {r.params.get("term") for r in eutils.requests if r.utility == "esearch"}
+        svc.poll(["q0"])  # free now: q0's record becomes an event for digest d
+        with other.hold("digest:d", start=True):
+            digests = svc.digest(wait=0.5)
+        after = svc.digest()
+    finally:
+        svc.close()
+        other_store.close()
+    print("\npoll beside a holder:", lines, "digest beside a holder:", digests)
+    assert lines[0].startswith("q0 [*]: skipped: another litwatch process (") and lines[0].endswith(
+        ") is working on it"
+    )
+    assert all(r.ok for r in results) and "term0" not in searched and "term1" in searched
+    assert digests == [] and [(r.recipient, r.sent) for r in after] == [("team@example.org", True)]
