@@ -61,7 +61,8 @@ WORKDIR /data
 VOLUME ["/data"]
 USER 10001:10001
 
-# Serves /healthz when the config sets health_port, else runs `litwatch status`.
+# Serves /healthz when the config sets health_port (with health_bind: 0.0.0.0, as
+# deploy/litwatch.yaml does, so that the host can probe it too), else runs `litwatch status`.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["litwatch-healthcheck"]
 

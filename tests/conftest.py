@@ -104,6 +104,7 @@ class _Handler:
         self.received = received
         self.refuse = refuse
         self.fail_data: str | None = None
+        self.delay = 0.0  # seconds each DATA takes (a slow server)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
@@ -112,6 +113,10 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            import asyncio
+
+            await asyncio.sleep(self.delay)
         if self.fail_data:
             return self.fail_data
         self.received.envelopes.append(envelope)

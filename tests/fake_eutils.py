@@ -63,6 +63,10 @@ class FakeEutils:
         self.delay = 0.0  # seconds added to every answer (a slow NCBI)
         # PMID -> how many more efetch answers leave it out (a 200 answer short of records)
         self.withhold: dict[str, int] = {}
+        # NCBI's limit: a request arriving when `limit` others arrived in the second
+        # before it is refused with 429 (and counted in `refused`)
+        self.limit: int | None = None
+        self.refused = 0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -102,6 +106,25 @@ class FakeEutils:
             rec = self.records[pmid]
             rec.xml = fields.pop("xml", None) or article_xml(pmid, **fields)
             rec.mdat = eastern_day(mdat)
+
+    def in_last_second(self, now: float) -> int:
+        n = 0
+        for r in reversed(self.requests):
+            if r.at <= now - 1.0:
+                break
+            n += 1
+        return n
+
+    def peak_per_second(self) -> int:
+        """The most requests that arrived within any one second."""
+        with self.lock:
+            times = [r.at for r in self.requests]
+        best, lo = 0, 0
+        for hi, t in enumerate(times):
+            while times[lo] <= t - 1.0:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
 
     def count(self, utility: str) -> int:
         return sum(1 for r in self.requests if r.utility == utility)
@@ -178,7 +201,14 @@ class FakeEutils:
                 params = {k: v[-1] for k, v in qs.items()}
                 utility = urlsplit(self.path).path.rsplit("/", 1)[-1].removesuffix(".fcgi")
                 with fake.lock:
-                    fake.requests.append(Request(time.monotonic(), self.command, utility, params))
+                    now = time.monotonic()
+                    over = fake.limit is not None and fake.in_last_second(now) >= fake.limit
+                    fake.requests.append(Request(now, self.command, utility, params))
+                    if over:
+                        fake.refused += 1
+                if over:
+                    return self._send(429, b'{"error":"API rate limit exceeded"}', {"Retry-After": "1"})
+                with fake.lock:
                     fault = next(
                         (
                             f

@@ -3,6 +3,8 @@ given) and the claim on the database that makes instances run each due task once
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from litwatch.config import Settings
+from litwatch.coordination import Coordinator
 from litwatch.scheduler import build_tasks, single_instance_lock
 from litwatch.store import Store
 from litwatch.tasks import NOTICES_TASK, Plan, first_run, next_planned, notices_plan
@@ -78,19 +81,21 @@ def test_tasks_from_the_config() -> None:
 def test_claim_runs_a_due_task_once_across_racing_instances(store_url: str) -> None:
     store = Store(store_url)
     every = Plan(every=timedelta(seconds=30))
-    won: list[str] = []
+    won: list[Coordinator] = []
     barrier = threading.Barrier(6)
+    ttl = timedelta(seconds=60)
 
     def due(last: datetime | None, now: datetime) -> bool:
         return every.is_due(last, "UTC", now)
 
     def instance(name: str) -> None:
+        c = Coordinator(store, owner=name, ttl=ttl, heartbeat=False)
         barrier.wait()
-        claim = store.claim(
-            name, "poll:q", ttl=timedelta(seconds=60), due=lambda last, now: every.is_due(last, "UTC", now)
-        )
+        claim = c.claim("poll:q", due=due)
         if claim.won:
-            won.append(name)
+            won.append(c)
+            with store.transaction(fenced=False) as tx:
+                store.release_lease(tx, "poll:q", name, claim.token, next_run=NOW)
 
     threads = [threading.Thread(target=instance, args=(f"i{n}",)) for n in range(6)]
     for t in threads:
@@ -98,12 +103,8 @@ def test_claim_runs_a_due_task_once_across_racing_instances(store_url: str) -> N
     for t in threads:
         t.join()
     assert len(won) == 1
-    owner = won[0]
-    store.release_lease(owner, "poll:q", next_run=NOW)
     # released, but ran just now: not due for anyone
-    again = store.claim(
-        "other", "poll:q", ttl=timedelta(seconds=60), due=lambda last, now: every.is_due(last, "UTC", now)
-    )
+    again = Coordinator(store, owner="other", ttl=ttl).claim("poll:q", due=due)
     assert not again.won and not again.busy and again.last_run is not None
     with store.transaction() as tx:
         row = store.leases(tx)["poll:q"]
@@ -114,15 +115,32 @@ def test_claim_runs_a_due_task_once_across_racing_instances(store_url: str) -> N
 def test_a_dead_holders_lease_expires_and_renewal_keeps_it(store_url: str) -> None:
     store = Store(store_url)
     ttl = timedelta(seconds=60)
-    assert store.claim("a", "digest:d", ttl=ttl).won
-    assert store.claim("b", "digest:d", ttl=ttl).busy
-    assert store.renew_leases("a", ["digest:d"], ttl) == []
-    assert store.renew_leases("b", ["digest:d"], ttl) == ["digest:d"]  # b never held it
-    with store.transaction() as tx:  # a dies; its lease runs out
-        tx.execute(store_leases_expire())
-    assert store.claim("b", "digest:d", ttl=ttl).won
-    assert store.free_leases() == 1
+    a = Coordinator(store, owner="a", ttl=ttl, heartbeat=False)
+    b = Coordinator(store, owner="b", ttl=ttl, heartbeat=False)
+    with a.hold("digest:d") as held:
+        assert held.claim.won and held.claim.token == 1
+        assert b.claim("digest:d").busy
+        assert a.renew() == []
+        with store.transaction(fenced=False) as tx:  # a dies; its lease runs out
+            tx.execute(store_leases_expire())
+        claim = b.claim("digest:d")
+        assert claim.won and claim.token == 2  # the fencing token moved on
+        assert a.renew() == ["digest:d"]  # a learns it lost it
+    # on SQLite a new `run` frees what dead processes of this host held, not a live one's
+    import socket
+
+    live = Coordinator(store, owner=f"{socket.gethostname()}:{os.getpid()}:x", heartbeat=False)
+    gone = Coordinator(store, owner=f"{socket.gethostname()}:{_exited_pid()}:y", heartbeat=False)
+    assert live.claim("poll:a").won and gone.claim("poll:b").won
+    assert Coordinator(store).free_dead() == 1
+    assert gone.claim("poll:b").won and not Coordinator(store).claim("poll:a").won
     store.close()
+
+
+def _exited_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
 
 
 def store_leases_expire() -> object:

@@ -395,6 +395,7 @@ class Settings(_Frozen):
     timezone: str = "UTC"
     templates: str | None = None
     health_port: int | None = Field(None, ge=1, le=65535)
+    health_bind: str = "127.0.0.1"  # the address health_port listens on; 0.0.0.0 in a container
     source: str = Field("", exclude=True)  # the file it came from; set by load()
 
     @field_validator("timezone")

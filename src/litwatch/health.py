@@ -1,7 +1,13 @@
 """`health_port`: `/healthz` and `/metrics` for `litwatch run`, on a stdlib HTTP server
-thread. `/healthz` answers 200 when the scheduler is alive and the database answers,
-else 503 with the reason; `/metrics` is the Prometheus text exposition format 0.0.4
-(https://prometheus.io/docs/instrumenting/exposition_formats/). No secrets are shown."""
+listening on `health_bind` (127.0.0.1 unless the config says otherwise). `/healthz`
+answers 200 when the scheduler is alive and the database answers, else 503 with a
+generic reason (the detail, which may name hosts and users, goes to the log);
+`/metrics` is the Prometheus text exposition format 0.0.4
+(https://prometheus.io/docs/instrumenting/exposition_formats/). No secrets are shown.
+
+A slow or idle client cannot pile up threads: each connection has REQUEST_TIMEOUT
+seconds to send its request, and at most MAX_CONNECTIONS are served at once; the rest
+are closed at once (a probe retries)."""
 
 from __future__ import annotations
 
@@ -53,12 +59,48 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+REQUEST_TIMEOUT = 5.0  # seconds a connection may take to send its request
+MAX_CONNECTIONS = 8  # connections served at once
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: close it rather than queue a thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class HealthServer:
     """`check()` → (healthy, reason); `metrics()` → the /metrics body."""
 
-    def __init__(self, port: int, check: Callable[[], tuple[bool, str]], metrics: Callable[[], str]) -> None:
-        self.server = ThreadingHTTPServer(("", port), _handler(check, metrics))
-        self.server.daemon_threads = True
+    def __init__(
+        self,
+        port: int,
+        check: Callable[[], tuple[bool, str]],
+        metrics: Callable[[], str],
+        *,
+        bind: str = "127.0.0.1",
+    ) -> None:
+        self.server = _BoundedServer((bind, port), _handler(check, metrics))
         self.thread = threading.Thread(target=self.server.serve_forever, name="litwatch-health", daemon=True)
 
     @property
@@ -76,6 +118,8 @@ class HealthServer:
 
 def _handler(check: Callable[[], tuple[bool, str]], metrics: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT  # socket timeout: an idle connection is dropped
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
             pass  # a health check every few seconds would flood the log
 

@@ -6,11 +6,12 @@ Jobs: one per query (`poll:<name>`: its PubMed search and its feeds), one for th
 shared notice search (`poll:*notices`, as often as the most frequent PubMed query), one
 per digest (`digest:<name>`), and one retrying queued mail with backoff (`outbox`).
 
-Every run of a task is claimed first (`Store.claim`, a row of `leases` locked with
-`FOR UPDATE SKIP LOCKED` on PostgreSQL): the claim checks, inside the lock, that the
-task is due against when it last ran *by any instance*, records the start, and holds a
-lease renewed by a heartbeat while the job runs. So three instances whose timers all
-fire poll once, and a dead instance's work is taken over once its lease expires.
+Every run of a task is claimed first (`coordination.Coordinator`, on the database's
+clock): the claim checks, inside the lock, that the task is due against when it last
+ran *by any instance*, records the start, and holds a lease renewed by a heartbeat
+while the job runs, checked before each of the job's commits (the fencing token). So
+three instances whose timers all fire poll once, and a dead instance's work is taken
+over once its lease expires (15 s by default). Job bodies call the service only.
 On SQLite, one instance only: a second one is refused by a file lock."""
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,26 +33,20 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import DigestSettings, QuerySettings, Settings, find_config, load
+from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreError
 from .health import HealthServer, Metrics
-from .service import NOTICES, SHARED, DigestResult, PollResult, Service, utcnow
-from .tasks import NOTICES_TASK, Plan, digest_task, first_run, latest, notices_plan, plan_of, poll_task
+from .service import NOTICES, SHARED, DigestResult, PollResult, Service
+from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
 
 log = logging.getLogger(__name__)
 
 OUTBOX_EVERY = timedelta(seconds=60)  # queued mail is retried this often (each message has its own backoff)
 STOP_GRACE = 8.0  # seconds a running job may finish after SIGTERM; exit 0 within 10 s
 FEED_WAIT = 10.0  # seconds a query waits for another instance fetching the same feed
-
-
-def lease_ttl() -> timedelta:
-    """How long a claim holds without renewal: a dead instance's task is free after this.
-    The heartbeat renews every third of it. LITWATCH_LEASE_SECONDS, default 60."""
-    return timedelta(seconds=max(3.0, float(os.environ.get("LITWATCH_LEASE_SECONDS", "60"))))
 
 
 def run_forever(config: str | None) -> int:
@@ -106,12 +99,11 @@ def single_instance_lock(database: str) -> IO[str] | None:
 
 
 class Daemon:
-    def __init__(self, path: Path, settings: Settings) -> None:
+    def __init__(self, path: Path, settings: Settings, clock: Clock = utcnow) -> None:
         self.path = path
         self.settings = settings
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.clock = clock  # this host's clock (tests skew it); leases use the database's
         self.metrics = Metrics()
-        self.ttl = lease_ttl()
         self.tasks: dict[str, Task] = {}
         self.stopping = False
         self._stop = threading.Event()
@@ -119,20 +111,19 @@ class Daemon:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._local: set[str] = set()  # tasks running in this process
-        self._leased: set[str] = set()  # tasks this process holds a lease on (renewed)
         self._running = 0
         self._catching_up: set[str] = set()  # polls overdue at start, not run yet
         self.service: Service
         self.scheduler: BackgroundScheduler
-        self._heartbeat_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     def run(self) -> int:
         lock = single_instance_lock(self.settings.database)
-        self.service = Service(self.settings)
-        if lock is not None and (freed := self.service.store.free_leases()):
-            # the file lock says no other instance is alive: its leases died with it
+        self.service = Service(self.settings, now=self.clock)
+        self.coordination.start()
+        if lock is not None and (freed := self.coordination.free_dead()):
+            # the file lock says no other `run` is alive: its leases died with it
             log.info("freed %d task lease(s) left by a stopped instance", freed)
         self._install_signals()
         self.scheduler = BackgroundScheduler(
@@ -144,13 +135,11 @@ class Daemon:
         )
         self.scheduler.start()
         self._schedule()
-        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="litwatch-heartbeat", daemon=True)
-        self._heartbeat_thread.start()
         health = self._start_health()
         log.info(
             "run started instance=%s database=%s jobs=%d health_port=%s",
             self.owner,
-            self.service.store.safe_url,
+            self.service.safe_url,
             len(self.scheduler.get_jobs()),
             health.port if health else "-",
         )
@@ -183,9 +172,7 @@ class Daemon:
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
         abandoned = self._running
-        for task in list(self._leased):  # let another instance take over at once
-            with contextlib.suppress(Exception):
-                self.service.store.release_lease(self.owner, task)
+        self.coordination.close()  # give up every lease: another instance takes over at once
         if health is not None:
             health.stop()
         if abandoned:
@@ -207,15 +194,15 @@ class Daemon:
             settings = load(self.path)
             if settings.database != self.settings.database:
                 raise LitwatchError("`database` changed: that takes a restart")
-            service = Service(settings, store=self.service.store)
+            service = self.service.reconfigured(settings)
         except ConfigError as e:
             log.error("config reload failed, keeping the running config: %s", " | ".join(e.problems))
             return
         except LitwatchError as e:
             log.error("config reload failed, keeping the running config: %s", e)
             return
-        if settings.health_port != self.settings.health_port:
-            log.warning("config reload: a new health_port takes effect at the next start")
+        if (settings.health_port, settings.health_bind) != (self.settings.health_port, self.settings.health_bind):
+            log.warning("config reload: a new health_port or health_bind takes effect at the next start")
         self.settings, self.service = settings, service
         self.scheduler.remove_all_jobs()
         self._schedule()
@@ -229,30 +216,53 @@ class Daemon:
 
     # ------------------------------------------------------------------ jobs
 
+    @property
+    def owner(self) -> str:
+        return self.coordination.owner
+
+    @property
+    def coordination(self) -> Coordinator:
+        return self.service.coordination
+
     def _schedule(self) -> None:
         svc, tz = self.service, self.settings.timezone
-        now = utcnow()
+        now, db_now = self.clock(), self.coordination.db_now()
         self.tasks = build_tasks(self.settings, now)
-        anchors = self._anchors(svc, self.tasks.values())
+        anchors = svc.task_anchors()
+        leases = self.coordination.leases()
         self._catching_up = set()
         zone = ZoneInfo(tz)
         for task in self.tasks.values():
-            anchor = anchors.get(task.name)
-            first = first_run(task.plan, anchor, tz, now, wait_first=task.kind == "digest")
-            if anchor is not None and first <= now:
-                log.info("catch-up task=%s last_run=%s: overdue, running it now", task.name, _iso(anchor))
-            if first <= now and task.kind != "digest":
+            lease: Any = leases.get(task.name)
+            last_run = lease.last_run if lease is not None else None
+            # like with like: the database's last run with its clock, else the
+            # sources' last success (written by a host clock) with this host's
+            host_anchor = _state_anchor(task, *anchors)
+            if last_run is not None:
+                first = first_run(task.plan, last_run, tz, db_now, wait_first=task.kind == "digest")
+                first_host, overdue = first + (now - db_now), first <= db_now
+            else:
+                first_host = first_run(task.plan, host_anchor, tz, now, wait_first=task.kind == "digest")
+                first, overdue = first_host - (now - db_now), first_host <= now
+            if (last_run or host_anchor) is not None and overdue:
+                log.info("catch-up task=%s last_run=%s: overdue, running it now", task.name, _iso(last_run))
+            if overdue and task.kind != "digest":
                 self._catching_up.add(task.name)
             trigger: Any = (
-                IntervalTrigger(seconds=task.plan.every.total_seconds(), start_date=_aware(first), timezone=zone)
+                IntervalTrigger(seconds=task.plan.every.total_seconds(), start_date=_aware(first_host), timezone=zone)
                 if task.plan.every is not None
-                else CronTrigger.from_crontab(task.plan.cron, timezone=zone)
+                else PlanTrigger(task.plan, tz)
             )
             self.scheduler.add_job(
-                self._run_task, trigger, args=[task.name], id=task.name, name=task.name, next_run_time=_aware(first)
+                self._run_task,
+                trigger,
+                args=[task.name],
+                id=task.name,
+                name=task.name,
+                next_run_time=_aware(max(first_host, now)),
             )
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                svc.store.plan(task.name, first)
+                self.coordination.plan(task.name, first)
         self.scheduler.add_job(
             self._retry_outbox,
             IntervalTrigger(seconds=OUTBOX_EVERY.total_seconds(), timezone=zone),
@@ -261,24 +271,18 @@ class Daemon:
             next_run_time=datetime.now(UTC),  # mail left queued by a crash goes out at start
         )
 
-    def _anchors(self, svc: Service, tasks: Any) -> dict[str, datetime | None]:
-        """When each task last ran, from the sources' and digests' own state and the
-        leases: a query's oldest last success over its sources, a digest's last run."""
-        with svc.store.transaction() as tx:
-            states = {(r.query, r.source): r.last_ok for r in svc.store.all_poll_states(tx)}
-            leases = svc.store.leases(tx)
-            digests = {t.digest.name: svc.store.digest_state(tx, t.digest.name) for t in tasks if t.digest}
-        out: dict[str, datetime | None] = {}
-        for t in tasks:
-            lease = leases.get(t.name)
-            out[t.name] = latest(_state_anchor(t, states, digests), lease.last_run if lease is not None else None)
-        return out
+    def _due(self, task: Task, host_anchor: datetime | None) -> Any:
+        """The claim's due check: the task's last run by any instance (database clock)
+        against the database's `now`; without one, the sources' last success (host
+        clock) against this host's clock. Never one clock against the other."""
+        tz = self.settings.timezone
 
-    def _state_anchor(self, svc: Service, task: Task) -> datetime | None:
-        with svc.store.transaction() as tx:
-            states = {(r.query, r.source): r.last_ok for r in svc.store.all_poll_states(tx)}
-            digests = {task.digest.name: svc.store.digest_state(tx, task.digest.name)} if task.digest else {}
-        return _state_anchor(task, states, digests)
+        def due(last_run: datetime | None, db_now: datetime) -> bool:
+            if last_run is not None:
+                return task.plan.is_due(last_run, tz, db_now)
+            return task.plan.is_due(host_anchor, tz, self.clock())
+
+        return due
 
     def _run_task(self, name: str) -> None:
         task = self.tasks.get(name)
@@ -295,25 +299,20 @@ class Daemon:
                 self._retry_soon(task)  # the outbox retry is sending this digest's mail
                 return
             try:
-                anchor = self._state_anchor(svc, task)
-                claim = svc.store.claim(
-                    self.owner,
-                    name,
-                    ttl=self.ttl,
-                    due=lambda last, now: task.plan.is_due(latest(anchor, last), tz, now),
-                )
-                if not claim.won:
-                    if claim.busy:
-                        self._retry_soon(task)
-                    else:
-                        self._wake_when_due(task, latest(anchor, claim.last_run), claim.now)
-                    return
-                self._leased.add(name)
-                try:
+                anchor = _state_anchor(task, *svc.task_anchors())
+                with self.coordination.hold(name, due=self._due(task, anchor)) as held:
+                    claim = held.claim
+                    if not claim.won:
+                        if claim.busy:
+                            self._retry_soon(task)
+                        else:
+                            self._wake_when_due(task, claim.last_run, claim.now)
+                        return
+                    held.next_run = task.plan.after(claim.now, tz)
                     self._do(task, svc)
-                finally:
-                    self._leased.discard(name)
-                    svc.store.release_lease(self.owner, name, next_run=task.plan.after(claim.now, tz))
+            except LeaseLost as e:
+                self.metrics.add("job_errors")
+                log.warning("task=%s stopped: %s", name, e)
             except sa.exc.SQLAlchemyError as e:
                 self.metrics.add("job_errors")
                 log.error("task=%s failed: database error: %s", name, _first_line(e))
@@ -327,7 +326,7 @@ class Daemon:
         """Held elsewhere right now (running there, or its holder died and the lease has
         not expired yet): look again soon rather than a whole period later; the claim
         then says whether it still has to run."""
-        delay = min(task.plan.period(self.settings.timezone, utcnow()) / 4, timedelta(seconds=30))
+        delay = min(task.plan.period(self.settings.timezone, self.clock()) / 4, timedelta(seconds=30))
         self._fire_at(task.name, datetime.now(UTC) + max(delay, timedelta(seconds=1)))
 
     def _fire_at(self, name: str, when: datetime) -> None:
@@ -336,13 +335,14 @@ class Daemon:
             with contextlib.suppress(LookupError):
                 self.scheduler.modify_job(name, next_run_time=when)
 
-    def _wake_when_due(self, task: Task, anchor: datetime | None, db_now: datetime) -> None:
+    def _wake_when_due(self, task: Task, last_run: datetime | None, db_now: datetime) -> None:
         """Not due yet: another instance ran it since this timer was set. Fire when it is
         due by the database's record, so instances converge on one phase and a claim
         that came a moment too early does not skip a whole cycle."""
-        if task.plan.every is None or anchor is None:
+        if task.plan.every is None or last_run is None:
             return  # cron timers fire at the same wall-clock times everywhere
-        due = task.plan.after(anchor, self.settings.timezone) + (utcnow() - db_now)  # in this host's clock
+        # due by the database's clock, then as this host's timer sees it
+        due = task.plan.after(last_run, self.settings.timezone) + (self.clock() - db_now)
         self._fire_at(task.name, max(_aware(due), datetime.now(UTC) + timedelta(milliseconds=200)))
 
     def _do(self, task: Task, svc: Service) -> None:
@@ -357,7 +357,7 @@ class Daemon:
                     assert task.query is not None
                     self._poll(svc, task.query)
                 return
-            except sa.exc.IntegrityError as e:
+            except sa.exc.IntegrityError as e:  # (LeaseLost is not retried)
                 # Another instance stored the same record a moment earlier (two queries
                 # matching one paper): the transaction rolled back; polls are idempotent.
                 if attempt == 2 or self.stopping:
@@ -370,7 +370,7 @@ class Daemon:
         if q.feeds:
             with contextlib.ExitStack() as stack:
                 for f in q.feeds:
-                    if not stack.enter_context(self._exclusive(svc, f"feed:{f}", FEED_WAIT)):
+                    if not stack.enter_context(self._exclusive(name=f"feed:{f}", wait=FEED_WAIT)):
                         log.warning("poll query=%s: feed %s is being fetched elsewhere; next time", q.name, f)
                         return
                 for r in svc.poll_feeds([q]):
@@ -416,14 +416,15 @@ class Daemon:
         svc = self.service
         with self._busy():
             try:
-                with svc.store.transaction() as tx:
-                    names = svc.store.queued_digests(tx, svc.now())
-                for name in names:
-                    with self._exclusive(svc, digest_task(name), 0) as mine:
+                for name in svc.queued_digests():
+                    with self._exclusive(name=digest_task(name), wait=0) as mine:
                         if mine and not self.stopping:
                             results: list[DigestResult] = []
                             svc.send_queued([name], respect_backoff=True, results=results)
                             self._mailed(results)
+            except LeaseLost as e:
+                self.metrics.add("job_errors")
+                log.warning("task=outbox stopped: %s", e)
             except sa.exc.SQLAlchemyError as e:
                 self.metrics.add("job_errors")
                 log.error("task=outbox failed: database error: %s", _first_line(e))
@@ -459,37 +460,21 @@ class Daemon:
                     self._local.discard(name)
 
     @contextlib.contextmanager
-    def _exclusive(self, svc: Service, name: str, wait: float) -> Iterator[bool]:
+    def _exclusive(self, *, name: str, wait: float) -> Iterator[bool]:
         """Hold `name` in this process and by lease across instances (no schedule check),
         waiting up to `wait` seconds for it."""
         deadline = time.monotonic() + wait
         while True:
             with self._local_hold(name) as mine:
-                if mine and svc.store.claim(self.owner, name, ttl=self.ttl).won:
-                    self._leased.add(name)
-                    try:
-                        yield True
-                    finally:
-                        self._leased.discard(name)
-                        svc.store.release_lease(self.owner, name)
-                    return
+                if mine:
+                    with self.coordination.hold(name) as held:
+                        if held.claim.won:
+                            yield True
+                            return
             if time.monotonic() >= deadline or self.stopping:
                 yield False
                 return
             time.sleep(0.2)
-
-    def _heartbeat(self) -> None:
-        """Renew this instance's leases every third of their time to live."""
-        while not self._stop.wait(self.ttl.total_seconds() / 3):
-            held = sorted(self._leased)
-            try:
-                lost = self.service.store.renew_leases(self.owner, held, self.ttl)
-            except sa.exc.SQLAlchemyError as e:
-                log.warning("lease renewal failed: %s", _first_line(e))
-                continue
-            for task in lost:
-                if task in self._leased:
-                    log.warning("lease lost task=%s: another instance may run it too", task)
 
     # ------------------------------------------------------------------ health
 
@@ -498,42 +483,43 @@ class Daemon:
         if port is None:
             return None
         try:
-            return HealthServer(port, self.health, self.render_metrics).start()
+            return HealthServer(port, self.health, self.render_metrics, bind=self.settings.health_bind).start()
         except OSError as e:
-            raise StoreError(f"cannot serve health_port {port}: {e.strerror}") from None
+            raise StoreError(f"cannot serve health_port {port} on {self.settings.health_bind}: {e.strerror}") from None
 
     def health(self) -> tuple[bool, str]:
         thread = getattr(self.scheduler, "_thread", None)
         if not self.scheduler.running or thread is None or not thread.is_alive():
             return False, "scheduler not running"
-        if self._heartbeat_thread is None or not self._heartbeat_thread.is_alive():
+        if not self.coordination.alive:
             return False, "lease heartbeat not running"
         try:
-            self.service.store.ping()
+            self.service.ping()
         except sa.exc.SQLAlchemyError as e:
-            return False, f"database: {_first_line(e)}"
+            # the error names host and user: the log has it, the body only says what failed
+            log.warning("health: database does not answer: %s", _first_line(e))
+            return False, "database does not answer"
         return True, f"scheduler running, {len(self.scheduler.get_jobs())} jobs, database answers"
 
     def render_metrics(self) -> str:
-        gauges: dict[str, tuple[str, float]] = {"leases_held": ("Tasks this instance holds now.", len(self._leased))}
+        held = len(self.coordination.held)
+        gauges: dict[str, tuple[str, float]] = {"leases_held": ("Tasks this instance holds now.", held)}
         try:
-            with self.service.store.transaction() as tx:
-                box = self.service.store.outbox_summary(tx)
-            gauges["outbox_queued"] = ("Digest messages queued for delivery.", box["queued"])
+            gauges["outbox_queued"] = ("Digest messages queued for delivery.", self.service.outbox_queued())
         except sa.exc.SQLAlchemyError:
             pass  # /healthz says why; a gauge that is absent is better than a wrong one
         return self.metrics.render(gauges)
 
 
 def _state_anchor(
-    task: Task, states: dict[tuple[str, str], datetime | None], digests: dict[str, Any]
+    task: Task, states: dict[tuple[str, str], datetime | None], digests: dict[str, datetime | None]
 ) -> datetime | None:
     """A query's last success: the oldest over its sources (a source never polled makes
-    it None: poll now). A digest's last run. The notice search's last success."""
+    it None: poll now). A digest's last run. The notice search's last success. All as
+    written by a host's clock: compared with a host's clock only."""
     if task.kind == "digest":
         assert task.digest is not None
-        row = digests.get(task.digest.name)
-        return row.last_run if row is not None else None
+        return digests.get(task.digest.name)
     if task.kind == "notices":
         return states.get((SHARED, NOTICES))
     assert task.query is not None

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.policy import SMTP as SMTP_POLICY
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
+from .coordination import Coordinator, RequestBudget
 from .digest import Renderer, group
 from .digest.group import DigestData
 from .errors import LitwatchError, SourceError, StoreError, UsageError, first_line
@@ -51,6 +54,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# How long `litwatch poll` / `litwatch digest` wait for a query or digest that another
+# litwatch process is working on (the daemon's job, another hand-started run) before
+# skipping it: they never run it at the same time, and never fail for it.
+CLAIM_WAIT = 60.0
+
+
 @dataclass
 class PollResult:
     name: str
@@ -64,13 +73,16 @@ class PollResult:
     requests: int = 0
     missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
     gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
-    skipped: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
+    overflowed: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
+    skipped: str | None = None  # why this poll did not run (another process had it)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def line(self) -> str:
+        if self.skipped:
+            return f"{self.name} [{self.source}]: skipped: {self.skipped}"
         head = (
             f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
             f"events {self.events}"
@@ -80,7 +92,7 @@ class PollResult:
         if self.gave_up:
             days = MISSING_GIVE_UP.days
             head += f", gave up on {len(self.gave_up)} missing for {days} days ({_some(self.gave_up)})"
-        for day, count in self.skipped:
+        for day, count in self.overflowed:
             head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
         if self.error:
             return f"{head}, errors 1: {self.error}"
@@ -103,33 +115,73 @@ class _Fetched:
 
 
 class Service:
-    def __init__(self, settings: Settings, store: Store | None = None, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        now: Callable[[], datetime] = utcnow,
+        coordination: Coordinator | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings.database)
-        self.now = now
+        self.now = now  # the host's clock (injectable); claims use the database's
+        self.coordination = coordination or Coordinator(self.store, clock=now)
         self._eutils: EutilsClient | None = None
         self.renderer = Renderer(settings.template_dir)
         self.outbox = Outbox(self.store, settings.mail, now)
 
+    def reconfigured(self, settings: Settings) -> Service:
+        """The service for a reloaded config: same database, same claims."""
+        return Service(settings, store=self.store, now=self.now, coordination=self.coordination)
+
     def close(self) -> None:
         if self._eutils is not None:
             self._eutils.close()
+        self.coordination.close()
         self.store.close()
 
     @property
     def eutils(self) -> EutilsClient:
         if self._eutils is None:
-            self._eutils = EutilsClient(self.settings.pubmed)
+            # one request budget for every process on this database (ARCHITECTURE.md rule 6)
+            host = urlsplit(self.settings.pubmed.base_url).netloc
+            budget = RequestBudget(self.store, f"eutils:{host}", self.settings.pubmed.rate)
+            self._eutils = EutilsClient(self.settings.pubmed, limiter=budget)
         return self._eutils
 
     # ================================================================== poll
 
-    def poll(self, names: Sequence[str] = ()) -> list[PollResult]:
+    def poll(self, names: Sequence[str] = (), *, wait: float = CLAIM_WAIT) -> list[PollResult]:
+        """`litwatch poll`: each query under the claim the daemon's job takes (waiting up
+        to `wait` seconds for one another process holds, then skipping it)."""
+        from .tasks import NOTICES_TASK, poll_task
+
         queries = self._select_queries(names)
-        results = [self.isolated(q.name, PUBMED, q.name, partial(self.poll_pubmed, q)) for q in queries if q.pubmed]
-        results += self.poll_feeds(queries)
-        if any(q.pubmed for q in queries) and self.settings.pubmed.notices:
-            results.append(self.isolated(SHARED, NOTICES, "notices", self.poll_notices))
+        results: list[PollResult] = []
+        claims = self.coordination
+        with ExitStack() as stack:
+            held = []
+            for q in queries:
+                h = stack.enter_context(claims.hold(poll_task(q.name), start=True, wait=wait))
+                if h.claim.won:
+                    held.append(q)
+                else:
+                    results.append(PollResult(q.name, "*", skipped=_busy(h.claim.holder)))
+            busy_feeds = set()
+            for f in sorted({f for q in held for f in q.feeds}):
+                h = stack.enter_context(claims.hold(f"feed:{f}", wait=wait))
+                if not h.claim.won:
+                    busy_feeds.add(f)
+                    results.append(PollResult(f, f"feed:{f}", skipped=_busy(h.claim.holder)))
+            results += [self.isolated(q.name, PUBMED, q.name, partial(self.poll_pubmed, q)) for q in held if q.pubmed]
+            results += self.poll_feeds([q for q in held if not busy_feeds & set(q.feeds)])
+            if any(q.pubmed for q in held) and self.settings.pubmed.notices:
+                h = stack.enter_context(claims.hold(NOTICES_TASK, start=True, wait=wait))
+                results.append(
+                    self.isolated(SHARED, NOTICES, "notices", self.poll_notices)
+                    if h.claim.won
+                    else PollResult("notices", PUBMED, skipped=_busy(h.claim.holder))
+                )
         return results
 
     def isolated(self, query: str, source: str, name: str, poll: Callable[[], PollResult]) -> PollResult:
@@ -182,7 +234,7 @@ class Service:
                 raise SourceError(found.error)
             for r in (*(found.entered or ()), *(found.modified or ())):
                 result.warnings += [f"{what}: {w}" for w in r.warnings]
-            result.skipped = [(r.overflow_day.isoformat(), r.count) for r in found.modified or () if r.overflow_day]
+            result.overflowed = [(r.overflow_day.isoformat(), r.count) for r in found.modified or () if r.overflow_day]
             entered_ids = _ids(found.entered or [])
             modified_ids = _ids(found.modified or [])
             result.found = len(set(entered_ids) | set(modified_ids))
@@ -198,7 +250,7 @@ class Service:
                 self.store.found_missing(tx, q.name, [r.key for r in fetched.records])
                 self.store.note_missing(tx, q.name, fetched.missing, now)
                 self.store.give_up_missing(tx, q.name, gave_up, now)
-                for day, count in result.skipped:
+                for day, count in result.overflowed:
                     self.store.note_overflow(tx, q.name, day, count, now)
                 if found.error:  # one search failed: the other's progress is kept, the failure shown
                     self.store.poll_failed(tx, q.name, PUBMED, found.error, now, **found.marks)
@@ -220,7 +272,7 @@ class Service:
             result.changed,
             result.events,
             result.missing,
-            len(result.skipped),
+            len(result.overflowed),
             result.requests,
             result.error or "-",
         )
@@ -508,21 +560,30 @@ class Service:
         html_path: Path | None = None,
         respect_backoff: bool = False,
         retry_failed: bool = False,
+        wait: float = CLAIM_WAIT,
     ) -> list[DigestResult]:
         """Send what is queued, then build and send what is pending, digest by digest.
         `retry_failed`: the messages refused for good are queued again first."""
+        from .tasks import digest_task
+
         digests = self._select_digests(names)
         results: list[DigestResult] = []
         last_html = ""
         if retry_failed and not dry_run:
             self.outbox.requeue_refused([d.name for d in digests])
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
-        with transport_for(self.settings.mail) as transport:
+        with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
                 if dry_run:
                     for res in self._build(d, dry_run=True):
                         results.append(res)
                         last_html = res.html or last_html
+                    continue
+                # the digest's claim, as the daemon's job takes it (re-entrant there):
+                # another process sending it now makes this run wait, then skip it
+                held = claims.enter_context(self.coordination.hold(digest_task(d.name), start=True, wait=wait))
+                if not held.claim.won:
+                    log.warning("digest %s: %s; skipped", d.name, _busy(held.claim.holder))
                     continue
                 blocked = self.send_queued(
                     [d.name], respect_backoff=respect_backoff, results=results, transport=transport
@@ -732,6 +793,35 @@ class Service:
             split=self.split_message,
         )
 
+    # ================================================================== for the daemon
+
+    @property
+    def safe_url(self) -> str:
+        return self.store.safe_url
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def outbox_queued(self) -> int:
+        with self.store.transaction() as tx:
+            return int(self.store.outbox_summary(tx)["queued"])
+
+    def queued_digests(self) -> list[str]:
+        """Digests with a queued message whose retry time has come."""
+        with self.store.transaction() as tx:
+            return self.store.queued_digests(tx, self.now())
+
+    def task_anchors(self) -> tuple[dict[tuple[str, str], datetime | None], dict[str, datetime | None]]:
+        """Each source's last success and each digest's last run, as written (this
+        host's clock): the schedule's anchors when no claim has recorded a run yet."""
+        with self.store.transaction() as tx:
+            states = {(r.query, r.source): r.last_ok for r in self.store.all_poll_states(tx)}
+            digests = {}
+            for d in self.settings.digests:
+                row = self.store.digest_state(tx, d.name)
+                digests[d.name] = row.last_run if row is not None else None
+        return states, digests
+
     # ================================================================== history and status
 
     def history(self, ident: str) -> list[dict[str, Any]]:
@@ -745,8 +835,8 @@ class Service:
             return out
 
     def status(self) -> dict[str, Any]:
-        now = self.now()
         with self.store.transaction() as tx:
+            now = _Now(self.now(), self.store.db_now(tx))
             states = {(r.query, r.source): r for r in self.store.all_poll_states(tx)}
             leases = self.store.leases(tx)
             queries = []
@@ -762,7 +852,7 @@ class Service:
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
                         "next_run": _iso(self._next_poll(q, states, leases, now)),
                         "records": self.store.count_records(tx, q.name),
-                        **self._gaps(tx, q.name, now),
+                        **self._gaps(tx, q.name, now.host),
                     }
                 )
             feeds = []
@@ -782,7 +872,7 @@ class Service:
                 st = self.store.digest_state(tx, d.name)
                 pending, skipped = 0, 0
                 for to in d.to:
-                    since = self.recipient_since(tx, d, to, now)
+                    since = self.recipient_since(tx, d, to, now.host)
                     for before in (False, True):
                         n = self.store.count_pending(
                             tx,
@@ -842,29 +932,41 @@ class Service:
         }
 
     def _next_poll(
-        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: datetime
+        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: _Now
     ) -> datetime:
-        """When `litwatch run` polls `q` next: due after its oldest source's last success
-        or the last start by any instance (tasks.py), not before the daemon's plan."""
-        from .tasks import latest, next_planned, plan_of, poll_task
+        """When `litwatch run` polls `q` next: due after the last start by any instance
+        (database clock), else after its oldest source's last success (host clock), not
+        before the daemon's plan (tasks.py, the function the daemon uses)."""
+        from .tasks import plan_of, poll_task
 
         keys = ([(q.name, PUBMED)] if q.pubmed else []) + [(SHARED, f"feed:{f}") for f in q.feeds]
         oks = [states[k].last_ok if k in states else None for k in keys]
         last_ok = None if any(v is None for v in oks) else min(v for v in oks if v is not None)
-        lease = leases.get(poll_task(q.name))
-        anchor = latest(last_ok, lease.last_run if lease is not None else None)
-        planned = lease.next_run if lease is not None else None
-        return next_planned(plan_of(q), self.settings.timezone, anchor, planned, now)
+        return self._next_run(plan_of(q), leases.get(poll_task(q.name)), last_ok, now)
 
-    def _next_digest(
-        self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: datetime
+    def _next_digest(self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: _Now) -> datetime:
+        from .tasks import digest_task, plan_of
+
+        return self._next_run(plan_of(d), leases.get(digest_task(d.name)), last_run, now, wait_first=True)
+
+    def _next_run(
+        self, plan: Any, lease: Any, host_anchor: datetime | None, now: _Now, *, wait_first: bool = False
     ) -> datetime:
-        from .tasks import digest_task, latest, next_planned, plan_of
+        """Like with like: the lease's last run with the database's clock (shown as is),
+        else the host-written anchor with this host's clock."""
+        from .tasks import next_planned
 
-        lease = leases.get(digest_task(d.name))
-        anchor = latest(last_run, lease.last_run if lease is not None else None)
+        tz = self.settings.timezone
         planned = lease.next_run if lease is not None else None
-        return next_planned(plan_of(d), self.settings.timezone, anchor, planned, now, wait_first=True)
+        if lease is not None and lease.last_run is not None:
+            return next_planned(plan, tz, lease.last_run, planned, now.db, wait_first=wait_first)
+        return next_planned(plan, tz, host_anchor, planned, now.host, wait_first=wait_first)
+
+
+@dataclass(frozen=True)
+class _Now:
+    host: datetime
+    db: datetime
 
 
 @dataclass
@@ -899,6 +1001,10 @@ def recipient_start(*, sent_before: bool, last_run: datetime | None, now: dateti
     if sent_before and last_run is not None:
         return last_run
     return now - backfill
+
+
+def _busy(holder: str) -> str:
+    return f"another litwatch process ({holder or 'unknown'}) is working on it"
 
 
 def _ids(results: list[SearchResult]) -> list[str]:

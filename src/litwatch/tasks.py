@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.base import BaseTrigger
+
 from .config import DigestSettings, QuerySettings, Settings
 
 NOTICES_TASK = "poll:*notices"
@@ -34,16 +36,12 @@ class Plan:
     cron: str | None = None
 
     def after(self, anchor: datetime, timezone: str) -> datetime:
-        """Naive-UTC time the task is due after a run at `anchor` (naive UTC)."""
+        """Naive-UTC time the task is due after a run at `anchor` (naive UTC): the pure
+        next-run function the daemon's timers, its claims and `status` all use."""
         if self.every is not None:
             return anchor + self.every
         assert self.cron is not None
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(timezone))
-        start = anchor.replace(tzinfo=UTC) + timedelta(microseconds=1)
-        fire = trigger.get_next_fire_time(None, start)
-        return fire.astimezone(UTC).replace(tzinfo=None)  # type: ignore[no-any-return]
+        return next_cron(self.cron, ZoneInfo(timezone), anchor)
 
     def period(self, timezone: str, now: datetime) -> timedelta:
         """The interval, or for a cron the gap between its next two fire times."""
@@ -63,6 +61,58 @@ class Plan:
 
     def is_due(self, anchor: datetime | None, timezone: str, now: datetime) -> bool:
         return self.due_at(anchor, timezone, now) - self.tolerance(timezone, now) <= now
+
+
+def next_cron(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first fire time of `cron` (wall-clock times in `zone`) strictly after `after`
+    (naive UTC), as naive UTC. Across a daylight-saving change each wall-clock time fires
+    once (cron(8)'s rule): one inside the repeated hour fires at its first occurrence
+    only; one inside the skipped hour fires at the first valid time after it (02:30 on
+    the night Europe/Berlin skips 02:00-03:00 fires at 03:00 CEST)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    wall_clock = CronTrigger.from_crontab(cron, timezone=UTC)  # UTC has no DST: plain wall-clock times
+    wall = _to_wall(after, zone)
+    while True:
+        fire = wall_clock.get_next_fire_time(None, (wall + timedelta(microseconds=1)).replace(tzinfo=UTC))
+        wall = fire.replace(tzinfo=None)
+        at = _from_wall(wall, zone)
+        if at > after:
+            return at
+
+
+def _to_wall(utc: datetime, zone: ZoneInfo) -> datetime:
+    return utc.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def _from_wall(wall: datetime, zone: ZoneInfo) -> datetime:
+    """Naive UTC of a wall-clock time: its first occurrence when repeated (fold=0); when
+    it does not exist (the skipped hour), the moment the clocks jumped past it."""
+    at = wall.replace(tzinfo=zone, fold=0).astimezone(UTC).replace(tzinfo=None)
+    if _to_wall(at, zone) == wall:
+        return at
+    # skipped: find the jump, the first minute whose wall clock is past `wall`
+    lo = wall.replace(tzinfo=zone, fold=1).astimezone(UTC).replace(tzinfo=None)  # before the jump
+    while _to_wall(lo, zone) < wall:
+        lo += timedelta(minutes=1)
+    return lo.replace(second=0, microsecond=0)
+
+
+class PlanTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger firing at `Plan.after` (the same pure function `status`
+    and the claims use), so the daemon's timers keep the DST rules of `next_cron`."""
+
+    def __init__(self, plan: Plan, timezone: str) -> None:
+        self.plan = plan
+        self.timezone = timezone
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        base = previous_fire_time if previous_fire_time is not None else now - timedelta(microseconds=1)
+        naive = base.astimezone(UTC).replace(tzinfo=None)
+        return self.plan.after(naive, self.timezone).replace(tzinfo=UTC)
+
+    def __str__(self) -> str:
+        return f"plan[{self.plan.cron or self.plan.every}]"
 
 
 def plan_of(item: QuerySettings | DigestSettings) -> Plan:

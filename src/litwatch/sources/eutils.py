@@ -23,7 +23,7 @@ from lxml import etree
 
 from ..config import PubmedSettings
 from ..errors import ParseError, SourceError
-from .http import Fetched, HttpClient, RetryPolicy, shared_limiter
+from .http import Fetched, HttpClient, Limiter, RetryPolicy, shared_limiter
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def window_start(watermark: str) -> date:
 
 
 class EutilsClient:
-    def __init__(self, settings: PubmedSettings) -> None:
+    def __init__(self, settings: PubmedSettings, limiter: Limiter | None = None) -> None:
+        """`limiter`: the request budget shared with every process on the database
+        (`coordination.RequestBudget`); by default this process's own limiter."""
         self.settings = settings
         self.base = settings.base_url
         host = urlsplit(self.base).netloc
@@ -76,7 +78,7 @@ class EutilsClient:
                 deadline=settings.deadline,
             ),
             max_bytes=settings.max_response_mb * 1_000_000,
-            limiter=shared_limiter(f"eutils:{host}", settings.rate),
+            limiter=limiter or shared_limiter(f"eutils:{host}", settings.rate),
         )
 
     @property

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = f"litwatch/{__version__} (+https://github.com/litwatch/litwatch)"
+
+
+class Limiter(Protocol):
+    """Waits until the next request may start: `RateLimiter` in one process, or
+    `coordination.RequestBudget` across every process sharing the database."""
+
+    def wait(self) -> None: ...
 
 
 class RateLimiter:
@@ -118,7 +125,7 @@ class HttpClient:
         *,
         policy: RetryPolicy,
         max_bytes: int,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         user_agent: str = USER_AGENT,
     ) -> None:
         self.policy = policy

@@ -181,4 +181,15 @@ leases = sa.Table(
     sa.Column("until", sa.DateTime, nullable=False),  # held while until > now; expired when its holder died
     sa.Column("last_run", sa.DateTime),  # when the task last started, by any instance: the schedule's anchor
     sa.Column("next_run", sa.DateTime),  # when the daemon plans to run it next (shown by `status`)
+    # the fencing token: +1 whenever the task changes hands; a holder's commit checks it
+    sa.Column("token", sa.Integer, nullable=False, server_default="0"),
+)
+
+request_budget = sa.Table(
+    "request_budget",
+    metadata,
+    sa.Column("name", sa.String(300), primary_key=True),  # e.g. "eutils:eutils.ncbi.nlm.nih.gov"
+    # JSON list of the last `rate` request starts reserved, seconds since the epoch on the
+    # database's clock (coordination.RequestBudget)
+    sa.Column("starts", sa.Text, nullable=False, server_default="[]"),
 )

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -35,6 +36,7 @@ from .schema import (
     pubmed_missing,
     pubmed_overflow,
     records,
+    request_budget,
     versions,
 )
 
@@ -96,17 +98,6 @@ class _StoredCurrent(Current):
 
 
 @dataclass(frozen=True)
-class Claim:
-    """What `Store.claim` decided: `won`; the database's `now`; the task's `last_run`
-    before this claim; `busy` when another instance holds the task."""
-
-    won: bool
-    now: datetime
-    last_run: datetime | None
-    busy: bool = False
-
-
-@dataclass(frozen=True)
 class PendingEvent:
     id: int
     record_id: int
@@ -140,6 +131,11 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        # Checks run before each commit of this store in this thread: set by
+        # coordination.Coordinator.hold while a job holds a claim; each raises to roll back.
+        self.fences: ContextVar[tuple[Callable[[Connection], None], ...]] = ContextVar(
+            f"litwatch_fences_{id(self)}", default=()
+        )
         if migrate:
             self.migrate()
 
@@ -226,9 +222,18 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+    def transaction(self, *, immediate: bool = False, fenced: bool = True) -> Iterator[Connection]:
+        """One transaction. `immediate`: on SQLite take the write lock at the start
+        (`BEGIN IMMEDIATE`), for a short read-then-write that must not interleave.
+        `fenced`: before commit, run the fences this thread holds (`fences`): a job that
+        lost its claim is stopped here, and what it wrote is rolled back."""
+        with self.engine.connect() as conn, conn.begin():
+            if immediate and self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
+            if fenced:
+                for fence in self.fences.get():
+                    fence(conn)
 
     def write(
         self, fn: Callable[[Connection], T], *, what: str, attempts: int = _WRITE_ATTEMPTS, pause: float = 0.0
@@ -911,95 +916,101 @@ class Store:
     def count_records(self, tx: Connection, query: str) -> int:
         return int(tx.execute(sa.select(sa.func.count()).select_from(hits).where(hits.c.query == query)).scalar_one())
 
-    # ------------------------------------------------------------------ leases
+    # ------------------------------------------------------------------ leases (coordination.py decides)
 
     def db_now(self, tx: Connection) -> datetime:
-        """Naive UTC by the database's clock on PostgreSQL, so that instances on hosts
-        whose clocks differ agree on lease expiry and on when a task last ran."""
+        """Naive UTC by the database's clock, so that instances on hosts whose clocks
+        differ agree on lease expiry and on when a task last ran. SQLite lives on one
+        host: its clock is that host's (never a clock a test shifted)."""
         if self.dialect == "postgresql":
             value = tx.execute(sa.text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
             return value.replace(tzinfo=None)  # type: ignore[no-any-return]
         return datetime.now(UTC).replace(tzinfo=None)
 
-    def claim(
-        self,
-        owner: str,
-        task: str,
-        *,
-        ttl: timedelta,
-        due: Callable[[datetime | None, datetime], bool] | None = None,
-    ) -> Claim:
-        """Claim `task` for `owner` for `ttl`, in one transaction: only if no other live
-        holder has it and, with `due`, only if `due(last_run, now)` says it is due; a
-        claim with `due` records `now` as the task's `last_run`. `now` is the database's
-        clock. On PostgreSQL the row is locked with `FOR UPDATE SKIP LOCKED`, so of the
-        instances deciding at the same moment one wins and the others pass at once."""
-        with self.transaction() as tx:
-            row = self._lock_lease(tx, task)
-            now = self.db_now(tx)
-            if row is None:
-                return Claim(False, now, None, busy=True)
-            if row.owner != owner and row.until > now:
-                return Claim(False, now, row.last_run, busy=True)
-            if due is not None and not due(row.last_run, now):
-                return Claim(False, now, row.last_run)
-            values: dict[str, Any] = {"owner": owner, "until": now + ttl}
-            if due is not None:
-                values["last_run"] = now
-            tx.execute(leases.update().where(leases.c.task == task).values(**values))
-            return Claim(True, now, row.last_run)
-
-    def _lock_lease(self, tx: Connection, task: str) -> Any:
+    def lock_lease(self, tx: Connection, task: str) -> Any:
         """The task's lease row, created free if missing and locked for this transaction;
-        None when another instance holds the row lock right now."""
+        None when another instance holds the row lock right now (`SKIP LOCKED`)."""
         tx.execute(self._insert_ignore(leases, ["task"]).values(task=task, owner="", until=_EPOCH))
         q = sa.select(leases).where(leases.c.task == task)
         if self.dialect == "postgresql":
             q = q.with_for_update(skip_locked=True)
         return tx.execute(q).first()
 
-    def renew_leases(self, owner: str, tasks: Sequence[str], ttl: timedelta) -> list[str]:
-        """Extend `owner`'s live leases; returns the tasks it no longer holds."""
-        if not tasks:
-            return []
-        with self.transaction() as tx:
-            now = self.db_now(tx)
-            tx.execute(
-                leases.update().where(leases.c.task.in_(list(tasks)), leases.c.owner == owner).values(until=now + ttl)
-            )
-            held = {r.task for r in tx.execute(sa.select(leases.c.task).where(leases.c.owner == owner))}
-        return [t for t in tasks if t not in held]
+    def take_lease(self, tx: Connection, task: str, **values: Any) -> None:
+        tx.execute(leases.update().where(leases.c.task == task).values(**values))
 
-    def release_lease(self, owner: str, task: str, *, next_run: datetime | None = None) -> None:
+    def renew_leases(self, tx: Connection, owner: str, held: dict[str, int], until: datetime) -> set[str]:
+        """Extend the leases `owner` still holds with the given tokens; returns those."""
+        if not held:
+            return set()
+        tx.execute(
+            leases.update()
+            .where(leases.c.task.in_(list(held)), leases.c.owner == owner, leases.c.until > self.db_now(tx))
+            .values(until=until)
+        )
+        rows = tx.execute(sa.select(leases.c.task, leases.c.token).where(leases.c.owner == owner))
+        return {r.task for r in rows if held.get(r.task) == r.token}
+
+    def lease_held(self, tx: Connection, task: str, owner: str, token: int) -> bool:
+        """Does `owner` still hold `task` with `token`, unexpired? The row is share-locked
+        on PostgreSQL, so no takeover commits between this check and the caller's commit."""
+        q = sa.select(leases.c.until).where(leases.c.task == task, leases.c.owner == owner, leases.c.token == token)
+        if self.dialect == "postgresql":
+            q = q.with_for_update(read=True)
+        until = tx.execute(q).scalar_one_or_none()
+        return until is not None and until > self.db_now(tx)
+
+    def release_lease(self, tx: Connection, task: str, owner: str, token: int, **values: Any) -> None:
         """Give `task` up (it stays in the table: its `last_run` is the schedule's anchor)."""
-        values: dict[str, Any] = {"until": _EPOCH}
-        if next_run is not None:
-            values["next_run"] = next_run
-        with self.transaction() as tx:
-            tx.execute(leases.update().where(leases.c.task == task, leases.c.owner == owner).values(**values))
+        tx.execute(
+            leases.update()
+            .where(leases.c.task == task, leases.c.owner == owner, leases.c.token == token)
+            .values(until=_EPOCH, **values)
+        )
 
-    def free_leases(self) -> int:
-        """Expire every lease (for SQLite, whose single instance holds the file lock: any
-        other holder is dead). Returns how many were held."""
-        with self.transaction() as tx:
-            return int(tx.execute(leases.update().where(leases.c.until > _EPOCH).values(until=_EPOCH)).rowcount)
+    def free_leases(self, tx: Connection) -> int:
+        """Expire every lease. Returns how many were held."""
+        return int(tx.execute(leases.update().where(leases.c.until > _EPOCH).values(until=_EPOCH)).rowcount)
 
-    def plan(self, task: str, when: datetime) -> None:
+    def plan(self, tx: Connection, task: str, when: datetime) -> None:
         """Note when the daemon will next run `task`, unless a live plan says earlier."""
-        with self.transaction() as tx:
-            now = self.db_now(tx)
-            tx.execute(self._insert_ignore(leases, ["task"]).values(task=task, owner="", until=_EPOCH))
-            tx.execute(
-                leases.update()
-                .where(
-                    leases.c.task == task,
-                    sa.or_(leases.c.next_run.is_(None), leases.c.next_run < now, leases.c.next_run > when),
-                )
-                .values(next_run=when)
+        now = self.db_now(tx)
+        tx.execute(self._insert_ignore(leases, ["task"]).values(task=task, owner="", until=_EPOCH))
+        tx.execute(
+            leases.update()
+            .where(
+                leases.c.task == task,
+                sa.or_(leases.c.next_run.is_(None), leases.c.next_run < now, leases.c.next_run > when),
             )
+            .values(next_run=when)
+        )
 
     def leases(self, tx: Connection) -> dict[str, Any]:
         return {r.task: r for r in tx.execute(sa.select(leases))}
+
+    # ------------------------------------------------------------------ request budget
+
+    def budget_starts(self, tx: Connection, name: str) -> tuple[float, list[float]]:
+        """(the database's clock in epoch seconds, the budget's reserved starts), with the
+        budget's row locked until the transaction ends (PostgreSQL: `FOR UPDATE`; SQLite:
+        the caller opened it with `BEGIN IMMEDIATE`). The clock is read after the lock, so
+        reservations are ordered as the clock is."""
+        q = sa.select(request_budget.c.starts).where(request_budget.c.name == name)
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        found = tx.execute(q).scalar_one_or_none()
+        if found is None:  # the first request ever: create the row, then lock it
+            tx.execute(self._insert_ignore(request_budget, ["name"]).values(name=name, starts="[]"))
+            found = tx.execute(q).scalar_one()
+        starts = json.loads(found)
+        if self.dialect == "postgresql":
+            now = float(tx.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        else:
+            now = time.time()
+        return now, [float(x) for x in starts]
+
+    def set_budget_starts(self, tx: Connection, name: str, starts: Sequence[float]) -> None:
+        tx.execute(request_budget.update().where(request_budget.c.name == name).values(starts=json.dumps(list(starts))))
 
     def queued_digests(self, tx: Connection, now: datetime) -> list[str]:
         """Digests with a queued message whose retry time has come, or one whose sending

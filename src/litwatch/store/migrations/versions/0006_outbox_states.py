@@ -8,7 +8,7 @@ when each recipient of a digest is sent events (a recipient added later starts t
 not with the digest's history).
 
 Revision ID: 0006_outbox_states
-Revises: 0004_pubmed_progress
+Revises: 0005_coordination
 Create Date: 2026-12-01
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_outbox_states"
-down_revision = "0004_pubmed_progress"
+down_revision = "0005_coordination"
 branch_labels = None
 depends_on = None
 

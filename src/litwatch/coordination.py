@@ -1,0 +1,381 @@
+"""Coordination between every litwatch process sharing one database: claims and leases
+on the database's clock, the heartbeat that renews them, the fencing token a holder's
+committing transaction checks, and the request budget (NCBI's rate) they all share.
+
+One clock: every lease and due-time comparison here reads `now` from the database in
+the same transaction (`Store.db_now`). The host clock (`clock`, injectable so that a
+test can skew it) is only compared with times written by the host clock.
+
+A claim (`Coordinator.claim`) locks the task's `leases` row (`FOR UPDATE SKIP LOCKED`
+on PostgreSQL), and takes it when no other live holder has it and, with `due`, when
+the task is due; it records the start as the task's `last_run` and bumps the row's
+fencing token. While held (`Coordinator.hold`), the heartbeat renews the lease every
+third of its time to live, and every transaction the holding thread commits first
+checks that the lease is still its own with that token (`Store.fences`): a holder whose
+heartbeat stalled and whose task was taken over is stopped before it commits.
+
+The request budget (`RequestBudget`) is a sliding window of the last `rate` request
+starts, kept in one row per external service: each request reserves its start in one
+short transaction (a row lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so all
+processes together send at most `rate` requests in any second (plus a margin)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from .errors import LitwatchError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 15.0
+MIN_LEASE_SECONDS = 1.0
+WAIT_STEP = 0.25  # seconds between two tries of a busy claim
+# The in-process limiter's margin is 20 ms; a slot reserved here is used by another
+# process, whose request reaches NCBI after a delay that varies with load (waking up,
+# the connection): keep 100 ms between a request and the one `rate` places later.
+BUDGET_MARGIN = 0.1
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The host's clock, naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def skewed(offset: timedelta) -> Clock:
+    """A host clock running `offset` ahead (tests inject skew between instances)."""
+    return lambda: utcnow() + offset
+
+
+def lease_ttl() -> timedelta:
+    """How long a claim holds without renewal: a dead instance's task is free after this.
+    The heartbeat renews every third of it. LITWATCH_LEASE_SECONDS, default 15."""
+    seconds = float(os.environ.get("LITWATCH_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+    return timedelta(seconds=max(MIN_LEASE_SECONDS, seconds))
+
+
+def new_owner() -> str:
+    """`host:pid:random`: unique per process and start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class LeaseLost(LitwatchError):
+    """This process no longer holds a claim it worked under: another one took it over
+    (after a stalled heartbeat, a paused process, a lost connection). The transaction
+    that found out is rolled back; the new holder does the work."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        super().__init__(f"{task}: lost the claim to another litwatch process; stopped before committing")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim decided: `won`; the database's `now`; the task's `last_run` (on the
+    database's clock) before this claim; `busy` when another process holds the task
+    (`holder`); `token`, the fencing token of a won claim."""
+
+    won: bool
+    now: datetime
+    last_run: datetime | None
+    busy: bool = False
+    holder: str = ""
+    token: int = 0
+
+
+@dataclass
+class Holding:
+    """A claim while it is held; `next_run` (database clock) is noted when released."""
+
+    task: str
+    claim: Claim
+    next_run: datetime | None = None
+    mine: bool = True  # False: held by an outer `hold` of this process (re-entry)
+
+
+@dataclass
+class _Held:
+    token: int
+    lost: bool = False
+    depth: int = 1
+
+
+@dataclass
+class Coordinator:
+    """Claims for one process (`owner`), with the heartbeat that renews them."""
+
+    store: Store
+    clock: Clock = utcnow
+    ttl: timedelta = field(default_factory=lease_ttl)
+    owner: str = field(default_factory=new_owner)
+    heartbeat: bool = True  # False: never renew (a test's stalled heartbeat)
+
+    def __post_init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(
+        self, task: str, *, due: Callable[[datetime | None, datetime], bool] | None = None, start: bool | None = None
+    ) -> Claim:
+        """Claim `task` for `ttl`, in one transaction: only if no other live holder has
+        it and, with `due`, only if `due(last_run, db_now)` says it is due. `start`
+        (default: when `due` is given) records the database's `now` as `last_run`."""
+        start = due is not None if start is None else start
+        with self.store.transaction(fenced=False) as tx:
+            row = self.store.lock_lease(tx, task)
+            now = self.store.db_now(tx)
+            if row is None:
+                return Claim(False, now, None, busy=True)
+            live = row.until > now and row.owner != ""
+            if live and (row.owner != self.owner or task in self._held):
+                return Claim(False, now, row.last_run, busy=True, holder=row.owner)
+            if due is not None and not due(row.last_run, now):
+                return Claim(False, now, row.last_run)
+            token = int(row.token) + 1
+            values: dict[str, object] = {"owner": self.owner, "until": now + self.ttl, "token": token}
+            if start:
+                values["last_run"] = now
+            self.store.take_lease(tx, task, **values)
+            return Claim(True, now, row.last_run, token=token)
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        task: str,
+        *,
+        due: Callable[[datetime | None, datetime], bool] | None = None,
+        start: bool | None = None,
+        wait: float = 0.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[Holding]:
+        """Claim `task` (trying again for up to `wait` seconds while another process
+        holds it) and hold it for the block: renewed by the heartbeat, checked before
+        every commit of this thread, released at the end. Yields the `Holding`; when
+        `holding.claim.won` is false the block runs without it. Re-entrant: a task this
+        process already holds is yielded as held (`mine` false: the outer block owns it)."""
+        with self._lock:
+            outer = self._held.get(task)
+            if outer is not None:
+                outer.depth += 1
+        if outer is not None:
+            try:
+                yield Holding(task, Claim(True, self.clock(), None, token=outer.token), mine=False)
+            finally:
+                with self._lock:
+                    outer.depth -= 1
+            return
+        deadline = time.monotonic() + wait
+        claim = self.claim(task, due=due, start=start)
+        while not claim.won and claim.busy and time.monotonic() < deadline and not should_stop():
+            time.sleep(WAIT_STEP)
+            claim = self.claim(task, due=due, start=start)
+        holding = Holding(task, claim)
+        if not claim.won:
+            yield holding
+            return
+        with self._lock:
+            self._held[task] = _Held(claim.token)
+        self._ensure_heartbeat()
+        fence = self._fence(task, claim.token)
+        fences = self.store.fences
+        reset = fences.set((*fences.get(), fence))
+        try:
+            yield holding
+        finally:
+            fences.reset(reset)
+            with self._lock:
+                self._held.pop(task, None)
+            try:
+                self._release(task, claim.token, holding.next_run)
+            except Exception as e:  # noqa: BLE001 - it expires on its own within `ttl`
+                log.warning("could not release %s (it expires within %ss): %s", task, self.ttl.seconds, e)
+
+    def _fence(self, task: str, token: int) -> Callable[[Connection], None]:
+        def check(tx: Connection) -> None:
+            if not self.store.lease_held(tx, task, self.owner, token):
+                with self._lock:
+                    if task in self._held:
+                        self._held[task].lost = True
+                raise LeaseLost(task)
+
+        return check
+
+    def check(self, task: str) -> None:
+        """Raise `LeaseLost` unless this process still holds `task` (before an action
+        that no transaction covers, such as handing a message to the mail server)."""
+        with self._lock:
+            held = self._held.get(task)
+        if held is None or held.lost:
+            raise LeaseLost(task)
+        with self.store.transaction(fenced=False) as tx:
+            self._fence(task, held.token)(tx)
+
+    def _release(self, task: str, token: int, next_run: datetime | None) -> None:
+        values = {"next_run": next_run} if next_run is not None else {}
+        with self.store.transaction(fenced=False) as tx:
+            self.store.release_lease(tx, task, self.owner, token, **values)
+
+    @property
+    def held(self) -> list[str]:
+        with self._lock:
+            return sorted(t for t, h in self._held.items() if not h.lost)
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def renew(self) -> list[str]:
+        """Extend this process's live leases; returns the tasks it lost (expired, or
+        taken over). A lost lease is never renewed again: its holder stops."""
+        with self._lock:
+            held = {t: h.token for t, h in self._held.items() if not h.lost}
+        if not held:
+            return []
+        with self.store.transaction(fenced=False) as tx:
+            kept = self.store.renew_leases(tx, self.owner, held, self.store.db_now(tx) + self.ttl)
+        lost = [t for t in held if t not in kept]
+        with self._lock:
+            for t in lost:
+                if t in self._held and self._held[t].token == held[t]:
+                    self._held[t].lost = True
+        for t in lost:
+            log.warning("lease lost task=%s: another instance may have taken it over; this one stops it", t)
+        return lost
+
+    def _ensure_heartbeat(self) -> None:
+        if not self.heartbeat or (self._thread is not None and self._thread.is_alive()) or self._stop.is_set():
+            return
+        self._thread = threading.Thread(target=self._beat, name="litwatch-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl.total_seconds() / 3):
+            try:
+                self.renew()
+            except Exception as e:  # noqa: BLE001 - a lost connection: try again next beat
+                log.warning("lease renewal failed: %s", _first_line(e))
+
+    def start(self) -> None:
+        """Start the heartbeat now (the daemon: `health` reports it)."""
+        self._ensure_heartbeat()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop the heartbeat and give up every lease still held (another process may
+        take over at once)."""
+        self._stop.set()
+        with self._lock:
+            held = {t: h.token for t, h in self._held.items()}
+            self._held.clear()
+        for task, token in held.items():
+            with contextlib.suppress(Exception):
+                self._release(task, token, None)
+
+    # ------------------------------------------------------------------ the schedule's records
+
+    def db_now(self) -> datetime:
+        with self.store.transaction(fenced=False) as tx:
+            return self.store.db_now(tx)
+
+    def plan(self, task: str, when: datetime) -> None:
+        """Note when the daemon will next run `task` (database clock), for `status`."""
+        with self.store.transaction(fenced=False) as tx:
+            self.store.plan(tx, task, when)
+
+    def free_dead(self) -> int:
+        """Expire the leases of processes on this host that are no longer running (SQLite,
+        whose single `run` holds the file lock: its dead predecessor's leases would
+        otherwise block it for a lease time; a hand-started `poll` keeps its own).
+        Returns how many were freed."""
+        host = socket.gethostname()
+        freed = 0
+        with self.store.transaction(fenced=False) as tx:
+            for row in self.store.leases(tx).values():
+                parts = row.owner.split(":")
+                if len(parts) < 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+                    continue
+                if row.until > _EPOCH:
+                    self.store.release_lease(tx, row.task, row.owner, row.token)
+                    freed += 1
+        return freed
+
+    def leases(self) -> dict[str, object]:
+        with self.store.transaction(fenced=False) as tx:
+            return self.store.leases(tx)
+
+
+class RequestBudget:
+    """At most `per_second` request starts in any second, across every process on the
+    database: `wait()` reserves the next free start in the database and sleeps until it.
+    Has the in-process limiter's interface (`sources.http.Limiter`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        per_second: int,
+        *,
+        margin: float = BUDGET_MARGIN,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.per_second = per_second
+        self.margin = margin
+        self.sleep = sleep
+
+    def reserve(self) -> float:
+        """Reserve the next start; returns the seconds to wait before it."""
+        with self.store.transaction(immediate=True, fenced=False) as tx:
+            now, starts = self.store.budget_starts(tx, self.name)
+            starts = sorted(starts)[-self.per_second :] if self.per_second else []
+            slot = now
+            if len(starts) >= self.per_second:
+                slot = max(now, starts[0] + 1.0 + self.margin)
+                starts = starts[1:]
+            self.store.set_budget_starts(tx, self.name, [*starts, round(slot, 6)])
+        return slot - now
+
+    def wait(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            self.sleep(delay)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+__all__ = ["Claim", "Coordinator", "Holding", "LeaseLost", "RequestBudget", "lease_ttl", "skewed", "utcnow"]

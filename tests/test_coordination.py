@@ -1,0 +1,354 @@
+"""Coordination between processes sharing one database (coordination.py): the NCBI
+request budget they share, claims on the database's clock whatever the hosts' clocks
+say, the fencing token that stops a holder which lost its claim, cron times across
+daylight-saving changes, and the health endpoint's binding, timeout and reasons."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import TODAY, basic_config, run_cli
+from fake_eutils import FakeEutils
+from litwatch.config import Settings, load
+from test_daemon import daemon_env
+
+BERLIN = "Europe/Berlin"
+
+
+# ----------------------------------------------------------------------------- DST
+
+
+def _fires(cron: str, start: datetime, n: int, tz: str = BERLIN) -> list[datetime]:
+    from litwatch.tasks import Plan
+
+    plan, out, at = Plan(cron=cron), [], start
+    for _ in range(n):
+        at = plan.after(at, tz)
+        out.append(at)
+    return out
+
+
+def test_cron_in_the_repeated_hour_fires_once() -> None:
+    # 2026-10-25: Berlin goes from 03:00 CEST back to 02:00 CET; 02:30 happens twice
+    fires = _fires("30 2 * * *", datetime(2026, 10, 24, 12, 0), 3)
+    print("\n02:30 Europe/Berlin around the night clocks go back (UTC):", [f.isoformat() for f in fires])
+    assert fires == [datetime(2026, 10, 25, 0, 30), datetime(2026, 10, 26, 1, 30), datetime(2026, 10, 27, 1, 30)]
+
+
+def test_cron_in_the_skipped_hour_fires_once_at_the_first_valid_time() -> None:
+    # 2026-03-29: Berlin jumps from 02:00 CET to 03:00 CEST; 02:30 does not exist
+    fires = _fires("30 2 * * *", datetime(2026, 3, 28, 12, 0), 3)
+    print("\n02:30 Europe/Berlin around the night clocks go forward (UTC):", [f.isoformat() for f in fires])
+    # 03:00 CEST is 01:00 UTC
+    assert fires == [datetime(2026, 3, 29, 1, 0), datetime(2026, 3, 30, 0, 30), datetime(2026, 3, 31, 0, 30)]
+
+
+def test_the_daemons_timer_and_status_use_the_same_next_run() -> None:
+    from datetime import UTC
+
+    from litwatch.tasks import Plan, PlanTrigger, next_planned
+
+    plan = Plan(cron="30 2 * * *")
+    trigger = PlanTrigger(plan, BERLIN)
+    now = datetime(2026, 10, 25, 0, 31)  # just after the first 02:30
+    fire = trigger.get_next_fire_time(None, now.replace(tzinfo=UTC))
+    assert fire.replace(tzinfo=None) == datetime(2026, 10, 26, 1, 30)  # not again at 02:30 CET
+    assert next_planned(plan, BERLIN, datetime(2026, 10, 25, 0, 30), None, now) == fire.replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------- health
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_health_binds_loopback_times_out_idle_clients_and_keeps_detail_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from litwatch import health
+    from litwatch.scheduler import Daemon
+    from litwatch.service import Service
+
+    assert Settings().health_bind == "127.0.0.1"
+    settings = Settings(database=f"sqlite:///{tmp_path / 'x.db'}")
+    daemon = Daemon(tmp_path / "litwatch.yaml", settings)
+    daemon.service = Service(settings)
+    daemon.scheduler = BackgroundScheduler()
+    daemon.scheduler.start(paused=True)
+    daemon.service.coordination.start()
+    # the database goes away: a URL naming a host and a user that cannot be reached
+    daemon.service.store.engine = sa.create_engine("postgresql+psycopg://secretuser@127.0.0.1:9/nodb")
+    server = health.HealthServer(0, daemon.health, daemon.render_metrics).start()
+    idle: list[socket.socket] = []
+    try:
+        assert server.server.server_address[0] == "127.0.0.1"
+        status, body = _get(f"http://127.0.0.1:{server.port}/healthz")
+        # idle connections: at most MAX_CONNECTIONS threads, each dropped after the timeout
+        threads_before = threading.active_count()
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            idle.append(s)
+        time.sleep(0.5)
+        threads_busy = threading.active_count() - threads_before
+        start = time.monotonic()
+        idle[0].settimeout(health.REQUEST_TIMEOUT + 10)
+        closed = idle[0].recv(1) == b""
+        waited = time.monotonic() - start
+        deadline = time.monotonic() + health.REQUEST_TIMEOUT + 10
+        while (threading.active_count() - threads_before) > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = _get(f"http://127.0.0.1:{server.port}/healthz")[0]
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
+        daemon.scheduler.shutdown(wait=False)
+        daemon.service.close()
+    print(
+        f"\nhealth: bound to {server.server.server_address[0]}, body {body.strip()!r}; 30 idle connections "
+        f"used {threads_busy} threads (max {health.MAX_CONNECTIONS}), an idle one was closed after {waited:.1f}s"
+    )
+    assert status == 503 and body == "unhealthy: database does not answer\n", body
+    assert "port 9" not in body and "secretuser" not in body
+    assert "database does not answer: " in caplog.text and "port 9" in caplog.text  # the detail is in the log
+    assert threads_busy <= health.MAX_CONNECTIONS
+    assert closed and waited <= health.REQUEST_TIMEOUT + 5
+    assert after == 503  # answers again once the idle ones are gone
+
+
+def test_health_bind_in_the_config(tmp_path: Path, eutils: FakeEutils) -> None:
+    cfg = basic_config(tmp_path, eutils.url, extra="health_port: 8080\nhealth_bind: 0.0.0.0\n")
+    assert load(cfg).health_bind == "0.0.0.0"
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "litwatch.yaml"
+    assert "health_bind: 0.0.0.0" in deploy.read_text()
+
+
+# ----------------------------------------------------------------------------- the request budget
+
+
+def test_what_a_budget_slot_costs(store_url: str) -> None:
+    """One reservation per E-utilities request: measure it where it never has to wait."""
+    from litwatch.coordination import RequestBudget
+    from litwatch.store import Store
+
+    store = Store(store_url)
+    budget = RequestBudget(store, "eutils:cost", per_second=1_000_000)
+    budget.wait()  # the row exists
+    n = 200
+    start = time.perf_counter()
+    for _ in range(n):
+        budget.wait()
+    per = (time.perf_counter() - start) / n * 1000
+    store.close()
+    print(f"\nrequest budget on {store_url.split(':', 1)[0]}: {per:.2f} ms per request slot ({n} slots)")
+    assert per < 200
+
+
+def test_the_budget_keeps_threads_of_several_processes_under_the_rate(store_url: str) -> None:
+    from litwatch.coordination import RequestBudget
+    from litwatch.store import Store
+
+    stores = [Store(store_url) for _ in range(3)]  # three processes' own connection pools
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def worker(store: Store) -> None:
+        budget = RequestBudget(store, "eutils:test", per_second=3)
+        for _ in range(4):
+            budget.wait()
+            with lock:
+                starts.append(time.time())
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    starts.sort()
+    peak = max(sum(1 for u in starts if t <= u < t + 1.0) for t in starts)
+    print(
+        f"\n24 requests from 6 threads of 3 pools: {len(starts) / (starts[-1] - starts[0]):.2f}/s, peak {peak} in 1 s"
+    )
+    assert peak <= 3
+
+
+def _config_many(tmp_path: Path, eutils: FakeEutils, db: str, n: int, every: str = "") -> Path:
+    queries = "queries:\n" + "".join(
+        f"  - name: q{i}\n    pubmed: term{i}\n" + (f"    every: {every}\n" if every else "") for i in range(n)
+    )
+    digests = "digests:\n  - name: d\n    to: [team@example.org]\n    queries: [q0]\n"
+    return basic_config(tmp_path, eutils.url, db=db, queries=queries, digests=digests)
+
+
+def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeEutils) -> None:
+    """Two `litwatch poll` at once on SQLite, no API key (3/s): NCBI refuses nothing."""
+    import subprocess
+    import sys
+
+    for i in range(8):
+        eutils.add(str(1000 + i), terms=f"term{i}", edat=TODAY - timedelta(days=1), title=f"P{i}")
+    eutils.limit = 3
+    cfg = _config_many(tmp_path, eutils, f"sqlite:///{tmp_path / 'litwatch.db'}", 8)
+    assert run_cli("--config", str(cfg), "status", env=daemon_env()).returncode == 0  # schema in place
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "poll"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=daemon_env(),
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    span = eutils.requests[-1].at - eutils.requests[0].at
+    print(
+        f"\ntwo polls at once: {len(eutils.requests)} requests in {span:.1f}s "
+        f"({len(eutils.requests) / span:.2f}/s, peak {eutils.peak_per_second()} in one second), "
+        f"refused with 429: {eutils.refused}; exit codes {[p.returncode for p in procs]}"
+    )
+    assert eutils.refused == 0, outs
+    assert all(p.returncode == 0 for p in procs), outs
+
+
+# ----------------------------------------------------------------------------- clocks and claims
+
+
+def _daemon(settings: Settings, tmp_path: Path, now: Any) -> Any:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from litwatch.scheduler import Daemon, build_tasks
+    from litwatch.service import Service
+
+    d = Daemon(tmp_path / "litwatch.yaml", settings)
+    d.service = Service(settings, now=now)  # this host's clock
+    d.scheduler = BackgroundScheduler()  # never started: its timers are not under test
+    d.tasks = build_tasks(settings, datetime.now())
+    return d
+
+
+def test_a_host_whose_clock_runs_fast_delays_no_one(tmp_path: Path, eutils: FakeEutils, store_url: str) -> None:
+    """Instance A's host clock is an hour fast, B's and C's are right (C's an hour slow).
+    A polls; once the interval has passed by the database's clock, B polls; then
+    neither A nor C polls again before the next interval."""
+    from litwatch.service import utcnow
+
+    eutils.add("1", terms="term0", edat=TODAY, title="P")
+    settings = load(_config_many(tmp_path, eutils, store_url, 1, every="2s"))
+    hour = timedelta(hours=1)
+    a = _daemon(settings, tmp_path, lambda: utcnow() + hour)
+    b = _daemon(settings, tmp_path, utcnow)
+    c = _daemon(settings, tmp_path, lambda: utcnow() - hour)
+
+    def polls() -> int:
+        return sum(1 for r in eutils.requests if r.utility == "esearch" and r.params.get("datetype") == "edat")
+
+    try:
+        a._run_task("poll:q0")
+        after_a = polls()
+        time.sleep(2.5)
+        b._run_task("poll:q0")
+        after_b = polls()
+        a._run_task("poll:q0")
+        c._run_task("poll:q0")
+        after_all = polls()
+    finally:
+        for d in (a, b, c):
+            d.service.close()
+    print(f"\nclock skew +1h/0/-1h: polls after A {after_a}, after B {after_b}, after A and C again {after_all}")
+    assert (after_a, after_b, after_all) == (1, 2, 2)
+
+
+def test_a_holder_that_lost_its_lease_stops_before_commit(tmp_path: Path, eutils: FakeEutils, store_url: str) -> None:
+    """A's heartbeat stalls; its lease runs out and B takes the query over. A's poll
+    then reaches its committing transaction: refused (LeaseLost), nothing of it stored;
+    B's poll stores the records once."""
+    from litwatch.coordination import Coordinator, LeaseLost
+    from litwatch.service import Service
+    from litwatch.store import Store
+
+    for i in range(3):
+        eutils.add(str(10 + i), terms="term0", edat=TODAY, title=f"P{i}")
+    settings = load(_config_many(tmp_path, eutils, store_url, 1, every="1h"))
+    store_a, store_b = Store(store_url), Store(store_url)
+    a = Service(settings, store=store_a, coordination=Coordinator(store_a, ttl=timedelta(seconds=1), heartbeat=False))
+    b = Service(settings, store=store_b)
+    q = settings.queries[0]
+    try:
+        with a.coordination.hold("poll:q0", start=True) as held_a:
+            assert held_a.claim.won
+            time.sleep(1.5)  # no heartbeat: the lease runs out
+            with b.coordination.hold("poll:q0", start=True) as held_b:
+                assert held_b.claim.won and held_b.claim.token == held_a.claim.token + 1
+                with pytest.raises(LeaseLost) as lost:
+                    a.poll_pubmed(q)
+                with store_a.transaction(fenced=False) as tx:
+                    stored_after_a = tx.execute(sa.text("select count(*) from records")).scalar_one()
+                    state_after_a = store_a.poll_state(tx, "q0", "pubmed")
+                result = b.poll_pubmed(q)
+        with store_b.transaction() as tx:
+            stored = tx.execute(sa.text("select count(*) from records")).scalar_one()
+            events = tx.execute(sa.text("select count(*) from events")).scalar_one()
+    finally:
+        a.close()
+        b.close()
+    print(
+        f"\nlost lease: A stopped with {lost.value!s}; A stored {stored_after_a}, B stored {stored} ({events} events)"
+    )
+    assert stored_after_a == 0 and state_after_a is None
+    assert result.ok and stored == 3 and events == 3
+
+
+def test_poll_and_digest_wait_for_a_claim_held_elsewhere_then_skip(
+    tmp_path: Path, eutils: FakeEutils, store_url: str
+) -> None:
+    """`litwatch poll`/`digest` beside another process working on the same query and
+    digest: they wait for its claim (here: not at all), skip, and report it; they never
+    poll or send at the same time."""
+    from litwatch.coordination import Coordinator
+    from litwatch.service import Service
+    from litwatch.store import Store
+
+    eutils.add("1", terms="term0", edat=TODAY, title="P")
+    eutils.add("2", terms="term1", edat=TODAY, title="Q")
+    settings = load(_config_many(tmp_path, eutils, store_url, 2))
+    other_store = Store(store_url)
+    other = Coordinator(other_store, heartbeat=False)
+    svc = Service(settings)
+    try:
+        with other.hold("poll:q0", start=True):
+            results = svc.poll(wait=0.5)
+        lines = [r.line() for r in results]
+        searched = {r.params.get("term") for r in eutils.requests if r.utility == "esearch"}
+        svc.poll(["q0"])  # free now: q0's record becomes an event for digest d
+        with other.hold("digest:d", start=True):
+            digests = svc.digest(wait=0.5)
+        after = svc.digest()
+    finally:
+        svc.close()
+        other_store.close()
+    print("\npoll beside a holder:", lines, "digest beside a holder:", digests)
+    assert lines[0].startswith("q0 [*]: skipped: another litwatch process (") and lines[0].endswith(
+        ") is working on it"
+    )
+    assert all(r.ok for r in results) and "term0" not in searched and "term1" in searched
+    assert digests == [] and [(r.recipient, r.sent) for r in after] == [("team@example.org", True)]
