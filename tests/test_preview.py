@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from fake_eutils import FakeEutils, Fault
 from feedhost import FeedHost, Reply
 
 RSS = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -92,3 +92,18 @@ def test_check_online_reports_a_feed_that_does_not_answer(tmp_path: Path, eutils
     assert len(gone) == 1 and gone[0].startswith("feed gone: does not answer: HTTP 404 from http://127.0.0.1:"), gone
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "litwatch.db").exists()
+
+
+def test_check_online_reports_each_pubmed_warning_once(tmp_path: Path, eutils: FakeEutils) -> None:
+    warned = (
+        b"<eSearchResult><Count>0</Count><RetMax>0</RetMax><RetStart>0</RetStart><IdList/>"
+        b"<ErrorList><PhraseNotFound>TRAIL</PhraseNotFound></ErrorList></eSearchResult>"
+    )
+    eutils.faults += [Fault("esearch", 200, body=warned, term="TRAIL") for _ in range(3)]  # every search of it
+    cfg = basic_config(tmp_path, eutils.url)
+    r = run_cli("--config", str(cfg), "check", "--online")
+    print(r.stdout, r.stderr)
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if "PhraseNotFound" in line] == [
+        "trail: warning: PhraseNotFound: TRAIL"
+    ]

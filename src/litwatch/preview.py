@@ -7,6 +7,7 @@ uses (`Service.poll_pubmed`: entry date, `first_lookback_days` back to today).""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -125,16 +126,28 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
     return out
 
 
+class _NoSearchWarnings(logging.Filter):
+    """The client logs PubMed's warnings once per esearch, three times per query here;
+    the preview reports each once itself (QueryPreview.warnings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ": PubMed says: " not in record.getMessage()
+
+
 def preview(settings: Settings, now: datetime) -> tuple[list[QueryPreview], list[FeedPreview]]:
     """Every PubMed query, then every feed. `now` is naive or aware UTC."""
     queries: list[QueryPreview] = []
     if any(q.pubmed for q in settings.queries):
         client = EutilsClient(settings.pubmed)
+        quiet = _NoSearchWarnings()
+        eutils_log = logging.getLogger(EutilsClient.__module__)
+        eutils_log.addFilter(quiet)
         try:
             for q in settings.queries:
                 if q.pubmed:
                     queries.append(preview_pubmed(client, q, settings.pubmed.first_lookback_days, now.date()))
         finally:
+            eutils_log.removeFilter(quiet)
             client.close()
     feeds = [preview_feed(f, settings.queries, now) for f in settings.feeds]
     return queries, feeds
