@@ -72,31 +72,63 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
 
 
 @main.command()
-@click.option("--online", is_flag=True, help="Also ask PubMed to translate every query and report its warnings.")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also try every query: PubMed's translation, warnings, counts and recent titles; each feed's matches.",
+)
 @click.pass_obj
 @handle_errors
 def check(obj: Ctx, online: bool) -> None:
-    """Validate the config. Exit 0 valid, 2 invalid."""
+    """Validate the config. Exit 0 valid, 2 invalid (or PubMed warns), 1 a source did not answer."""
     settings = obj.settings()
     click.echo(
         f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, "
         f"{len(settings.digests)} digests"
     )
     if online:
-        from .sources.eutils import EutilsClient
+        _check_online(settings)
 
-        client = EutilsClient(settings.pubmed)
-        problems = 0
-        for q in settings.queries:
-            if not q.pubmed:
-                continue
-            r = client.esearch(q.pubmed, what=f"query {q.name}", retmax=0, usehistory=False)
-            click.echo(f"{q.name}: {r.count} records; PubMed reads it as: {r.translation or '(no translation)'}")
-            for w in r.warnings:
-                problems += 1
-                click.echo(f"{q.name}: warning: {w}", err=True)
-        if problems:
-            sys.exit(2)
+
+def _check_online(settings: Settings) -> None:
+    """What each query would find now; stores nothing (see preview.py)."""
+    from datetime import UTC, datetime
+
+    from .preview import preview
+
+    queries, feeds = preview(settings, datetime.now(UTC).replace(tzinfo=None))
+    warned = failed = False
+    for q in queries:
+        for line in q.lines():
+            click.echo(line)
+        for w in q.warnings:
+            warned = True
+            click.echo(f"{q.name}: warning: {w}", err=True)
+        failed = failed or q.error is not None
+    for f in feeds:
+        for line in f.lines():
+            click.echo(line)
+        failed = failed or f.error is not None
+    if warned:
+        sys.exit(2)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+@handle_errors
+def init(obj: Ctx, path: Path | None) -> None:
+    """Write a starter config to PATH (default: --config, $LITWATCH_CONFIG, ./litwatch.yaml); never overwrite."""
+    from .starter import write_starter
+
+    target = path or find_config(obj.config_arg)
+    line = write_starter(target)
+    click.echo(
+        f"wrote {target}: fill in your contact address at line {line} (pubmed.email), "
+        f"then try its queries with: litwatch --config {target} check --online"
+    )
 
 
 @main.command()

@@ -1,0 +1,154 @@
+"""`litwatch check --online`: what each query would find, asked of the real sources
+before the first poll, so a query can be tuned before its first digest goes out.
+
+Reads PubMed and the feeds and stores nothing: no database is opened (or created),
+no watermark or validator is kept. PubMed windows are the ones a poll of a new query
+uses (`Service.poll_pubmed`: entry date, `first_lookback_days` back to today)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from .config import FeedSettings, QuerySettings, Settings
+from .errors import SourceError
+from .parse.feeds import parse_feed
+from .parse.pubmed import parse_pubmed
+from .sources.eutils import EutilsClient, SearchResult, pubmed_day
+from .sources.feeds import FeedFetcher
+from .sources.http import RetryPolicy
+
+RECENT_DAYS = 7
+TITLES = 3
+
+
+@dataclass
+class QueryPreview:
+    name: str
+    total: int = 0  # in all of PubMed
+    translation: str = ""
+    warnings: list[str] = field(default_factory=list)
+    lookback_days: int = 0
+    in_lookback: int = 0  # what the first poll would find
+    recent: int = 0  # entered in the last RECENT_DAYS days
+    titles: list[tuple[str, str, str]] = field(default_factory=list)  # (pmid, entry date, title)
+    error: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.error:
+            return [f"{self.name}: PubMed did not answer: {_unprefixed(self.error, f'query {self.name}: ')}"]
+        out = [
+            f"{self.name}: {self.total} records; PubMed reads it as: {self.translation or '(no translation)'}",
+            f"{self.name}: the first poll would find {self.in_lookback} (first_lookback_days: {self.lookback_days}); "
+            f"{self.recent} entered in the last {RECENT_DAYS} days" + ("; recent:" if self.titles else ""),
+        ]
+        out += [f"  {day or '(no date)'} PMID {pmid}: {title}" for pmid, day, title in self.titles]
+        return out
+
+
+@dataclass
+class FeedPreview:
+    name: str
+    items: int = 0
+    matches: dict[str, int] = field(default_factory=dict)  # query name -> items its `match` selects
+    error: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.error:
+            return [f"feed {self.name}: does not answer: {_unprefixed(self.error, f'feed {self.name}: ')}"]
+        used = ", ".join(f"{q} matches {n}" for q, n in self.matches.items()) or "no query scans it"
+        return [f"feed {self.name}: answers, {self.items} items now; {used}"]
+
+
+def _unprefixed(message: str, prefix: str) -> str:
+    """A source's error without the name this line already starts with."""
+    return message.removeprefix(prefix)
+
+
+def preview_pubmed(client: EutilsClient, q: QuerySettings, lookback_days: int, today: date) -> QueryPreview:
+    """Four requests: the whole count and PubMed's translation (and warnings), the
+    counts over the first poll's window and the last week, and three of the most
+    recently entered records (efetch, the parser a poll uses)."""
+    assert q.pubmed
+    what = f"query {q.name}"
+    out = QueryPreview(q.name, lookback_days=lookback_days)
+    try:
+        whole = client.esearch(q.pubmed, what=what, retmax=0, usehistory=False)
+        out.total, out.translation, out.warnings = whole.count, whole.translation, whole.warnings
+        window = _entered(client, q.pubmed, what, lookback_days, today)
+        week = _entered(client, q.pubmed, what, RECENT_DAYS, today)
+        out.in_lookback, out.recent = window.count, week.count
+        # Ids from the week's window when it has any, else from the first poll's: all of
+        # them entered in it, so recent whatever order PubMed lists them in.
+        ids = (week.ids or window.ids)[:TITLES]
+        if ids:
+            records = [r for chunk in client.efetch_ids(ids, what=what) for r in parse_pubmed(chunk, what=what)]
+            records.sort(key=lambda r: (r.entrez_date, r.key), reverse=True)
+            out.titles = [(r.key, r.entrez_date, r.title) for r in records]
+    except SourceError as e:
+        out.error = str(e)
+    return out
+
+
+def _entered(client: EutilsClient, term: str, what: str, days: int, today: date) -> SearchResult:
+    """Records entered (edat) in the last `days` days up to today: count and a few ids."""
+    start = today - timedelta(days=days)
+    return client.esearch(
+        term, what=what, datetype="edat", mindate=start, maxdate=today, retmax=TITLES, usehistory=False
+    )
+
+
+def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime) -> FeedPreview:
+    """One unconditional GET of the feed, parsed as a poll parses it, and for each query
+    that scans it how many of its current items that query's `match` selects."""
+    out = FeedPreview(feed.name)
+    policy = RetryPolicy(
+        retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
+    )
+    fetcher = FeedFetcher(max_bytes=feed.max_mb * 1_000_000, policy=policy, name=feed.name)
+    try:
+        resp = fetcher.fetch(feed.url, now=now)
+        parsed = parse_feed(
+            resp.content, feed_name=feed.name, base_url=resp.final_url or feed.url, content_type=resp.content_type
+        )
+    except SourceError as e:
+        out.error = str(e)
+        return out
+    finally:
+        fetcher.close()
+    out.items = len(parsed.records)
+    for q in queries:
+        if feed.name in q.feeds and q.matcher is not None:
+            matcher = q.matcher
+            out.matches[q.name] = sum(1 for r in parsed.records if matcher.hits(r.title, r.abstract) is not None)
+    return out
+
+
+class _NoSearchWarnings(logging.Filter):
+    """The client logs PubMed's warnings once per esearch, three times per query here;
+    the preview reports each once itself (QueryPreview.warnings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ": PubMed says: " not in record.getMessage()
+
+
+def preview(settings: Settings, now: datetime) -> tuple[list[QueryPreview], list[FeedPreview]]:
+    """Every PubMed query, then every feed. `now` is naive or aware UTC; PubMed's window
+    ends on today's US Eastern day, as a first poll's does."""
+    queries: list[QueryPreview] = []
+    if any(q.pubmed for q in settings.queries):
+        client = EutilsClient(settings.pubmed)
+        quiet = _NoSearchWarnings()
+        eutils_log = logging.getLogger(EutilsClient.__module__)
+        eutils_log.addFilter(quiet)
+        try:
+            for q in settings.queries:
+                if q.pubmed:
+                    queries.append(preview_pubmed(client, q, settings.pubmed.first_lookback_days, pubmed_day(now)))
+        finally:
+            eutils_log.removeFilter(quiet)
+            client.close()
+    feeds = [preview_feed(f, settings.queries, now) for f in settings.feeds]
+    return queries, feeds

@@ -1,0 +1,104 @@
+"""`litwatch init`: the starter config, written where the user asks and never over an
+existing file. It is config/litwatch.yaml (the example README runs) with comments for
+a first-time user and the contact address left to fill in; tests/test_init.py keeps
+the two in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UsageError
+
+EMAIL_KEY = "  email: you@example.org"
+
+STARTER = """\
+# litwatch config: written by `litwatch init`. Edit it, then
+#   litwatch --config THIS_FILE check            # is it valid?
+#   litwatch --config THIS_FILE check --online   # what would each query find?
+#   litwatch --config THIS_FILE run              # poll and mail on schedule
+# Every key is described in litwatch's README ("Configuration"). `${NAME}` is the
+# environment variable NAME (`${NAME:-default}` gives a default): put secrets there.
+#
+# This one watches TRAIL agonists (aponermin, DR5 agonists) and multiple myeloma.
+
+# Where records, versions and events are kept; relative to the directory litwatch
+# runs in. postgresql+psycopg://user@host/db to run several instances.
+database: sqlite:///litwatch.db
+
+pubmed:
+  email: you@example.org   # FILL IN your address: NCBI asks every tool for a contact
+  api_key: ${NCBI_API_KEY:-}    # optional, from NCBI: 10 requests/s instead of 3
+  first_lookback_days: 30       # the first poll of a new query reaches this far back
+
+mail:
+  transport: file               # digests as .eml files in `directory`; smtp to really send
+  directory: outbox
+  from: "litwatch <litwatch@example.org>"
+  # transport: smtp
+  # host: smtp.example.org
+  # port: 587
+  # security: starttls          # starttls | ssl | none
+  # username: litwatch
+  # password: ${SMTP_PASSWORD}
+
+# RSS/Atom feeds, scanned with each query's `match`.
+feeds:
+  - name: fda-press
+    url: https://www.fda.gov/about-fda/contact-fda/stay-informed/rss-feeds/press-releases/rss.xml
+    approvals: true             # its items that match a query are approvals
+  - name: blood-toc
+    url: https://ashpublications.org/rss/site_1000001/1000001.xml
+
+# A query has a PubMed search (`pubmed`), or feeds and a `match`, or both.
+# `match`: AND, OR, NOT, "phrases", parentheses, a trailing * (agonist*); case-insensitive,
+# on an item's title and summary.
+queries:
+  - name: trail-agonists
+    pubmed: '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) AND (agonist*[tiab] OR antibod*[tiab])'
+    feeds: [fda-press]
+    match: 'TRAIL OR aponermin OR "death receptor 5" OR DR5'
+    every: 6h                   # 30s, 15m, 6h, 1d; or cron: "0 */6 * * *"
+
+  - name: multiple-myeloma
+    pubmed: '"multiple myeloma"[mh] AND (therap*[tiab] OR trial[pt])'
+    feeds: [fda-press, blood-toc]
+    match: '"multiple myeloma" OR myeloma'
+    every: 12h
+
+# Who gets mailed what, and when. Events: new, approval, erratum, retraction,
+# concern, update (default: all).
+digests:
+  - name: weekly-myeloma
+    to: [team@example.org]
+    queries: [trail-agonists, multiple-myeloma]
+    cron: "0 7 * * MON"         # in `timezone` below
+    events: [new, approval, erratum, retraction, concern, update]
+    max_items: 200              # per mail; the rest follows in further mails
+
+  - name: safety-daily
+    to: [pv@example.org]
+    queries: [trail-agonists, multiple-myeloma]
+    every: 1d
+    events: [approval, erratum, retraction, concern]
+
+timezone: Europe/Berlin         # for cron schedules; default UTC
+"""  # noqa: E501 - the example's PubMed query stays on one line, as users write it
+
+
+def email_line() -> int:
+    """The 1-based line of `pubmed.email` in STARTER: where the user fills in."""
+    return next(n for n, line in enumerate(STARTER.splitlines(), 1) if line.startswith(EMAIL_KEY))
+
+
+def write_starter(path: Path) -> int:
+    """Create `path` with STARTER; refuse if anything is there already. Returns the
+    line of the contact address."""
+    try:
+        # "x": created here or not at all, so a file that appears meanwhile is not clobbered.
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(STARTER)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting it (remove it or give another PATH)") from None
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+    return email_line()
