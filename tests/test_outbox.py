@@ -99,16 +99,16 @@ def test_a_claim_is_dead_only_when_its_process_is_gone_from_this_host() -> None:
     import os
     import socket
 
-    from litwatch.outbox import _dead_here
+    from litwatch.coordination import dead_here
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     host = socket.gethostname()
-    assert _dead_here(f"{host}:{gone.pid}:abcdef")
-    assert not _dead_here(f"{host}:{os.getpid()}:abcdef")  # this process
-    assert not _dead_here(f"{host}:1:abcdef")  # alive (init)
-    assert not _dead_here(f"elsewhere.example.org:{gone.pid}:abcdef")  # another host: its claim's time decides
-    assert not _dead_here(None) and not _dead_here("garbage")
+    assert dead_here(f"{host}:{gone.pid}:abcdef")
+    assert not dead_here(f"{host}:{os.getpid()}:abcdef")  # this process
+    assert not dead_here(f"{host}:1:abcdef")  # alive (init)
+    assert not dead_here(f"elsewhere.example.org:{gone.pid}:abcdef")  # another host: its claim's time decides
+    assert not dead_here(None) and not dead_here("garbage")
 
 
 # ----------------------------------------------------------------------------- refusals

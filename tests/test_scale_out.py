@@ -129,7 +129,8 @@ def test_sigkill_of_the_busiest_instance_is_taken_over_within_20s(
             )
         )
     )
-    runs = [Run(cfg, tmp_path / f"run{k}.log") for k in range(3)]  # the default lease
+    # the default lease; three hosts, so the dead one's claims are taken when they run out
+    runs = [Run(cfg, tmp_path / f"run{k}.log", env={"LITWATCH_HOSTNAME": f"host{k}"}) for k in range(3)]
     eng = sa.create_engine(pg_url)
     try:
         for r in runs:

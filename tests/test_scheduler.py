@@ -149,6 +149,24 @@ def store_leases_expire() -> object:
     return leases.update().values(until=datetime(2000, 1, 1))
 
 
+def test_a_claim_held_by_a_dead_process_of_this_host_is_taken_at_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILLed `poll`, `digest` or `run` on this host holds nothing: the next claim
+    takes its task at once, not a lease time later. The same owner name on another host
+    (LITWATCH_HOSTNAME) holds until its lease runs out."""
+    monkeypatch.setenv("LITWATCH_HOSTNAME", "here")
+    store = Store(store_url)
+    pid = _exited_pid()
+    assert Coordinator(store, owner=f"here:{pid}:y", heartbeat=False).claim("digest:d").won
+    assert Coordinator(store, owner=f"elsewhere:{pid}:y", heartbeat=False).claim("poll:q").won
+    assert Coordinator(store, owner=f"here:{os.getpid()}:x", heartbeat=False).claim("poll:live").won
+    me = Coordinator(store, owner="here:1:z", heartbeat=False)
+    assert me.claim("digest:d").won
+    assert me.claim("poll:q").busy and me.claim("poll:live").busy
+    store.close()
+
+
 def test_sqlite_single_instance_lock(tmp_path: Path) -> None:
     from litwatch.errors import StoreError
 

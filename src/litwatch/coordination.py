@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from .errors import LitwatchError
+from .errors import LitwatchError, first_line
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,15 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=max(MIN_LEASE_SECONDS, seconds))
 
 
+def host_name() -> str:
+    """The host this process names in its claims: LITWATCH_HOSTNAME, else the host name
+    (set it where several hosts or containers share one name)."""
+    return os.environ.get("LITWATCH_HOSTNAME") or socket.gethostname()
+
+
 def new_owner() -> str:
     """`host:pid:random`: unique per process and start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class LeaseLost(LitwatchError):
@@ -143,7 +149,9 @@ class Coordinator:
             now = self.store.db_now(tx)
             if row is None:
                 return Claim(False, now, None, busy=True)
-            live = row.until > now and row.owner != ""
+            # a holder that ran on this host and is gone (SIGKILL, OOM) holds nothing: its
+            # task is taken at once instead of after the lease runs out
+            live = row.until > now and row.owner != "" and not dead_here(row.owner)
             if live and (row.owner != self.owner or task in self._held):
                 return Claim(False, now, row.last_run, busy=True, holder=row.owner)
             if due is not None and not due(row.last_run, now):
@@ -268,7 +276,7 @@ class Coordinator:
             try:
                 self.renew()
             except Exception as e:  # noqa: BLE001 - a lost connection: try again next beat
-                log.warning("lease renewal failed: %s", _first_line(e))
+                log.warning("lease renewal failed: %s", first_line(e))
 
     def start(self) -> None:
         """Start the heartbeat now (the daemon: `health` reports it)."""
@@ -301,18 +309,13 @@ class Coordinator:
             self.store.plan(tx, task, when)
 
     def free_dead(self) -> int:
-        """Expire the leases of processes on this host that are no longer running (SQLite,
-        whose single `run` holds the file lock: its dead predecessor's leases would
-        otherwise block it for a lease time; a hand-started `poll` keeps its own).
+        """Expire the leases of processes on this host that are no longer running, so
+        `status` does not show them held (`claim` already takes them over at once).
         Returns how many were freed."""
-        host = socket.gethostname()
         freed = 0
         with self.store.transaction(fenced=False) as tx:
             for row in self.store.leases(tx).values():
-                parts = row.owner.split(":")
-                if len(parts) < 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
-                    continue
-                if row.until > _EPOCH:
+                if row.until > _EPOCH and dead_here(row.owner):
                     self.store.release_lease(tx, row.task, row.owner, row.token)
                     freed += 1
         return freed
@@ -363,19 +366,25 @@ class RequestBudget:
 _EPOCH = datetime(1970, 1, 1)
 
 
-def _alive(pid: int) -> bool:
+def dead_here(owner: str | None) -> bool:
+    """The owner (`host:pid:random`, `new_owner`) is a process of this host that is no
+    longer running. Another host's process is judged by its lease's time only; a pid
+    reused since errs on the safe side (alive)."""
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host_name() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: its own claims are live
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return True
     except PermissionError:
-        return True  # someone else's process
-    return True
+        return False  # alive, another user's
+    return False
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 __all__ = ["Claim", "Coordinator", "Holding", "LeaseLost", "RequestBudget", "lease_ttl", "skewed", "utcnow"]

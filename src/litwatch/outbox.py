@@ -20,9 +20,6 @@ Message-ID — after a crash, the one repeat SPEC.md allows."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from .config import MailSettings
+from .coordination import dead_here, new_owner
 from .errors import DeliveryError
 from .mail import MessageTooLarge, RecipientRefused, Transport, transport_for
 from .store import Store
@@ -115,7 +113,7 @@ class Outbox:
         self.store = store
         self.mail = mail
         self.now = now
-        self.owner = owner or owner_id()
+        self.owner = owner or new_owner()
         self.ttl = sending_ttl(mail.timeout)
 
     def queue(self, tx: Connection, digest: str, recipient: str, part: Part, now: datetime) -> int:
@@ -231,7 +229,7 @@ class Outbox:
         out again with the same Message-ID. Returns the claims that hold."""
         live = []
         for r in self.store.sending(tx, digests=digests):
-            if not (r.stale or _dead_here(r.owner)):
+            if not (r.stale or dead_here(r.owner)):
                 live.append(r)
             elif self.store.release_claim(tx, r.id, r.owner):
                 log.warning(
@@ -302,29 +300,6 @@ class Outbox:
             row.recipient,
             e.reply or e,
         )
-
-
-def owner_id() -> str:
-    """`host:pid:random`: who holds a sending claim (`_dead_here` reads host and pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def _dead_here(owner: str | None) -> bool:
-    """The claim's process ran on this host and is gone. Another host's process is
-    judged by its claim's time only."""
-    parts = (owner or "").rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False  # this process: its own claims are live
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
 
 
 def _iso(value: datetime | None) -> str | None:
