@@ -35,7 +35,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Connection
 
 from .errors import LitwatchError, first_line
-from .store import Store
+from .store.ports import ClaimsPort
+from .store.rows import Lease
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class _Held:
 class Coordinator:
     """Claims for one process (`owner`), with the heartbeat that renews them."""
 
-    store: Store
+    store: ClaimsPort
     clock: Clock = utcnow
     ttl: timedelta = field(default_factory=lease_ttl)
     owner: str = field(default_factory=new_owner)
@@ -156,11 +157,10 @@ class Coordinator:
                 return Claim(False, now, row.last_run, busy=True, holder=row.owner)
             if due is not None and not due(row.last_run, now):
                 return Claim(False, now, row.last_run)
-            token = int(row.token) + 1
-            values: dict[str, object] = {"owner": self.owner, "until": now + self.ttl, "token": token}
-            if start:
-                values["last_run"] = now
-            self.store.take_lease(tx, task, **values)
+            token = row.token + 1
+            self.store.take_lease(
+                tx, task, owner=self.owner, until=now + self.ttl, token=token, last_run=now if start else None
+            )
             return Claim(True, now, row.last_run, token=token)
 
     @contextlib.contextmanager
@@ -236,9 +236,8 @@ class Coordinator:
             self._fence(task, held.token)(tx)
 
     def _release(self, task: str, token: int, next_run: datetime | None) -> None:
-        values = {"next_run": next_run} if next_run is not None else {}
         with self.store.transaction(fenced=False) as tx:
-            self.store.release_lease(tx, task, self.owner, token, **values)
+            self.store.release_lease(tx, task, self.owner, token, next_run=next_run)
 
     @property
     def held(self) -> list[str]:
@@ -320,7 +319,7 @@ class Coordinator:
                     freed += 1
         return freed
 
-    def leases(self) -> dict[str, object]:
+    def leases(self) -> dict[str, Lease]:
         with self.store.transaction(fenced=False) as tx:
             return self.store.leases(tx)
 
@@ -332,7 +331,7 @@ class RequestBudget:
 
     def __init__(
         self,
-        store: Store,
+        store: ClaimsPort,
         name: str,
         per_second: int,
         *,

@@ -65,9 +65,22 @@ class UsageError(LitwatchError):
 
 
 class StoreError(LitwatchError):
-    """The database cannot be used: unreachable, or a schema newer than this litwatch."""
+    """The database cannot be used or refused a statement: unreachable, a schema newer
+    than this litwatch, a value it will not store. The store raises it for every
+    database error (SQLAlchemy's never leave `store/`); `orig` is the driver's own
+    error when it wraps one (what `first_line` shows)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, orig: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.orig = orig
+
+
+class StoreConflict(StoreError):
+    """Another writer got there first — a unique violation, a deadlock, a serialization
+    failure, SQLite's busy lock: rerunning the transaction resolves it (`Store.write`
+    does, a few times; the daemon reruns a task once)."""
 
 
 def first_line(e: BaseException) -> str:

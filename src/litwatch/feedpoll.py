@@ -20,8 +20,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
 from .config import FeedSettings, QuerySettings
 from .errors import SourceError, StoreError, first_line
 from .parse.feeds import parse_feed
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
 
     from .records import Record
     from .service import PollResult, Service
+    from .store.ports import IngestPort
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
 
     source = f"feed:{feed.name}"
     result = PollResult(feed.name, source)
-    store = service.store
+    store: IngestPort = service.store
     now = service.now()
     with store.transaction() as tx:
         state = store.poll_state(tx, SHARED, source)
@@ -110,7 +109,7 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         result.error = str(e)
         service._record_failure(SHARED, source, str(e), now)
         _catch_up_alone(service, feed, users, now, result)
-    except (StoreError, sa.exc.SQLAlchemyError) as e:
+    except StoreError as e:
         # what this feed sent, the database refused: this feed's failure, not the cycle's
         result.error = f"feed {feed.name}: could not store its entries: {first_line(e)}"
         log.warning("poll feed=%s: %s", feed.name, result.error)
@@ -188,7 +187,7 @@ def _catch_up_alone(
         result.events = service.store.write(
             lambda tx: _catch_up(service, tx, feed, queries, now), what=f"feed {feed.name}"
         )
-    except (StoreError, sa.exc.SQLAlchemyError) as e:
+    except StoreError as e:
         log.warning("poll feed=%s: could not match the stored entries: %s", feed.name, first_line(e))
 
 

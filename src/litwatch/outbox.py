@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -32,7 +31,8 @@ from .config import MailSettings
 from .coordination import dead_here, new_owner
 from .errors import DeliveryError
 from .mail import MessageTooLarge, RecipientRefused, Transport, transport_for
-from .store import Store
+from .store.ports import OutboxPort
+from .store.rows import OutboxMessage, RefusedMessage, SendingMessage
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,11 @@ class Part:
 
 # Re-renders a too-large message (an outbox row) as smaller parts, in the caller's
 # transaction; None when it cannot be cut (a single item).
-Splitter = Callable[[Connection, Any], list[Part] | None]
+Splitter = Callable[[Connection, OutboxMessage], list[Part] | None]
 
 
 class Outbox:
-    def __init__(self, store: Store, mail: MailSettings, now: Callable[[], datetime], owner: str = "") -> None:
+    def __init__(self, store: OutboxPort, mail: MailSettings, now: Callable[[], datetime], owner: str = "") -> None:
         self.store = store
         self.mail = mail
         self.now = now
@@ -133,7 +133,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ refusals
 
-    def requeue_refused(self, digests: Sequence[str] | None) -> list[Any]:
+    def requeue_refused(self, digests: Sequence[str] | None) -> list[RefusedMessage]:
         """`--retry-failed`: the messages refused for good go back to the queue as they
         were (same Message-ID, same events), ahead of anything newer."""
         with self.store.transaction() as tx:
@@ -142,7 +142,7 @@ class Outbox:
             log.info("outbox requeued refused digest=%s to=%s message_id=%s", r.digest, r.recipient, r.message_id)
         return rows
 
-    def refused(self, tx: Connection, digest: str | None = None) -> list[dict[str, Any]]:
+    def refused(self, tx: Connection, digest: str | None = None) -> list[dict[str, object]]:
         return [
             {
                 "digest": r.digest,
@@ -222,7 +222,7 @@ class Outbox:
         log.info("digest send digests=%s queued=%d waiting=%d", ",".join(digests or ["*"]), len(queued), len(blocked))
         return blocked
 
-    def _release_dead(self, tx: Connection, digests: Sequence[str] | None) -> list[Any]:
+    def _release_dead(self, tx: Connection, digests: Sequence[str] | None) -> list[SendingMessage]:
         """Claims whose process died go back to `queued`: a claim that ran out, or one held
         by a process of this host that no longer exists (a SIGKILL, a crash: no need to
         wait for its time to run out). Its message may have reached the server: it goes
@@ -239,13 +239,13 @@ class Outbox:
                 )
         return live
 
-    def _claim(self, row: Any) -> bool:
+    def _claim(self, row: OutboxMessage) -> bool:
         with self.store.transaction() as tx:
             return self.store.claim_message(tx, row.id, self.owner, self.ttl)
 
     def _send_one(
-        self, transport: Transport, row: Any, res: DigestResult, now: datetime, split: Splitter | None
-    ) -> tuple[list[Any], DeliveryError | None]:
+        self, transport: Transport, row: OutboxMessage, res: DigestResult, now: datetime, split: Splitter | None
+    ) -> tuple[list[OutboxMessage], DeliveryError | None]:
         """Send one claimed message and record the outcome. Returns the parts it was split
         into (queued already) when the server found it too large, and the failure."""
         try:
@@ -277,21 +277,21 @@ class Outbox:
                 )
         return [], None
 
-    def _split(self, row: Any, split: Splitter | None) -> list[Any]:
+    def _split(self, row: OutboxMessage, split: Splitter | None) -> list[OutboxMessage]:
         if split is None:
             return []
         with self.store.transaction() as tx:
             parts = split(tx, row)
             if not parts or len(parts) < 2:
                 return []
-            ids = self.store.split_message(tx, row.id, self.owner, [vars(p) for p in parts], self.now())
+            ids = self.store.split_message(tx, row.id, self.owner, parts, self.now())
             return self.store.messages(tx, ids) if ids else []
 
-    def _failed(self, row: Any, error: str, now: datetime) -> None:
+    def _failed(self, row: OutboxMessage, error: str, now: datetime) -> None:
         with self.store.transaction() as tx:
-            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=retry_at(int(row.attempts) + 1, now))
+            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=retry_at(row.attempts + 1, now))
 
-    def _refused(self, row: Any, e: DeliveryError) -> None:
+    def _refused(self, row: OutboxMessage, e: DeliveryError) -> None:
         with self.store.transaction() as tx:
             self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.now())
         log.warning(

@@ -20,10 +20,10 @@ def format_history(found: list[dict[str, Any]]) -> str:
     out = []
     for rec in found:
         out.append(f"{rec['source']} {rec['key']}: {len(rec['versions'])} version(s)")
-        for n, fetched_at, fields, changes in rec["versions"]:
-            title = fields.get("title", "")
-            out.append(f"  v{n}  {fetched_at:%Y-%m-%d %H:%M:%S}Z  {_value(title, 90) if n == 1 else ''}".rstrip())
-            for fname, old, new in changes:
+        for v in rec["versions"]:
+            title = v.fields.get("title", "")
+            out.append(f"  v{v.n}  {v.fetched_at:%Y-%m-%d %H:%M:%S}Z  {_value(title, 90) if v.n == 1 else ''}".rstrip())
+            for fname, old, new in v.changes:
                 out.append(f"      {fname}: {_value(old)}")
                 out.append(f"      {' ' * len(fname)}→ {_value(new)}")
         out.append("")

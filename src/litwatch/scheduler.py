@@ -37,7 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import DigestSettings, QuerySettings, Settings, find_config, load
 from .coordination import Clock, Coordinator, LeaseLost, utcnow
-from .errors import ConfigError, LitwatchError, StoreError
+from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
 from .service import NOTICES, SHARED, DigestResult, PollResult, Service
 from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
@@ -233,7 +233,7 @@ class Daemon:
         self._catching_up = set()
         zone = ZoneInfo(tz)
         for task in self.tasks.values():
-            lease: Any = leases.get(task.name)
+            lease = leases.get(task.name)
             last_run = lease.last_run if lease is not None else None
             # like with like: the database's last run with its clock, else the
             # sources' last success (written by a host clock) with this host's
@@ -261,7 +261,7 @@ class Daemon:
                 name=task.name,
                 next_run_time=_aware(max(first_host, now)),
             )
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
+            with contextlib.suppress(StoreError):
                 self.coordination.plan(task.name, first)
         self.scheduler.add_job(
             self._retry_outbox,
@@ -313,7 +313,7 @@ class Daemon:
             except LeaseLost as e:
                 self.metrics.add("job_errors")
                 log.warning("task=%s stopped: %s", name, e)
-            except sa.exc.SQLAlchemyError as e:
+            except StoreError as e:
                 self.metrics.add("job_errors")
                 log.error("task=%s failed: database error: %s", name, _first_line(e))
             except Exception:
@@ -357,7 +357,7 @@ class Daemon:
                     assert task.query is not None
                     self._poll(svc, task.query)
                 return
-            except sa.exc.IntegrityError as e:  # (LeaseLost is not retried)
+            except StoreConflict as e:  # (LeaseLost is not retried)
                 # Another instance stored the same record a moment earlier (two queries
                 # matching one paper): the transaction rolled back; polls are idempotent.
                 if attempt == 2 or self.stopping:
@@ -425,7 +425,7 @@ class Daemon:
             except LeaseLost as e:
                 self.metrics.add("job_errors")
                 log.warning("task=outbox stopped: %s", e)
-            except sa.exc.SQLAlchemyError as e:
+            except StoreError as e:
                 self.metrics.add("job_errors")
                 log.error("task=outbox failed: database error: %s", _first_line(e))
             except Exception:
@@ -495,7 +495,7 @@ class Daemon:
             return False, "lease heartbeat not running"
         try:
             self.service.ping()
-        except sa.exc.SQLAlchemyError as e:
+        except StoreError as e:
             # the error names host and user: the log has it, the body only says what failed
             log.warning("health: database does not answer: %s", _first_line(e))
             return False, "database does not answer"
@@ -506,7 +506,7 @@ class Daemon:
         gauges: dict[str, tuple[str, float]] = {"leases_held": ("Tasks this instance holds now.", held)}
         try:
             gauges["outbox_queued"] = ("Digest messages queued for delivery.", self.service.outbox_queued())
-        except sa.exc.SQLAlchemyError:
+        except StoreError:
             pass  # /healthz says why; a gauge that is absent is better than a wrong one
         return self.metrics.render(gauges)
 

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
@@ -32,6 +31,8 @@ from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
 from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, pubmed_day, window_start
 from .store import Current, PendingEvent, Store
+from .store.ports import ServicePort
+from .store.rows import EventRow, Lease, OutboxMessage, Overflow, PollState
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,12 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        store: Store | None = None,
+        store: ServicePort | None = None,
         now: Callable[[], datetime] = utcnow,
         coordination: Coordinator | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store or Store(settings.database)
+        self.store: ServicePort = store or Store(settings.database)
         self.now = now  # the host's clock (injectable); claims use the database's
         self.coordination = coordination or Coordinator(self.store, clock=now)
         self._eutils: EutilsClient | None = None
@@ -191,7 +192,7 @@ class Service:
         what = {PUBMED: f"query {name}", NOTICES: "notice search"}.get(source, f"feed {name}")
         try:
             return poll()
-        except (StoreError, SQLAlchemyError) as e:
+        except StoreError as e:
             error = f"{what}: could not store what it fetched: {first_line(e)}"
             log.warning("poll query=%s source=%s: %s", query, source, error)
         except Exception as e:  # noqa: BLE001 - a bug in one source must not end the cycle; logged with its traceback
@@ -278,7 +279,7 @@ class Service:
         )
         return result
 
-    def _search_pubmed(self, term: str, state: Any, today: date, what: str) -> _Searched:
+    def _search_pubmed(self, term: str, state: PollState | None, today: date, what: str) -> _Searched:
         """The new-record and the modification search, each from its own watermark
         (minus the overlap) to NCBI's `today`; a failed one is None, its error noted."""
         errors: list[str] = []
@@ -757,7 +758,7 @@ class Service:
             event_ids=list(data.event_ids),
         )
 
-    def split_message(self, tx: Connection, row: Any) -> list[Part] | None:
+    def split_message(self, tx: Connection, row: OutboxMessage) -> list[Part] | None:
         """A message the server refused as too large (552), rendered again as two
         smaller ones holding the same events: its first half of the items, the rest.
         None when it has one item, or its digest is no longer configured."""
@@ -804,7 +805,7 @@ class Service:
 
     def outbox_queued(self) -> int:
         with self.store.transaction() as tx:
-            return int(self.store.outbox_summary(tx)["queued"])
+            return self.store.outbox_summary(tx).queued
 
     def queued_digests(self) -> list[str]:
         """Digests with a queued message whose retry time has come."""
@@ -903,10 +904,10 @@ class Service:
             "feeds": feeds,
             "digests": digests,
             "outbox": {
-                "queued": box["queued"],
-                "oldest_queued": _iso(box["oldest_queued"]),
-                "sending": box["sending"],
-                "failed": box["failed"],
+                "queued": box.queued,
+                "oldest_queued": _iso(box.oldest_queued),
+                "sending": box.sending,
+                "failed": box.failed,
                 "refused": refused,
             },
         }
@@ -932,7 +933,7 @@ class Service:
         }
 
     def _next_poll(
-        self, q: QuerySettings, states: dict[tuple[str, str], Any], leases: dict[str, Any], now: _Now
+        self, q: QuerySettings, states: dict[tuple[str, str], PollState], leases: dict[str, Lease], now: _Now
     ) -> datetime:
         """When `litwatch run` polls `q` next: due after the last start by any instance
         (database clock), else after its oldest source's last success (host clock), not
@@ -944,13 +945,15 @@ class Service:
         last_ok = None if any(v is None for v in oks) else min(v for v in oks if v is not None)
         return self._next_run(plan_of(q), leases.get(poll_task(q.name)), last_ok, now)
 
-    def _next_digest(self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Any], now: _Now) -> datetime:
+    def _next_digest(
+        self, d: DigestSettings, last_run: datetime | None, leases: dict[str, Lease], now: _Now
+    ) -> datetime:
         from .tasks import digest_task, plan_of
 
         return self._next_run(plan_of(d), leases.get(digest_task(d.name)), last_run, now, wait_first=True)
 
     def _next_run(
-        self, plan: Any, lease: Any, host_anchor: datetime | None, now: _Now, *, wait_first: bool = False
+        self, plan: Any, lease: Lease | None, host_anchor: datetime | None, now: _Now, *, wait_first: bool = False
     ) -> datetime:
         """Like with like: the lease's last run with the database's clock (shown as is),
         else the host-written anchor with this host's clock."""
@@ -1011,7 +1014,7 @@ def _ids(results: list[SearchResult]) -> list[str]:
     return list(dict.fromkeys(i for r in results for i in r.ids))
 
 
-def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> dict[str, Any]:
+def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> EventRow:
     return {
         "record_id": record_id,
         "query": query,
@@ -1026,7 +1029,7 @@ def _some(pmids: Sequence[str], limit: int = 10) -> str:
     return ", ".join(pmids[:limit]) + (f" and {len(pmids) - limit} more" if len(pmids) > limit else "")
 
 
-def _overflow_text(o: Any) -> str:
+def _overflow_text(o: Overflow) -> str:
     return (
         f"{o.count} records modified on {o.day} (US Eastern), over PubMed's limit of {ESEARCH_CAP} for one "
         "search: their changes were not checked; errata, retractions and concerns still come from the notice search"
