@@ -8,14 +8,18 @@ PubMed's days are US Eastern: EDAT, MDAT, `mindate` and `maxdate` are calendar d
 America/New_York, so `pubmed_day` turns the clock into NCBI's day (zoneinfo, DST
 included) and every window starts one day before its watermark (`window_start`): a
 record indexed late, or a host clock a little off, still falls into the next window,
-and identity (the PMID) makes the overlap free."""
+and identity (the PMID) makes the overlap free.
+
+`prefetched` overlaps the next efetch with the caller's parsing of the current one."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -179,6 +183,31 @@ class EutilsClient:
             chunk = ids[start : start + batch]
             params = self._params(id=",".join(chunk), retmode="xml")
             yield self._call("efetch", f"{what} ({len(chunk)} ids)", params, post=len(chunk) > POST_THRESHOLD).content
+
+
+_T = TypeVar("_T")
+_END = object()
+
+
+def prefetched(items: Iterable[_T]) -> Iterator[_T]:
+    """The items of `items`, each next one produced on a worker thread while the caller
+    works on the current one: batch k+1 is fetched while batch k is parsed.
+
+    One slot, so at most two batches are held (the caller's and the next). The worker
+    only advances the iterator, so each request is still made by the same client, after
+    the same limiter or shared request budget, with the same retries and deadline; what
+    the iterator raises (a `SourceError` after its retries, a deadline) is raised here,
+    in the caller's thread, at the item it stopped. If the caller stops early (its parse
+    failed), the request in flight is waited for, never left running on the session."""
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="litwatch-prefetch") as pool:
+        pending = pool.submit(next, it, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = pool.submit(next, it, _END)
+            yield cast(_T, item)
 
 
 def _d(day: date) -> str:
