@@ -457,7 +457,9 @@ class Service:
         # changes first: a query matching a changed record for the first time learns of
         # it as new, not as an update of something it never showed
         result.events += self.emit_for_changes(tx, saved, now)
-        result.events += self.emit_for_matches(tx, q.name, matched, now, approvals_source=False)
+        # what this poll just wrote is the current version of those records: not read back
+        stored = {s.record_id: (s.record, s.n) for s in saved if s.status != "same"}
+        result.events += self.emit_for_matches(tx, q.name, matched, now, approvals_source=False, stored=stored)
         result.events += self.emit_for_notices(tx, [s.record for s in saved], now)
 
     # ------------------------------------------------------------------ shared by every source
@@ -497,8 +499,11 @@ class Service:
         *,
         approvals_source: bool,
         terms: dict[str, tuple[str, ...]] | None = None,
+        stored: dict[int, tuple[Record, int]] | None = None,
     ) -> int:
-        """`new`/`approval` for records the query matches for the first time."""
+        """`new`/`approval` for records the query matches for the first time. `stored`:
+        the current version (record, n) of records the caller has just written, so a first
+        poll's thousands of new records are not read back and decoded again (issue 15)."""
         if not matched:
             return 0
         hit_before = self.store.hits_for(tx, matched.values())
@@ -507,14 +512,15 @@ class Service:
             return 0
         terms = terms or {}
         self.store.add_hits(tx, [(rid, query, terms.get(key, ())) for key, rid in first.items()], now)
-        current = self.store.current_by_id(tx, first.values())
+        stored = stored or {}
+        current = self.store.current_by_id(tx, [rid for rid in first.values() if rid not in stored])
         rows = []
         for rid in first.values():
-            cur = current[rid]
-            kind = ev.classify_new(cur.record, approvals_source=approvals_source)
+            record, n = stored[rid] if rid in stored else (current[rid].record, current[rid].n)
+            kind = ev.classify_new(record, approvals_source=approvals_source)
             if kind is None:
                 continue  # a notice: reported as news about what it names, not as a paper
-            rows.append(_row(rid, query, cur.n, NewEvent(kind, f"first:{cur.record.source}:{cur.record.key}")))
+            rows.append(_row(rid, query, n, NewEvent(kind, f"first:{record.source}:{record.key}")))
         return self.store.add_events(tx, rows, now)
 
     def emit_for_changes(self, tx: Connection, saved: list[Saved], now: datetime) -> int:
