@@ -594,7 +594,7 @@ class Service:
             todo = [i for i in ids if i not in stored]
             notices: list[Record] = []
             problems: list[str] = []
-            for body in prefetched(self.eutils.efetch_ids(todo, what="notice search")):
+            for body in prefetched(self.eutils.efetch_ids(todo, what="notice search")) if todo else ():
                 notices += parse_pubmed(body, what="notice search", problems=problems)
             result.warnings += problems
 
