@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import sqlalchemy.exc
@@ -17,6 +18,11 @@ import sqlalchemy.exc
 from . import __version__, logs
 from .config import Settings, find_config, load
 from .errors import ConfigError, LitwatchError, StoreError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from .service import PollProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,10 +60,75 @@ class Ctx:
     def settings(self) -> Settings:
         return load(find_config(self.config_arg))
 
-    def service(self) -> Any:
+    def service(self, progress: PollProgress | None = None) -> Any:
         from .service import Service
 
-        return Service(self.settings())
+        return Service(self.settings(), progress=progress)
+
+
+class _Bars:
+    """`litwatch poll`'s progress on a terminal (a `service.PollProgress`): one rich
+    progress bar per query on stderr — the windows it searched, records fetched of
+    those it will fetch, and what it stored."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+        self.status: dict[str, str] = {}
+
+    def _task(self, name: str, total: int | None, status: str) -> TaskID:
+        self.status[name] = status
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total, status=status)
+        else:
+            self.progress.update(self.tasks[name], total=total, status=status)
+        return self.tasks[name]
+
+    def searched(self, name: str, searched: str, total: int) -> None:
+        self._task(name, total, f"searched {searched}")
+
+    def fetched(self, name: str, n: int) -> None:
+        self.progress.advance(self.tasks[name], n)
+
+    def stored(self, name: str, summary: str) -> None:
+        if name not in self.tasks:  # the search failed: nothing was fetched
+            self._task(name, 0, summary)
+            return
+        self.progress.update(self.tasks[name], status=f"{self.status[name]}; {summary}")
+
+
+@contextmanager
+def _poll_progress() -> Iterator[PollProgress | None]:
+    """Progress bars on stderr while a poll runs, if stderr is a terminal (else None:
+    nothing is drawn and rich is not even imported). Log lines written meanwhile go
+    above the bars, not through them."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+    )
+    real = sys.stderr
+    with progress:  # rich replaces sys.stderr with a proxy that prints above the bars
+        handlers = [
+            h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is real
+        ]
+        for h in handlers:
+            h.setStream(sys.stderr)
+        try:
+            yield _Bars(progress)
+        finally:
+            for h in handlers:
+                h.setStream(real)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,11 +208,12 @@ def init(obj: Ctx, path: Path | None) -> None:
 @handle_errors
 def poll(obj: Ctx, queries: tuple[str, ...]) -> None:
     """One poll cycle now. Exit 1 if some source failed (the rest is kept)."""
-    service = obj.service()
-    try:
-        results = service.poll(queries)
-    finally:
-        service.close()
+    with _poll_progress() as progress:
+        service = obj.service(progress)
+        try:
+            results = service.poll(queries)
+        finally:
+            service.close()
     for r in results:
         click.echo(r.line())
         for w in r.warnings:

@@ -39,7 +39,8 @@ from .config import DigestSettings, QuerySettings, Settings, find_config, load
 from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
-from .service import NOTICES, SHARED, DigestResult, PollResult, Service
+from .outbox import DigestResult
+from .service import NOTICES, SHARED, PollResult, Service
 from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
 
 log = logging.getLogger(__name__)

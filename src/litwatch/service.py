@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.policy import SMTP as SMTP_POLICY
-from functools import partial
+from functools import cached_property, partial
+from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection
@@ -22,17 +22,22 @@ from sqlalchemy.engine import Connection
 from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
 from .coordination import Coordinator, RequestBudget
-from .digest import Renderer, group
-from .digest.group import DigestData
 from .errors import LitwatchError, SourceError, StoreError, UsageError, first_line
-from .mail import Transport, build_message, transport_for
-from .outbox import DigestResult, Outbox, Part
 from .parse.pubmed import parse_pubmed
 from .records import PUBMED, FieldChange, NewEvent, Record
-from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, pubmed_day, window_start
+from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, prefetched, pubmed_day, window_start
 from .store import Current, PendingEvent, Store
 from .store.ports import ServicePort
 from .store.rows import EventRow, Lease, OutboxMessage, Overflow, PollState
+
+# A poll needs none of the digest side (Jinja2, css-inline, the mail transports, the
+# outbox): it is imported where a digest is built or sent, so `litwatch poll` (and each
+# poll of `run`) does not pay for it (issue 15). Annotations only, below.
+if TYPE_CHECKING:
+    from .digest import Renderer
+    from .digest.group import DigestData
+    from .mail import Transport
+    from .outbox import DigestResult, Outbox, Part
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,7 @@ class _Searched:
     modified: list[SearchResult] | None
     error: str  # "" when both ran
     marks: dict[str, str]  # the watermarks the searches that ran may move to
+    searched: str = ""  # the windows searched, for a person watching (PollProgress)
 
 
 @dataclass
@@ -115,6 +121,29 @@ class _Fetched:
     missing: list[str] = field(default_factory=list)  # asked for, never answered
 
 
+class PollProgress(Protocol):
+    """What a poll tells a person watching it, per query (`name`): what it searched and
+    how many records it will fetch, each batch of records fetched, and what it stored.
+    `litwatch poll` draws it as a progress bar on a terminal (cli.py); by default nothing."""
+
+    def searched(self, name: str, searched: str, total: int) -> None: ...
+
+    def fetched(self, name: str, n: int) -> None: ...
+
+    def stored(self, name: str, summary: str) -> None: ...
+
+
+class _Quiet:
+    def searched(self, name: str, searched: str, total: int) -> None:
+        pass
+
+    def fetched(self, name: str, n: int) -> None:
+        pass
+
+    def stored(self, name: str, summary: str) -> None:
+        pass
+
+
 class Service:
     def __init__(
         self,
@@ -122,14 +151,26 @@ class Service:
         store: ServicePort | None = None,
         now: Callable[[], datetime] = utcnow,
         coordination: Coordinator | None = None,
+        progress: PollProgress | None = None,
     ) -> None:
         self.settings = settings
         self.store: ServicePort = store or Store(settings.database)
         self.now = now  # the host's clock (injectable); claims use the database's
         self.coordination = coordination or Coordinator(self.store, clock=now)
+        self.progress: PollProgress = progress or _Quiet()
         self._eutils: EutilsClient | None = None
-        self.renderer = Renderer(settings.template_dir)
-        self.outbox = Outbox(self.store, settings.mail, now)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        from .digest import Renderer
+
+        return Renderer(self.settings.template_dir)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        from .outbox import Outbox
+
+        return Outbox(self.store, self.settings.mail, self.now)
 
     def reconfigured(self, settings: Settings) -> Service:
         """The service for a reloaded config: same database, same claims."""
@@ -241,7 +282,9 @@ class Service:
             result.found = len(set(entered_ids) | set(modified_ids))
             with self.store.transaction() as tx:
                 known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
-            fetched = self._fetch_pubmed(found.entered or [], entered_ids, known, modified_ids, list(retry), what)
+            fetched = self._fetch_pubmed(
+                found.entered or [], entered_ids, known, modified_ids, list(retry), what, q.name, found.searched
+            )
             result.warnings += fetched.warnings
             gave_up = self._count_missing(result, fetched.missing, gaps, now, what)
             known_unfetched = [i for i in entered_ids if i in known]
@@ -264,6 +307,7 @@ class Service:
             result.error = str(e)
             self._record_failure(q.name, PUBMED, str(e), now)
         result.requests = self.eutils.requests_made - before
+        self.progress.stored(q.name, _stored(result))
         log.info(
             "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d missing=%d skipped_days=%d "
             "requests=%d error=%s",
@@ -283,21 +327,26 @@ class Service:
         """The new-record and the modification search, each from its own watermark
         (minus the overlap) to NCBI's `today`; a failed one is None, its error noted."""
         errors: list[str] = []
+        mdat_from: date | None = None
         if state is None or not state.watermark:
-            start = today - timedelta(days=self.settings.pubmed.first_lookback_days)
-            entered = self._search(term, what, "edat", start, today, errors)
+            entered_from = today - timedelta(days=self.settings.pubmed.first_lookback_days)
+            entered = self._search(term, what, "edat", entered_from, today, errors)
             # a first look-back fetches every record it finds: nothing known can have changed
             modified: list[SearchResult] | None = [] if entered is not None else None
         else:
-            entered = self._search(term, what, "edat", window_start(state.watermark), today, errors)
+            entered_from = window_start(state.watermark)
+            entered = self._search(term, what, "edat", entered_from, today, errors)
             # Known records the query matches that changed since the watermark (errata,
             # retractions, new titles): PubMed bumps their modification date.
-            mdat_mark = state.mdat_watermark or state.watermark
-            modified = self._search(term, what, "mdat", window_start(mdat_mark), today, errors, skip_overflow=True)
+            mdat_from = window_start(state.mdat_watermark or state.watermark)
+            modified = self._search(term, what, "mdat", mdat_from, today, errors, skip_overflow=True)
+        searched = f"entered {_window(entered_from, today)}"
+        if mdat_from is not None:
+            searched += f", modified {_window(mdat_from, today)}"
         marks = {"watermark": today.isoformat()} if entered is not None else {}
         if modified is not None:
             marks["mdat_watermark"] = today.isoformat()
-        return _Searched(entered, modified, "; ".join(dict.fromkeys(errors)), marks)
+        return _Searched(entered, modified, "; ".join(dict.fromkeys(errors)), marks, searched)
 
     def _count_missing(
         self, result: PollResult, missing: list[str], gaps: dict[str, datetime], now: datetime, what: str
@@ -348,6 +397,8 @@ class Service:
         modified_ids: list[str],
         retry: list[str],
         what: str,
+        name: str = "",
+        searched: str = "",
     ) -> _Fetched:
         """efetch what is new or modified, with as few requests as possible: from the
         history server when every entered id is new, else by id (POST when long). Then
@@ -358,26 +409,32 @@ class Service:
         records: list[Record] = []
         modified_set = set(modified_ids)
         entered_set = set(entered_ids)
+        eutils = self.eutils
+        history: Iterable[bytes] = ()
         if not known and all(r.webenv and r.query_key for r in entered):
-            batches = [b for r in entered if r.count for b in self.eutils.efetch_history(r, what=what)]
+            history = (b for r in entered if r.count for b in eutils.efetch_history(r, what=what))
             wanted = list(dict.fromkeys([*entered_ids, *modified_ids, *retry]))
             extra = [i for i in wanted if i not in entered_set]
         else:
             wanted = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
             wanted = list(dict.fromkeys([*wanted, *retry]))
             extra = wanted
-            batches = []
-        for body in batches:
-            records += parse_pubmed(body, what=what, problems=problems)
-        if extra:
-            for body in self.eutils.efetch_ids(extra, what=what):
-                records += parse_pubmed(body, what=what, problems=problems)
+        self.progress.searched(name, searched, len(wanted))
+
+        def parse_all(bodies: Iterable[bytes]) -> None:
+            # the next batch is fetched while this one is parsed (issue 15); the same
+            # requests in the same order, through the same client and request budget
+            for body in prefetched(bodies):
+                n = len(records)
+                records.extend(parse_pubmed(body, what=what, problems=problems))
+                self.progress.fetched(name, len(records) - n)
+
+        parse_all(chain(history, eutils.efetch_ids(extra, what=what) if extra else ()))
         got = {r.key for r in records if r.source == PUBMED}
         again = [i for i in wanted if i not in got]
         if again:
             log.warning("%s: efetch left out %d of %d records; asking for them again", what, len(again), len(wanted))
-            for body in self.eutils.efetch_ids(again, what=f"{what} (records left out)"):
-                records += parse_pubmed(body, what=what, problems=problems)
+            parse_all(eutils.efetch_ids(again, what=f"{what} (records left out)"))
             got = {r.key for r in records if r.source == PUBMED}
         return _Fetched(records, problems, [i for i in wanted if i not in got])
 
@@ -401,7 +458,9 @@ class Service:
         # changes first: a query matching a changed record for the first time learns of
         # it as new, not as an update of something it never showed
         result.events += self.emit_for_changes(tx, saved, now)
-        result.events += self.emit_for_matches(tx, q.name, matched, now, approvals_source=False)
+        # what this poll just wrote is the current version of those records: not read back
+        stored = {s.record_id: (s.record, s.n) for s in saved if s.status != "same"}
+        result.events += self.emit_for_matches(tx, q.name, matched, now, approvals_source=False, stored=stored)
         result.events += self.emit_for_notices(tx, [s.record for s in saved], now)
 
     # ------------------------------------------------------------------ shared by every source
@@ -441,8 +500,11 @@ class Service:
         *,
         approvals_source: bool,
         terms: dict[str, tuple[str, ...]] | None = None,
+        stored: dict[int, tuple[Record, int]] | None = None,
     ) -> int:
-        """`new`/`approval` for records the query matches for the first time."""
+        """`new`/`approval` for records the query matches for the first time. `stored`:
+        the current version (record, n) of records the caller has just written, so a first
+        poll's thousands of new records are not read back and decoded again (issue 15)."""
         if not matched:
             return 0
         hit_before = self.store.hits_for(tx, matched.values())
@@ -451,14 +513,15 @@ class Service:
             return 0
         terms = terms or {}
         self.store.add_hits(tx, [(rid, query, terms.get(key, ())) for key, rid in first.items()], now)
-        current = self.store.current_by_id(tx, first.values())
+        stored = stored or {}
+        current = self.store.current_by_id(tx, [rid for rid in first.values() if rid not in stored])
         rows = []
         for rid in first.values():
-            cur = current[rid]
-            kind = ev.classify_new(cur.record, approvals_source=approvals_source)
+            record, n = stored[rid] if rid in stored else (current[rid].record, current[rid].n)
+            kind = ev.classify_new(record, approvals_source=approvals_source)
             if kind is None:
                 continue  # a notice: reported as news about what it names, not as a paper
-            rows.append(_row(rid, query, cur.n, NewEvent(kind, f"first:{cur.record.source}:{cur.record.key}")))
+            rows.append(_row(rid, query, n, NewEvent(kind, f"first:{record.source}:{record.key}")))
         return self.store.add_events(tx, rows, now)
 
     def emit_for_changes(self, tx: Connection, saved: list[Saved], now: datetime) -> int:
@@ -532,7 +595,7 @@ class Service:
             todo = [i for i in ids if i not in stored]
             notices: list[Record] = []
             problems: list[str] = []
-            for body in self.eutils.efetch_ids(todo, what="notice search") if todo else ():
+            for body in prefetched(self.eutils.efetch_ids(todo, what="notice search")) if todo else ():
                 notices += parse_pubmed(body, what="notice search", problems=problems)
             result.warnings += problems
 
@@ -565,6 +628,7 @@ class Service:
     ) -> list[DigestResult]:
         """Send what is queued, then build and send what is pending, digest by digest.
         `retry_failed`: the messages refused for good are queued again first."""
+        from .mail import transport_for
         from .tasks import digest_task
 
         digests = self._select_digests(names)
@@ -614,6 +678,8 @@ class Service:
     def _group(
         self, d: DigestSettings, pending: Sequence[PendingEvent], tx: Connection, now: datetime, *, max_items: int
     ) -> DigestData:
+        from .digest import group
+
         self._fill_notice_titles(tx, pending)
         return group(
             d.name,
@@ -730,6 +796,8 @@ class Service:
         return res, bool(data.more_waiting and data.event_ids)
 
     def _result(self, d: DigestSettings, recipient: str, data: DigestData) -> DigestResult:
+        from .outbox import DigestResult
+
         subject = self.renderer.subject(data, d.subject)
         return DigestResult(
             d.name,
@@ -741,6 +809,11 @@ class Service:
         )
 
     def _message(self, d: DigestSettings, recipient: str, data: DigestData) -> Part:
+        from email.policy import SMTP as SMTP_POLICY
+
+        from .mail import build_message
+        from .outbox import Part
+
         subject = self.renderer.subject(data, d.subject)
         msg = build_message(
             mail=self.settings.mail,
@@ -1010,6 +1083,17 @@ def _busy(holder: str) -> str:
     return f"another litwatch process ({holder or 'unknown'}) is working on it"
 
 
+def _stored(result: PollResult) -> str:
+    """What a poll stored, for a person watching it (PollProgress.stored)."""
+    if result.error:
+        return f"failed: {result.error}"
+    return f"stored: new {result.new}, changed {result.changed}, events {result.events}"
+
+
+def _window(start: date, end: date) -> str:
+    return f"{start.isoformat()}..{end.isoformat()}"
+
+
 def _ids(results: list[SearchResult]) -> list[str]:
     return list(dict.fromkeys(i for r in results for i in r.ids))
 
@@ -1040,4 +1124,4 @@ def _iso(value: datetime | None) -> str | None:
     return value.replace(microsecond=0).isoformat() + "Z" if value else None
 
 
-__all__ = ["DigestResult", "LitwatchError", "PollResult", "Service"]
+__all__ = ["LitwatchError", "PollProgress", "PollResult", "Service"]

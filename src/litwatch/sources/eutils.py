@@ -8,14 +8,19 @@ PubMed's days are US Eastern: EDAT, MDAT, `mindate` and `maxdate` are calendar d
 America/New_York, so `pubmed_day` turns the clock into NCBI's day (zoneinfo, DST
 included) and every window starts one day before its watermark (`window_start`): a
 record indexed late, or a host clock a little off, still falls into the next window,
-and identity (the PMID) makes the overlap free."""
+and identity (the PMID) makes the overlap free.
+
+`prefetched` overlaps the next efetch with the caller's parsing of the current one."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -179,6 +184,52 @@ class EutilsClient:
             chunk = ids[start : start + batch]
             params = self._params(id=",".join(chunk), retmode="xml")
             yield self._call("efetch", f"{what} ({len(chunk)} ids)", params, post=len(chunk) > POST_THRESHOLD).content
+
+
+_T = TypeVar("_T")
+_END = object()
+
+
+def prefetched(items: Iterable[_T]) -> Iterator[_T]:
+    """The items of `items`, each next one produced on a worker thread while the caller
+    works on the current one: batch k+1 is fetched while batch k is parsed.
+
+    One slot: the worker asks for item k+1 only once the caller has item k, so at most
+    two batches are held. The worker only advances the iterator, so each request is
+    still made by the same client, after the same limiter or shared request budget,
+    with the same retries and deadline; what the iterator raises (a `SourceError` after
+    its retries, a deadline) is raised here, in the caller's thread, at the item where
+    it stopped, and no request is made after it. A daemon thread, not an executor: if
+    the caller stops early (a failed parse, Ctrl-C), the request in flight finishes on
+    its own and is dropped, and nothing waits for it."""
+    it = iter(items)
+    asks: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    answers: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+
+    def work() -> None:
+        while asks.get():
+            try:
+                item = next(it, _END)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller and raised there
+                answers.put((_END, e))
+                return
+            answers.put((item, None))
+            if item is _END:
+                return
+
+    threading.Thread(target=work, name="litwatch-prefetch", daemon=True).start()
+    asks.put(True)
+    try:
+        while True:
+            item, error = answers.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            asks.put(True)  # the next one, while the caller works on this one
+            yield cast(_T, item)
+    finally:
+        asks.put(False)  # the worker stops after what it is doing
 
 
 def _d(day: date) -> str:
