@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlalchemy.exc
 
 from . import __version__, logs
 from .config import Settings, find_config, load
-from .errors import ConfigError, LitwatchError, StoreError
+from .errors import ConfigError, LitwatchError, StoreError, first_line
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -43,11 +42,17 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except LitwatchError as e:
             _fail(e)
-        except sqlalchemy.exc.DBAPIError as e:
-            _fail(StoreError(f"database error: {str(e.orig).strip().splitlines()[0] if e.orig else e}"))
         except KeyboardInterrupt:
             click.echo("litwatch: interrupted", err=True)
             sys.exit(130)
+        except Exception as e:
+            # the store wraps database errors as StoreError; should a raw driver error
+            # still escape, it is one line too. SQLAlchemy is looked up, not imported:
+            # a command that never loaded it (`--help`, `init`) cannot raise its errors.
+            sa_exc = sys.modules.get("sqlalchemy.exc")
+            if sa_exc is None or not isinstance(e, sa_exc.DBAPIError):
+                raise
+            _fail(StoreError(f"database error: {first_line(e)}"))
 
     return wrapper  # type: ignore[return-value]
 
