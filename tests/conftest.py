@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -136,6 +138,39 @@ def smtp() -> Iterator[Any]:
     controller.handler = handler
     try:
         yield controller
+    finally:
+        controller.stop()
+
+
+class SlowBox:
+    """An aiosmtpd handler that accepts every message after `delay()` seconds and keeps
+    (recipient, message): what each recipient got, for tests of crashes and races."""
+
+    def __init__(self, delay: Callable[[], float]) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.got: list[tuple[str, EmailMessage]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        await asyncio.sleep(self.delay())
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        with self.lock:
+            self.got += [(rcpt, msg) for rcpt in envelope.rcpt_tos]
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def serve_slow(box: SlowBox) -> Iterator[tuple[SlowBox, int]]:
+    """`box` as an SMTP server on loopback: yields it with its port."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield box, int(controller.port)
     finally:
         controller.stop()
 

@@ -5,27 +5,22 @@ out is re-sent as it was, with the same Message-ID (at least once on the wire)."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli, smtp_mail
+from conftest import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
 from fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -38,34 +33,12 @@ DIGESTS = {  # digest: (recipients, queries)
 KILLS = {"sqlite": 50, "postgresql": 15}  # PostgreSQL: the same at a quarter of the cost
 
 
-class SlowBox:
-    """Accepts every message after 0.05-0.2 s and keeps it: what the recipients got."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-        self.got: list[tuple[str, EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        await asyncio.sleep(self.rng.uniform(0.05, 0.2))
-        msg = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
-        with self.lock:
-            self.got += [(rcpt, msg) for rcpt in envelope.rcpt_tos]
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def slow_smtp() -> Iterator[tuple[SlowBox, int]]:
-    from aiosmtpd.controller import Controller
-
-    box = SlowBox(seed=11)
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield box, int(controller.port)
-    finally:
-        controller.stop()
+    """Accepts every message after 0.05-0.2 s (seeded): what the recipients got."""
+    rng = random.Random(11)
+    with serve_slow(SlowBox(lambda: rng.uniform(0.05, 0.2))) as served:
+        yield served
 
 
 @pytest.mark.slow

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli, smtp_mail
+from conftest import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
 from fake_eutils import FakeEutils
 from test_daemon import Run, daemon_env, wait_until
 from test_mail import Box, serve
@@ -321,34 +320,11 @@ def test_a_sending_claim_of_another_host_holds_until_it_runs_out(tmp_path: Path,
 # ----------------------------------------------------------------------------- three digests and a daemon
 
 
-class SlowBox:
-    """Accepts every message after `delay` seconds; keeps (recipient, message)."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.lock = threading.Lock()
-        self.got: list[tuple[str, EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        await asyncio.sleep(self.delay)
-        msg = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
-        with self.lock:
-            self.got += [(rcpt, msg) for rcpt in envelope.rcpt_tos]
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def slow_smtp() -> Iterator[tuple[SlowBox, int]]:
-    from aiosmtpd.controller import Controller
-
-    box = SlowBox(delay=0.3)
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield box, int(controller.port)
-    finally:
-        controller.stop()
+    """Accepts every message after 0.3 s."""
+    with serve_slow(SlowBox(lambda: 0.3)) as served:
+        yield served
 
 
 @pytest.mark.slow
