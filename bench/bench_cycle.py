@@ -1,6 +1,6 @@
 """Requests per poll cycle against the minimum (issue 15): a first cycle and a quiet
 cycle (a day later, nothing changed) of 8 and of 20 PubMed queries whose results
-overlap, counted from the fake E-utilities server's request log (tests/fake_eutils.py
+overlap, counted from the fake E-utilities server's request log (tests/helpers/fake_eutils.py
 on 127.0.0.1), next to the fewest requests that can do the same work:
 
 - first cycle: one esearch per query + efetch of the union of the PMIDs, each once,
@@ -36,7 +36,7 @@ DAY0 = datetime(2026, 11, 20, 12, 0, 0)
 def scenario(queries: int, per_query: int) -> dict[str, Any]:
     from corpus import PMID_MARK, articles
 
-    from fake_eutils import FakeEutils
+    from helpers.fake_eutils import FakeEutils
     from litwatch.config import load
     from litwatch.service import Service
 

@@ -1,7 +1,7 @@
 """First poll against a plain Biopython script (issue 15), side by side in one run.
 
 One PubMed query whose first poll finds N records (3,000 and 10,000; ~10 KB efetch
-records from bench/corpus.py), served by tests/fake_eutils.py in this process on
+records from bench/corpus.py), served by tests/helpers/fake_eutils.py in this process on
 127.0.0.1; every contender runs in its own interpreter at the API-key rate (10/s):
 
 - `litwatch poll` (CLI subprocess, SQLite): the whole command as a user runs it —
@@ -119,7 +119,7 @@ def child_profile(cfg: str) -> None:
 def profile_table(n: int) -> str:
     from corpus import PMID_MARK, articles
 
-    from fake_eutils import FakeEutils
+    from helpers.fake_eutils import FakeEutils
 
     fake = FakeEutils().start()
     today = date.today()
@@ -266,7 +266,7 @@ CONTENDERS = ("litwatch poll (CLI)", "litwatch in-process", "Biopython script", 
 def first_poll(n: int, repeat: int) -> list[dict[str, Any]]:
     from corpus import PMID_MARK, articles
 
-    from fake_eutils import FakeEutils
+    from helpers.fake_eutils import FakeEutils
 
     fake = FakeEutils().start()
     today = date.today()  # the CLI polls with the real clock: records entered in the last 20 days

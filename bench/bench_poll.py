@@ -1,4 +1,4 @@
-"""Benchmark 3: a whole poll against the fake E-utilities server (tests/fake_eutils.py,
+"""Benchmark 3: a whole poll against the fake E-utilities server (tests/helpers/fake_eutils.py,
 on 127.0.0.1): 20 queries, 5,000 unique PMIDs (1,000 of them matched by two queries),
 ~10 KB efetch records from bench/corpus.py; SQLite and PostgreSQL; at NCBI's real
 limit (3 requests/s) and with an API key set (10 requests/s). Then a second poll where
@@ -93,7 +93,7 @@ def drop_schema(schema: str) -> None:
 def child(db_kind: str, rate: int) -> None:
     import sqlalchemy as sa
 
-    from fake_eutils import FakeEutils
+    from helpers.fake_eutils import FakeEutils
     from litwatch.config import load
     from litwatch.service import Service
 

@@ -13,7 +13,7 @@ identical.
 Scenarios (each on a fresh SQLite database, its own fake servers, two cycles):
 
 - `pubmed`: every PubmedArticle in ../shared/data/pubmed (or $LITWATCH_SHARED_DATA),
-  served by tests/fake_eutils.py to four queries with overlapping terms (so records
+  served by tests/helpers/fake_eutils.py to four queries with overlapping terms (so records
   are shared between queries). Cycle 2, a day later: the later real version of a PMID
   found in two files (e.g. jcore's "partially changed" excerpt), titles changed, ErratumIn
   / RetractionIn (+ "RETRACTED:" title) added to originals with and without their notice
@@ -21,7 +21,7 @@ Scenarios (each on a fresh SQLite database, its own fake servers, two cycles):
   concern, MeSH-only changes, and two new papers.
 - `corpus`: bench/corpus.py's efetch-like records (default 3,000), eight queries each
   PMID matched by two or three of them; cycle 2 is quiet (nothing changed).
-- `feeds`: every file in ../shared/data/feeds served by tests/feedhost.py, scanned by
+- `feeds`: every file in ../shared/data/feeds served by tests/helpers/feedhost.py, scanned by
   two queries with `match` expressions over overlapping feed lists; in cycle 2 one
   entry's title changes and one entry is added.
 
@@ -312,7 +312,7 @@ def _both(*fns: Callable[[etree._Element], None]) -> Callable[[etree._Element], 
 
 
 def scenario_pubmed(tmp: Path) -> dict[str, Any]:
-    from fake_eutils import FakeEutils, article_xml
+    from helpers.fake_eutils import FakeEutils, article_xml
 
     arts = real_articles()
     pmids = sorted(arts, key=int)
@@ -409,7 +409,7 @@ def scenario_pubmed(tmp: Path) -> dict[str, Any]:
 def scenario_corpus(tmp: Path, n: int) -> dict[str, Any]:
     from corpus import PMID_MARK, articles
 
-    from fake_eutils import FakeEutils
+    from helpers.fake_eutils import FakeEutils
 
     queries = 8
     day0 = DAY0.date()
@@ -456,7 +456,7 @@ NEW_ITEM = (
 
 
 def scenario_feeds(tmp: Path) -> dict[str, Any]:
-    from feedhost import FeedHost
+    from helpers.feedhost import FeedHost
 
     root = SHARED_DATA / "feeds"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils
 
 NOTICE_TERM = '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt] OR "expression of concern"[pt]'
 YESTERDAY = TODAY - timedelta(days=1)

@@ -8,8 +8,8 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils, Fault
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils, Fault
 
 ROOT = Path(__file__).resolve().parents[1]
 

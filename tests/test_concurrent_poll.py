@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, pg_schema_url
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, pg_schema_url
+from helpers.fake_eutils import FakeEutils
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_config
+from helpers import run_cli, write_config
 from litwatch.config import DEFAULT_FEED_URLS, loads
 from litwatch.errors import ConfigError
 from litwatch.sources import ema as ema_source

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, daemon_env, run_cli
+from helpers.fake_eutils import FakeEutils
 from litwatch.config import Settings, load
-from test_daemon import daemon_env
 
 BERLIN = "Europe/Berlin"
 

@@ -1,4 +1,4 @@
-"""The Crossref client against the fake Crossref REST API (tests/fake_crossref.py):
+"""The Crossref client against the fake Crossref REST API (tests/helpers/fake_crossref.py):
 identity, DOIs re-checked 50 a request, cursor paging of new notices, the pace and
 connections the rate-limit headers allow, 429 + Retry-After, 404, bad JSON, a 50 MB
 answer, and what a daily re-check of 10,000 stored DOIs costs at the polite pool's rate."""
@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import pytest
 import requests
 
-from fake_crossref import FakeCrossref, Fault
+from helpers.fake_crossref import FakeCrossref, Fault
 from litwatch.errors import ParseError, SourceError
 from litwatch.sources.crossref import BATCH, ROWS_MAX, CrossrefClient
 from litwatch.sources.http import RetryPolicy

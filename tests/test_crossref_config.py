@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_config
+from helpers import run_cli, write_config
 from litwatch.config import loads
 from litwatch.errors import ConfigError
 

@@ -7,85 +7,23 @@ No sleeps longer than needed: every wait polls for its condition with a deadline
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, Run, basic_config, daemon_env, free_port, run_cli, wait_for
+from helpers.fake_eutils import FakeEutils
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def daemon_env(**extra: str) -> dict[str, str]:
-    """The subprocess imports litwatch from this work tree, whatever is installed."""
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(extra)
-    return env
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Run:
-    """One `litwatch run` subprocess; its stderr (the log) goes to a file."""
-
-    def __init__(self, cfg: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log
-        self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "run"],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            env=daemon_env(**(env or {})),
-        )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8")
-
-    def wait_log(self, pattern: str, timeout: float = 15, count: int = 1) -> None:
-        wait_until(lambda: len(re.findall(pattern, self.log)) >= count, timeout, f"{pattern!r} x{count} in the log")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
-        start = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._log.close()
-        return rc, time.monotonic() - start
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._log.close()
+wait_until = wait_for  # the name tests imported from here before tests/helpers/
 
 
 def searches(fake: FakeEutils, term: str) -> list[float]:
@@ -134,17 +72,17 @@ def test_first_mails_repeat_polls_and_sigterm(tmp_path: Path, eutils: FakeEutils
     cfg = api_key(basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests=DIGEST_2S))
     run = Run(cfg, tmp_path / "run.log")
     try:
-        mails = wait_until(lambda: emls(tmp_path / "outbox"), 15, "the first digest mail")
+        mails = wait_for(lambda: emls(tmp_path / "outbox"), 15, "the first digest mail")
         body = mails[0].read_text(encoding="utf-8")
         assert "TRAIL paper 0" in body and "Myeloma paper 1" in body
-        wait_until(lambda: len(searches(eutils, "TRAIL")) >= 3, 15, "three polls of TRAIL")
+        wait_for(lambda: len(searches(eutils, "TRAIL")) >= 3, 15, "three polls of TRAIL")
         times = searches(eutils, "TRAIL")
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         # every 2s, once each time (requests wait a little in the client's rate limiter)
         assert all(1.0 <= g <= 3.5 for g in gaps) and 1.5 <= sum(gaps) / len(gaps) <= 2.6, gaps
         # a paper that appears later goes out in the next digest, once
         eutils.add("300", terms="TRAIL", edat=TODAY, mdat=TODAY - timedelta(days=1), title="Later TRAIL paper")
-        wait_until(
+        wait_for(
             lambda: any("Later TRAIL paper" in p.read_text(encoding="utf-8") for p in emls(tmp_path / "outbox")),
             15,
             "the later paper mailed",
@@ -168,7 +106,7 @@ def test_sigterm_during_a_stuck_poll_exits_0_within_10s(tmp_path: Path, eutils: 
     cfg.write_text(cfg.read_text().replace("timeout: 5", "timeout: 60"))
     run = Run(cfg, tmp_path / "run.log")
     try:
-        wait_until(lambda: searches(eutils, "TRAIL"), 15, "a poll under way")
+        wait_for(lambda: searches(eutils, "TRAIL"), 15, "a poll under way")
     finally:
         rc, took = run.stop()
     print(f"\nSIGTERM during a stuck poll: exit {rc} after {took:.1f}s")
@@ -186,19 +124,19 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one(tmp_path: P
     run = Run(cfg, tmp_path / "run.log")
     try:
         run.wait_log("run started")
-        wait_until(lambda: searches(eutils, "TRAIL"), 15, "the first poll")
+        wait_for(lambda: searches(eutils, "TRAIL"), 15, "the first poll")
         assert not searches(eutils, "multiple myeloma")
         good = basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests=DIGEST_2S)
         assert good == cfg
         run.proc.send_signal(signal.SIGHUP)
         run.wait_log("config reloaded")
-        wait_until(lambda: searches(eutils, "multiple myeloma"), 10, "the new query polled")
-        wait_until(lambda: emls(tmp_path / "outbox"), 10, "the new digest sent")
+        wait_for(lambda: searches(eutils, "multiple myeloma"), 10, "the new query polled")
+        wait_for(lambda: emls(tmp_path / "outbox"), 10, "the new digest sent")
         cfg.write_text(cfg.read_text().replace("every: 2s", "every: often", 1))
         run.proc.send_signal(signal.SIGHUP)
         run.wait_log("config reload failed")
         before = len(searches(eutils, "TRAIL"))
-        wait_until(lambda: len(searches(eutils, "TRAIL")) >= before + 2, 10, "polling goes on with the old config")
+        wait_for(lambda: len(searches(eutils, "TRAIL")) >= before + 2, 10, "polling goes on with the old config")
     finally:
         rc, _ = run.stop()
     failed = [line for line in run.log.splitlines() if "config reload failed" in line]
@@ -226,7 +164,7 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     cfg = basic_config(tmp_path, eutils.url, queries=queries, digests=digests)
     db = f"sqlite:///{tmp_path / 'litwatch.db'}"
     run = Run(cfg, tmp_path / "run1.log")  # first start: polls at once, the digest waits its hour
-    wait_until(lambda: searches(eutils, "TRAIL") and searches(eutils, "multiple myeloma"), 15, "first polls")
+    wait_for(lambda: searches(eutils, "TRAIL") and searches(eutils, "multiple myeloma"), 15, "first polls")
     run.wait_log("poll query=myeloma")
     assert run.stop()[0] == 0
     assert not emls(tmp_path / "outbox")
@@ -245,8 +183,8 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     eutils.add("300", terms="TRAIL", edat=TODAY, mdat=TODAY - timedelta(days=1), title="Paper from the gap")
     run = Run(cfg, tmp_path / "run3.log")
     try:
-        wait_until(lambda: len(searches(eutils, "TRAIL")) == 2, 10, "the catch-up poll")
-        wait_until(lambda: emls(tmp_path / "outbox"), 10, "the catch-up digest")
+        wait_for(lambda: len(searches(eutils, "TRAIL")) == 2, 10, "the catch-up poll")
+        wait_for(lambda: emls(tmp_path / "outbox"), 10, "the catch-up digest")
         time.sleep(1.5)  # nothing more comes: the digest was sent once
     finally:
         rc, _ = run.stop()
@@ -294,7 +232,7 @@ def test_health_endpoints(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests=DIGEST_2S, extra=f"health_port: {port}\n")
     run = Run(cfg, tmp_path / "run.log")
     try:
-        wait_until(lambda: emls(tmp_path / "outbox"), 15, "a mail")
+        wait_for(lambda: emls(tmp_path / "outbox"), 15, "a mail")
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and body.startswith("ok"), body
         status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
@@ -371,7 +309,7 @@ def test_sigkill_at_random_moments_delivers_every_event_once(tmp_path: Path, eut
         return polled and events >= 20 + 14 and bound == 2 * events and queued == 0
 
     try:
-        wait_until(settled, 30, "every event delivered")
+        wait_for(settled, 30, "every event delivered")
     finally:
         rc, _ = final.stop()
     with db.connect() as c:

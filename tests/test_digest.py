@@ -11,8 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli, smtp_mail, smtp_port
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, run_cli, smtp_mail, smtp_port
+from helpers.fake_eutils import FakeEutils
 
 
 def seed(fake: FakeEutils) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
-from fake_eutils import FakeEutils
+from helpers import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
+from helpers.fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
 TERMS = {"a": "TRAIL", "b": "myeloma", "c": "aponermin"}  # query name: what it searches
@@ -47,7 +47,7 @@ def test_sigkill_during_digest_loses_and_duplicates_nothing(
     tmp_path: Path, eutils: FakeEutils, slow_smtp: tuple[SlowBox, int], backend: str
 ) -> None:
     if backend == "postgresql":
-        from conftest import pg_schema_url
+        from helpers import pg_schema_url
 
         gen: Iterator[str] | None = pg_schema_url()
         assert gen is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run_cli
+from helpers import run_cli
 from litwatch.config import load, loads
 from litwatch.starter import STARTER, email_line
 

@@ -12,9 +12,9 @@ from xml.sax.saxutils import escape
 
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
-from feedhost import FeedHost, Reply
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils
+from helpers.feedhost import FeedHost, Reply
 from litwatch.records import Record
 from litwatch.store import Store
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, run_cli, smtp_mail
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, free_port, run_cli, smtp_mail
+from helpers.fake_eutils import FakeEutils
 
 PASSWORD = "pw-Zq8#not-for-logs"
 

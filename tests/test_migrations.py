@@ -8,11 +8,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import basic_config, daemon_env, run_cli
+from helpers.fake_eutils import FakeEutils
 from litwatch.store import Store
 from litwatch.store.schema import SCHEMA_HEAD
-from test_daemon import daemon_env
 
 
 def test_an_older_litwatch_refuses_a_newer_schema(tmp_path: Path, eutils: FakeEutils, store_url: str) -> None:

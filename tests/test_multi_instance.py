@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, pg_schema_url, smtp_mail, smtp_port
-from fake_eutils import FakeEutils
-from test_daemon import Run, api_key, searches, wait_until
+from helpers import TODAY, Run, basic_config, pg_schema_url, smtp_mail, smtp_port, wait_for
+from helpers.fake_eutils import FakeEutils
+from test_daemon import api_key, searches
 
 # 12 queries every 5 s ask ~6 requests/s of the 10/s NCBI budget that all instances share
 # (an edat and an mdat search each, plus fetches); 20 asked more than the budget allows
@@ -105,7 +105,7 @@ def test_three_instances_poll_and_mail_once(tmp_path: Path, eutils: FakeEutils, 
                 any(t > killed_at for t in searches(eutils, f"term{i:02d}")) for i in range(QUERIES)
             )
 
-        wait_until(taken_over, TTL + 3 * EVERY, "the others taking over")
+        wait_for(taken_over, TTL + 3 * EVERY, "the others taking over")
         takeover = {
             task: min(t for t in searches(eutils, "term" + task.removeprefix("poll:q")) if t > killed_at) - killed_at
             for task in victim_tasks

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from conftest import TODAY, basic_config
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config
+from helpers.fake_eutils import FakeEutils
 from litwatch import events as ev
 from litwatch.config import load
 from litwatch.digest.group import group

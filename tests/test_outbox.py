@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
-from fake_eutils import FakeEutils
-from test_daemon import Run, daemon_env, wait_until
+from helpers import TODAY, Run, SlowBox, basic_config, daemon_env, run_cli, serve_slow, smtp_mail, wait_for
+from helpers.fake_eutils import FakeEutils
 from test_mail import Box, serve
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -333,7 +332,7 @@ def test_three_digests_beside_a_daemon_send_one_copy_per_recipient(
     tmp_path: Path, eutils: FakeEutils, slow_smtp: tuple[SlowBox, int], backend: str
 ) -> None:
     if backend == "postgresql":
-        from conftest import pg_schema_url
+        from helpers import pg_schema_url
 
         gen: Iterator[str] | None = pg_schema_url()
         assert gen is not None
@@ -389,7 +388,7 @@ def _three_digests(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, 
             eng.dispose()
             return set(states) == {"sent"}
 
-        wait_until(everything_sent, 60, "every message sent")
+        wait_for(everything_sent, 60, "every message sent")
         rc, _ = run.stop()
         assert rc == 0, run.log
     finally:

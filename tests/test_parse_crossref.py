@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_crossref import FakeCrossref
+from helpers.fake_crossref import FakeCrossref
 from litwatch.errors import ParseError, SourceError
 from litwatch.parse.crossref import KINDS, OTHER, Notice, error_message, kind_of, normalize_doi, parse_works
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_eutils import article_xml
+from helpers.fake_eutils import article_xml
 from litwatch.errors import ParseError
 from litwatch.parse.pubmed import parse_pubmed
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils, Fault
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils, Fault
 from litwatch.config import load
 from litwatch.service import Service
 

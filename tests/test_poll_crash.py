@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_during_poll_loses_nothing(tmp_path: Path, eutils: FakeEutils, backend: str) -> None:
     if backend == "postgresql":
-        from conftest import pg_schema_url
+        from helpers import pg_schema_url
 
         gen = pg_schema_url()
         db = next(gen)

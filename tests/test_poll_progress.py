@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils
 
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # SGR: bold, colours
 MOVES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")  # cursor moves, erases, titles

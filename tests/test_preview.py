@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils, Fault
-from feedhost import FeedHost, Reply
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils, Fault
+from helpers.feedhost import FeedHost, Reply
 
 RSS = b"""<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Press</title><link>https://example.org/</link>

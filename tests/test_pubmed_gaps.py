@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from fake_eutils import FakeEutils
+from helpers.fake_eutils import FakeEutils
 from test_pubmed_windows import NOTICE_TERM, Clock, make_service, stored_events, table_count
 
 DAY = date(2026, 6, 10)

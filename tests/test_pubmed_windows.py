@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import basic_config
-from fake_eutils import FakeEutils
+from helpers import basic_config
+from helpers.fake_eutils import FakeEutils
 from litwatch.config import load
 from litwatch.service import Service
 
@@ -170,7 +170,7 @@ def test_pubmed_day_is_the_day_in_new_york(utc: datetime, new_york_day: date) ->
 def test_new_record_and_modification_searches_keep_their_own_progress(
     tmp_path: Path, eutils: FakeEutils, store_url: str, failing: str
 ) -> None:
-    from fake_eutils import Fault
+    from helpers.fake_eutils import Fault
 
     day = date(2026, 6, 10)
     eutils.add("1", terms="TRAIL", edat=day - timedelta(days=3), title="TRAIL agonist trial")

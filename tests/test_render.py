@@ -23,8 +23,8 @@ from typing import Any
 import lxml.html
 import pytest
 
-from conftest import TODAY, basic_config, run_cli
-from fake_eutils import FakeEutils
+from helpers import TODAY, basic_config, run_cli
+from helpers.fake_eutils import FakeEutils
 from litwatch.config import load
 from litwatch.digest import DigestData, Renderer, group
 from litwatch.errors import ConfigError

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import TODAY, basic_config, free_port, pg_schema_url, smtp_mail, smtp_port
-from fake_eutils import FakeEutils
-from test_daemon import Run, api_key, daemon_env, searches, wait_until
+from helpers import TODAY, Run, basic_config, daemon_env, free_port, pg_schema_url, smtp_mail, smtp_port, wait_for
+from helpers.fake_eutils import FakeEutils
+from test_daemon import api_key, searches
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_sigkill_of_the_busiest_instance_is_taken_over_within_20s(
     try:
         for r in runs:
             r.wait_log("run started", timeout=60)
-        wait_until(lambda: _mails_with(smtp, "Old 0"), 60, "the first digest")
+        wait_for(lambda: _mails_with(smtp, "Old 0"), 60, "the first digest")
         time.sleep(3)
 
         def held() -> list[tuple[str, str]]:
@@ -143,7 +143,7 @@ def test_sigkill_of_the_busiest_instance_is_taken_over_within_20s(
                 q = "select task, owner from leases where until > now() at time zone 'utc'"
                 return [(t, o) for t, o in c.execute(sa.text(q)).all()]
 
-        claims = wait_until(lambda: [x for x in held() if x[0].startswith("poll:")], 30, "claims held")
+        claims = wait_for(lambda: [x for x in held() if x[0].startswith("poll:")], 30, "claims held")
         pids = Counter(int(owner.split(":")[1]) for _, owner in claims)
         victim = max(runs, key=lambda r: pids.get(r.proc.pid, 0))
         victim.kill()
@@ -154,9 +154,9 @@ def test_sigkill_of_the_busiest_instance_is_taken_over_within_20s(
         def all_polled() -> bool:
             return all(any(t > killed_at for t in searches(eutils, f"term{i}")) for i in range(n))
 
-        wait_until(all_polled, 40, "every query polled after the kill")
+        wait_for(all_polled, 40, "every query polled after the kill")
         again = {i: min(t for t in searches(eutils, f"term{i}") if t > killed_at) - killed_at for i in range(n)}
-        wait_until(lambda: len(_mails_with(smtp, "After the kill")) == 2, 60, "the new record mailed")
+        wait_for(lambda: len(_mails_with(smtp, "After the kill")) == 2, 60, "the new record mailed")
         time.sleep(9)  # two more digest periods: nothing is sent twice
         mailed = _mails_with(smtp, "After the kill")
     finally:
@@ -210,10 +210,10 @@ def test_three_digests_at_once_beside_a_daemon_send_each_message_once(
 
     try:
         run.wait_log("run started", timeout=60)
-        wait_until(queued, 30, "the daemon's digest queued and sending")  # the daemon is sending now
+        wait_for(queued, 30, "the daemon's digest queued and sending")  # the daemon is sending now
         procs = [_cli(cfg, "digest") for _ in range(3)]
         outs = [p.communicate(timeout=180) for p in procs]
-        wait_until(lambda: len(_mails_with(smtp, "Paper 0")) == 3, 60, "every recipient mailed")
+        wait_for(lambda: len(_mails_with(smtp, "Paper 0")) == 3, 60, "every recipient mailed")
         time.sleep(4)
     finally:
         eng.dispose()
@@ -331,7 +331,7 @@ def test_chaos_database_restart_and_a_killed_instance(tmp_path: Path, eutils: Fa
             return all(_mails_with(smtp, f"Chaos record {p}") == {"a@example.org": 1, "b@example.org": 1}
                        for p in added)  # fmt: skip
 
-        wait_until(delivered, 90, "every record mailed to every recipient", step=1.0)
+        wait_for(delivered, 90, "every record mailed to every recipient", step=1.0)
         time.sleep(4)  # one more digest period: nothing twice
         still_alive = [r for r in runs[1:] if r.proc.poll() is None]
     finally:

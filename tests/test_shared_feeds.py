@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import basic_config, run_cli
-from fake_eutils import FakeEutils
-from feedhost import FeedHost, Reply
-from test_daemon import Run, wait_until
+from helpers import Run, basic_config, run_cli, wait_for
+from helpers.fake_eutils import FakeEutils
+from helpers.feedhost import FeedHost, Reply
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +156,7 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
                 st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
                 return all(q["last_success"] for q in st["queries"]) and all(f["last_success"] for f in st["feeds"])
 
-            wait_until(both_polled, 120, "both queries and feeds polled")
+            wait_for(both_polled, 120, "both queries and feeds polled")
         finally:
             rc, _ = run.stop()
         assert rc == 0, run.log

@@ -1,4 +1,4 @@
-"""sources/ema.py against a file host on loopback (tests/feedhost.py: ETag, Last-Modified,
+"""sources/ema.py against a file host on loopback (tests/helpers/feedhost.py: ETag, Last-Modified,
 304, large and endless bodies), read with parse/ema.py."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from feedhost import FeedHost, Reply
+from helpers.feedhost import FeedHost, Reply
 from litwatch.errors import SourceError
 from litwatch.parse.ema import parse_ema, staleness
 from litwatch.sources.ema import EmaFetcher, poll_ema

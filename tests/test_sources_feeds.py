@@ -1,4 +1,4 @@
-"""sources/feeds.py against a real HTTP server on loopback (tests/feedhost.py)."""
+"""sources/feeds.py against a real HTTP server on loopback (tests/helpers/feedhost.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from feedhost import FeedHost, Reply
+from helpers.feedhost import FeedHost, Reply
 from litwatch import __version__
 from litwatch.errors import SourceError
 from litwatch.sources.feeds import MAX_FRESHNESS, FeedFetcher, FeedGoneError, FeedResponse, fresh_until

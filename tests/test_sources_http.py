@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from feedhost import FeedHost, Reply
+from helpers.feedhost import FeedHost, Reply
 from litwatch.errors import SourceError
 from litwatch.sources.feeds import FeedFetcher
 from litwatch.sources.http import HttpClient, RetryPolicy

@@ -1,4 +1,4 @@
-"""sources/openfda.py against a fake openFDA on loopback (tests/fake_openfda.py), with the
+"""sources/openfda.py against a fake openFDA on loopback (tests/helpers/fake_openfda.py), with the
 applications of tests/data/openfda/applications.json."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from fake_openfda import FakeOpenFda
+from helpers.fake_openfda import FakeOpenFda
 from litwatch.errors import SourceError
 from litwatch.parse.openfda import parse_drugsfda
 from litwatch.sources.http import RetryPolicy

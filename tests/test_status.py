@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import basic_config, run_cli
-from fake_eutils import FakeEutils, Fault
-from test_daemon import QUERIES_2S, Run, _seed, api_key, daemon_env, searches, wait_until
+from helpers import Run, basic_config, daemon_env, run_cli, wait_for
+from helpers.fake_eutils import FakeEutils, Fault
+from test_daemon import QUERIES_2S, _seed, api_key, searches
 
 
 def _status(cfg: Path) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def test_status_follows_the_daemons_schedule(tmp_path: Path, eutils: FakeEutils)
     eutils.faults.append(Fault("esearch", status=400, body=b"bad term", term="TRAIL"))
     run = Run(cfg, tmp_path / "run.log")
     try:
-        wait_until(lambda: len(searches(eutils, "multiple myeloma")) >= 2, 15, "polls")
+        wait_for(lambda: len(searches(eutils, "multiple myeloma")) >= 2, 15, "polls")
         st = _status(cfg)  # while the daemon runs (SQLite: status reads, it does not lock)
     finally:
         assert run.stop()[0] == 0

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-DATA = Path(__file__).parent / "data" / "crossref"
+DATA = Path(__file__).parents[1] / "data" / "crossref"
 NOT_FOUND = b"Resource not found."
 ROWS_MAX = 1000
 FILTERS = ("doi", "is-update", "from-index-date", "until-index-date", "update-type")

@@ -1,6 +1,6 @@
 """A fake feed host: a real HTTP server on 127.0.0.1, port 0, on a thread.
 
-Usable from any test (``from feedhost import FeedHost`` with tests/ on sys.path)::
+Usable from any test (``from helpers.feedhost import FeedHost`` with tests/ on sys.path)::
 
     with FeedHost() as host:
         host.route("/rss", Reply(body=b"<rss>...</rss>", etag='"v1"'))
