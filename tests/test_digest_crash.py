@@ -13,14 +13,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, SlowBox, basic_config, run_cli, serve_slow, smtp_mail
+from helpers import TODAY, MailBox, SmtpServer, basic_config, run_cli, smtp_mail
 from helpers.fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -34,17 +34,16 @@ KILLS = {"sqlite": 50, "postgresql": 15}  # PostgreSQL: the same at a quarter of
 
 
 @pytest.fixture
-def slow_smtp() -> Iterator[tuple[SlowBox, int]]:
+def slow_smtp(smtp_server: Callable[..., SmtpServer]) -> SmtpServer:
     """Accepts every message after 0.05-0.2 s (seeded): what the recipients got."""
     rng = random.Random(11)
-    with serve_slow(SlowBox(lambda: rng.uniform(0.05, 0.2))) as served:
-        yield served
+    return smtp_server(MailBox(delay=lambda: rng.uniform(0.05, 0.2)))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_during_digest_loses_and_duplicates_nothing(
-    tmp_path: Path, eutils: FakeEutils, slow_smtp: tuple[SlowBox, int], backend: str
+    tmp_path: Path, eutils: FakeEutils, slow_smtp: SmtpServer, backend: str
 ) -> None:
     if backend == "postgresql":
         from helpers import pg_schema_url
@@ -56,13 +55,13 @@ def test_sigkill_during_digest_loses_and_duplicates_nothing(
         gen = None
         db = f"sqlite:///{tmp_path / 'litwatch.db'}"
     try:
-        _run(tmp_path, eutils, *slow_smtp, db, KILLS[backend])
+        _run(tmp_path, eutils, slow_smtp.box, slow_smtp.port, db, KILLS[backend])
     finally:
         if gen is not None:
             gen.close()
 
 
-def _run(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, db: str, target: int) -> None:
+def _run(tmp_path: Path, eutils: FakeEutils, box: MailBox, port: int, db: str, target: int) -> None:
     rng = random.Random(5)
     papers: dict[str, set[str]] = {}  # pmid: the queries matching it
 
@@ -131,8 +130,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, db: str, t
     # what the recipients got: (digest, recipient, pmid) -> the Message-IDs carrying it
     carried: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
-    with box.lock:
-        got = list(box.got)
+    got = box.by_recipient
     for rcpt, msg in got:
         digest, mid = str(msg["X-Litwatch-Digest"]), str(msg["Message-ID"]).strip()
         text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]

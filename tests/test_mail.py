@@ -8,11 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -20,69 +17,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, free_port, run_cli, smtp_mail
+from helpers import TODAY, Got, MailBox, SmtpServer, basic_config, run_cli, smtp_mail
 from helpers.fake_eutils import FakeEutils
 
 PASSWORD = "pw-Zq8#not-for-logs"
 
 
 # ----------------------------------------------------------------------------- server side
-
-
-@dataclass
-class Got:
-    peer: Any  # the client's (host, port): one per connection
-    tls: bool
-    authenticated: bool
-    rcpt_tos: list[str]
-    msg: EmailMessage
-
-
-class Box:
-    """An aiosmtpd handler that keeps every accepted message with its connection."""
-
-    def __init__(self) -> None:
-        self.got: list[Got] = []
-        self.rcpts: list[str] = []
-        self.refuse: dict[str, str] = {}
-        self.logins: list[tuple[bytes, bytes]] = []
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
-        self.rcpts.append(address)
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        tls = session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
-        msg = message_from_bytes(envelope.content, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
-        self.got.append(Got(session.peer, tls, bool(session.authenticated), list(envelope.rcpt_tos), msg))
-        return "250 Message accepted for delivery"
-
-    def authenticator(self, accept: bool) -> Any:
-        from aiosmtpd.smtp import AuthResult, LoginPassword
-
-        def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
-            assert isinstance(auth_data, LoginPassword)
-            self.logins.append((auth_data.login, auth_data.password))
-            ok = accept and auth_data.login == b"litwatch" and auth_data.password == PASSWORD.encode()
-            return AuthResult(success=ok, handled=False)
-
-        return check
-
-
-@contextmanager
-def serve(box: Box, **kwargs: Any) -> Iterator[int]:
-    from aiosmtpd.controller import Controller
-
-    controller = Controller(box, hostname="127.0.0.1", port=free_port(), **kwargs)
-    controller.start()
-    try:
-        yield int(controller.port)
-    finally:
-        controller.stop()
 
 
 @dataclass
@@ -209,12 +150,14 @@ def check_message(got: Got, recipient: str, message_id: str) -> None:
 # ----------------------------------------------------------------------------- tests
 
 
-def test_plain_smtp_one_connection_headers_fixed_when_queued(tmp_path: Path, eutils: FakeEutils) -> None:
-    box = Box()
-    with serve(box) as port:
-        cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org, x@example.org]")
-        r = digest(cfg)
-        assert r.returncode == 0, r.stdout + r.stderr
+def test_plain_smtp_one_connection_headers_fixed_when_queued(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    box = MailBox()
+    port = smtp_server(box).port
+    cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org, x@example.org]")
+    r = digest(cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
     rows = outbox(tmp_path)
     assert [(row["state"], row["attempts"], row["last_error"]) for row in rows] == [("sent", 1, None)] * 3
     assert len(box.got) == 3 and len({g.peer for g in box.got}) == 1  # one connection for the run
@@ -224,51 +167,55 @@ def test_plain_smtp_one_connection_headers_fixed_when_queued(tmp_path: Path, eut
         assert not got.tls and not got.authenticated
 
 
-def test_starttls_verifies_the_certificate(tmp_path: Path, eutils: FakeEutils, cert: Cert) -> None:
-    box = Box()
-    with serve(box, tls_context=cert.server_context(), require_starttls=True) as port:
-        cfg = polled(tmp_path, eutils, port, "starttls")
-        r = digest(cfg)  # the system trust store does not know the test's certificate
-        assert r.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in r.stdout and "kept queued" in r.stdout
-        assert "Traceback" not in r.stderr and box.got == []
-        r = digest(cfg, SSL_CERT_FILE=str(cert.cert))  # honoured by ssl.create_default_context()
-        assert r.returncode == 0, r.stdout + r.stderr
+def test_starttls_verifies_the_certificate(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], cert: Cert
+) -> None:
+    box = MailBox()
+    port = smtp_server(box, tls_context=cert.server_context(), require_starttls=True).port
+    cfg = polled(tmp_path, eutils, port, "starttls")
+    r = digest(cfg)  # the system trust store does not know the test's certificate
+    assert r.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in r.stdout and "kept queued" in r.stdout
+    assert "Traceback" not in r.stderr and box.got == []
+    r = digest(cfg, SSL_CERT_FILE=str(cert.cert))  # honoured by ssl.create_default_context()
+    assert r.returncode == 0, r.stdout + r.stderr
     rows = outbox(tmp_path)
     assert [(row["state"], row["attempts"]) for row in rows] == [("sent", 2)]
     assert len(box.got) == 1 and box.got[0].tls
     check_message(box.got[0], "team@example.org", rows[0]["message_id"])
 
 
-def test_server_wanting_a_login_none_configured_stays_queued(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_server_wanting_a_login_none_configured_stays_queued(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     """530 to MAIL FROM is a config problem, not a bad recipient: kept, not given up."""
-    box = Box()
-    with serve(box, auth_required=True) as port:
-        cfg = polled(tmp_path, eutils, port, "none")
-        r = digest(cfg)
+    box = MailBox()
+    port = smtp_server(box, auth_required=True).port
+    cfg = polled(tmp_path, eutils, port, "none")
+    r = digest(cfg)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert "530" in r.stdout and "kept queued" in r.stdout and "mail.username" in r.stdout
     (row,) = outbox(tmp_path)
     assert box.got == [] and (row["state"], row["attempts"]) == ("queued", 1)
 
 
-def test_implicit_tls(tmp_path: Path, eutils: FakeEutils, cert: Cert) -> None:
-    box = Box()
-    with serve(box, ssl_context=cert.server_context()) as port:
-        cfg = polled(tmp_path, eutils, port, "ssl")
-        r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
-        assert r.returncode == 0, r.stdout + r.stderr
+def test_implicit_tls(tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], cert: Cert) -> None:
+    box = MailBox()
+    port = smtp_server(box, ssl_context=cert.server_context()).port
+    cfg = polled(tmp_path, eutils, port, "ssl")
+    r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
+    assert r.returncode == 0, r.stdout + r.stderr
     rows = outbox(tmp_path)
     assert len(box.got) == 1 and box.got[0].tls
     check_message(box.got[0], "team@example.org", rows[0]["message_id"])
 
 
-def test_auth_accepted(tmp_path: Path, eutils: FakeEutils, cert: Cert) -> None:
-    box = Box()
+def test_auth_accepted(tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], cert: Cert) -> None:
+    box = MailBox()
     kw = {"tls_context": cert.server_context(), "require_starttls": True, "auth_required": True}
-    with serve(box, authenticator=box.authenticator(accept=True), **kw) as port:
-        cfg = polled(tmp_path, eutils, port, "starttls", user=True)
-        r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
-        assert r.returncode == 0, r.stdout + r.stderr
+    port = smtp_server(box, authenticator=box.authenticator(True, b"litwatch", PASSWORD.encode()), **kw).port
+    cfg = polled(tmp_path, eutils, port, "starttls", user=True)
+    r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
+    assert r.returncode == 0, r.stdout + r.stderr
     assert box.logins == [(b"litwatch", PASSWORD.encode())]
     assert len(box.got) == 1 and box.got[0].tls and box.got[0].authenticated
     check_message(box.got[0], "team@example.org", outbox(tmp_path)[0]["message_id"])
@@ -276,13 +223,13 @@ def test_auth_accepted(tmp_path: Path, eutils: FakeEutils, cert: Cert) -> None:
 
 
 def test_auth_refused_one_line_without_the_password_stays_queued(
-    tmp_path: Path, eutils: FakeEutils, cert: Cert
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], cert: Cert
 ) -> None:
-    box = Box()
+    box = MailBox()
     kw = {"tls_context": cert.server_context(), "require_starttls": True, "auth_required": True}
-    with serve(box, authenticator=box.authenticator(accept=False), **kw) as port:
-        cfg = polled(tmp_path, eutils, port, "starttls", user=True)
-        r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
+    port = smtp_server(box, authenticator=box.authenticator(False, b"litwatch", PASSWORD.encode()), **kw).port
+    cfg = polled(tmp_path, eutils, port, "starttls", user=True)
+    r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
     out = r.stdout + r.stderr
     assert r.returncode == 1 and box.got == [] and box.logins
     assert PASSWORD not in out and "Traceback" not in out
@@ -293,90 +240,83 @@ def test_auth_refused_one_line_without_the_password_stays_queued(
     assert row["state"] == "queued" and row["attempts"] == 1 and "login refused" in row["last_error"]
     assert PASSWORD not in row["last_error"]
     # the password fixed, the same message goes out
-    box2 = Box()
-    with serve(box2, authenticator=box2.authenticator(accept=True), **kw) as port2:
-        cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
-        r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
-        assert r.returncode == 0, r.stdout + r.stderr
+    box2 = MailBox()
+    port2 = smtp_server(box2, authenticator=box2.authenticator(True, b"litwatch", PASSWORD.encode()), **kw).port
+    cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
+    r = digest(cfg, SSL_CERT_FILE=str(cert.cert))
+    assert r.returncode == 0, r.stdout + r.stderr
     assert [g.msg["Message-ID"].strip() for g in box2.got] == [row["message_id"]]
 
 
-def test_temporary_refusal_of_one_recipient_does_not_hold_up_the_others(tmp_path: Path, eutils: FakeEutils) -> None:
-    box = Box()
+def test_temporary_refusal_of_one_recipient_does_not_hold_up_the_others(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    box = MailBox()
     box.refuse["team@example.org"] = "452 4.2.2 mailbox full"
-    with serve(box) as port:
-        cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org]")
-        r = digest(cfg)
-        assert r.returncode == 1 and "452" in r.stdout and "kept queued" in r.stdout
-        assert [g.rcpt_tos for g in box.got] == [["boss@example.org"]]
-        team, boss = outbox(tmp_path)
-        assert (team["state"], team["attempts"], boss["state"]) == ("queued", 1, "sent")
-        assert "452 4.2.2 mailbox full" in team["last_error"]
-        del box.refuse["team@example.org"]
-        r = digest(cfg)
-        assert r.returncode == 0, r.stdout + r.stderr
+    port = smtp_server(box).port
+    cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org]")
+    r = digest(cfg)
+    assert r.returncode == 1 and "452" in r.stdout and "kept queued" in r.stdout
+    assert [g.rcpt_tos for g in box.got] == [["boss@example.org"]]
+    team, boss = outbox(tmp_path)
+    assert (team["state"], team["attempts"], boss["state"]) == ("queued", 1, "sent")
+    assert "452 4.2.2 mailbox full" in team["last_error"]
+    del box.refuse["team@example.org"]
+    r = digest(cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert [g.msg["Message-ID"].strip() for g in box.got] == [boss["message_id"], team["message_id"]]
     assert [row["state"] for row in outbox(tmp_path)] == ["sent", "sent"]
 
 
-class Refusing(Box):
-    """Refuses every message at DATA with `reply`, keeping the Message-IDs it saw."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__()
-        self.reply = reply
-        self.tried: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.tried.append(str(message_from_bytes(envelope.content, policy=policy.default)["Message-ID"]).strip())
-        return self.reply
-
-
-def test_one_connection_one_attempt_per_message_per_run(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_one_connection_one_attempt_per_message_per_run(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     """Two digests, queued and new mail: one SMTP connection for the run; a message
     that fails is tried once per run, not again by the same run."""
-    refusing = Refusing("451 4.3.0 try again later")
-    with serve(refusing) as port:
-        cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org]")
-        cfg.write_text(cfg.read_text() + "  - name: other\n    to: [x@example.org]\n    queries: [trail]\n")
-        for run in (1, 2):
-            r = digest(cfg)
-            assert r.returncode == 1 and r.stdout.count("FAILED, kept queued") == 3, r.stdout
-            rows = outbox(tmp_path)
-            assert [(row["state"], row["attempts"]) for row in rows] == [("queued", run)] * 3
-            assert len(refusing.tried) == 2 * run  # per digest, after a 451 the rest waits
-    eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
-    box = Box()
-    with serve(box) as port2:
-        cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
-        assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+    refusing = MailBox(fail_data="451 4.3.0 try again later")
+    port = smtp_server(refusing).port
+    cfg = polled(tmp_path, eutils, port, "none", to="[team@example.org, boss@example.org]")
+    cfg.write_text(cfg.read_text() + "  - name: other\n    to: [x@example.org]\n    queries: [trail]\n")
+    for run in (1, 2):
         r = digest(cfg)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 1 and r.stdout.count("FAILED, kept queued") == 3, r.stdout
+        rows = outbox(tmp_path)
+        assert [(row["state"], row["attempts"]) for row in rows] == [("queued", run)] * 3
+        assert len(refusing.tried) == 2 * run  # per digest, after a 451 the rest waits
+    eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
+    box = MailBox()
+    port2 = smtp_server(box).port
+    cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
+    assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+    r = digest(cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert len({g.peer for g in box.got}) == 1, r.stdout  # one connection for both digests
     mids = [g.msg["Message-ID"].strip() for g in box.got]
     assert mids[:2] == [row["message_id"] for row in rows if row["recipient"] != "x@example.org"]
     assert len(mids) == 6 and len(set(mids)) == 6  # the 3 queued ones as they were, 3 new ones with 203
 
 
-def test_backoff_is_respected_by_the_scheduler_path(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_backoff_is_respected_by_the_scheduler_path(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     """`litwatch run` digests with respect_backoff: a message waiting for its retry
     time is not sent, and nothing newer is built for its recipient before it."""
     from litwatch.config import load
     from litwatch.service import Service
 
-    refusing = Refusing("421 4.3.2 busy")
-    with serve(refusing) as port:
-        cfg = polled(tmp_path, eutils, port, "none")
-        assert digest(cfg).returncode == 1
-        (row,) = outbox(tmp_path)
-        assert row["attempts"] == 1
-        eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
-        assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
-        svc = Service(load(cfg, env={"SMTP_PASSWORD": PASSWORD}))
-        try:
-            svc.digest(respect_backoff=True)  # the retry is a minute away
-        finally:
-            svc.close()
+    refusing = MailBox(fail_data="421 4.3.2 busy")
+    port = smtp_server(refusing).port
+    cfg = polled(tmp_path, eutils, port, "none")
+    assert digest(cfg).returncode == 1
+    (row,) = outbox(tmp_path)
+    assert row["attempts"] == 1
+    eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
+    assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+    svc = Service(load(cfg, env={"SMTP_PASSWORD": PASSWORD}))
+    try:
+        svc.digest(respect_backoff=True)  # the retry is a minute away
+    finally:
+        svc.close()
     assert refusing.tried == [row["message_id"]]
     assert [(r["message_id"], r["attempts"]) for r in outbox(tmp_path)] == [(row["message_id"], 1)]
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, Run, SlowBox, basic_config, daemon_env, run_cli, serve_slow, smtp_mail, wait_for
+from helpers import TODAY, MailBox, Run, SmtpServer, basic_config, daemon_env, run_cli, smtp_mail, wait_for
 from helpers.fake_eutils import FakeEutils
-from test_mail import Box, serve
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
 TEAM, BOSS = "team@example.org", "boss@example.org"
@@ -112,38 +111,40 @@ def test_a_claim_is_dead_only_when_its_process_is_gone_from_this_host() -> None:
 # ----------------------------------------------------------------------------- refusals
 
 
-def test_554_for_one_recipient_is_kept_and_retry_failed_sends_it_once(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_554_for_one_recipient_is_kept_and_retry_failed_sends_it_once(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     pmids = _add(eutils, 101, 3)
-    box = Box()
+    box = MailBox()
     box.refuse[BOSS] = "554 5.7.1 Relay access denied"
-    with serve(box) as port:
-        cfg = _cfg(tmp_path, eutils, port, to=f"{TEAM}, {BOSS}")
-        _poll(cfg)
-        r = _cli(cfg, "digest")
-        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
-        assert [g.rcpt_tos for g in box.got] == [[TEAM]]  # the other recipient gets the mail
-        (boss_line,) = [line for line in r.stdout.splitlines() if BOSS in line]
-        assert "REFUSED, kept" in boss_line and "554 5.7.1 Relay access denied" in boss_line
-        team, boss = _rows(_sqlite(tmp_path))
-        assert (team["state"], boss["state"], boss.get("reply")) == ("sent", "refused", "554 5.7.1 Relay access denied")
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=f"{TEAM}, {BOSS}")
+    _poll(cfg)
+    r = _cli(cfg, "digest")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert [g.rcpt_tos for g in box.got] == [[TEAM]]  # the other recipient gets the mail
+    (boss_line,) = [line for line in r.stdout.splitlines() if BOSS in line]
+    assert "REFUSED, kept" in boss_line and "554 5.7.1 Relay access denied" in boss_line
+    team, boss = _rows(_sqlite(tmp_path))
+    assert (team["state"], boss["state"], boss.get("reply")) == ("sent", "refused", "554 5.7.1 Relay access denied")
 
-        st = _cli(cfg, "status")
-        print("\n" + st.stdout)
-        assert f"weekly → {BOSS}: 554 5.7.1 Relay access denied" in st.stdout and "1 refused" in st.stdout
-        (refused,) = json.loads(_cli(cfg, "status", "--json").stdout)["outbox"]["refused"]
-        assert (refused["recipient"], refused["reply"], refused["message_id"]) == (
-            BOSS,
-            "554 5.7.1 Relay access denied",
-            boss["message_id"],
-        )
-        r = _cli(cfg, "digest")  # kept, not retried on its own
-        assert r.returncode == 0 and "nothing to send" in r.stdout and len(box.got) == 1, r.stdout
+    st = _cli(cfg, "status")
+    print("\n" + st.stdout)
+    assert f"weekly → {BOSS}: 554 5.7.1 Relay access denied" in st.stdout and "1 refused" in st.stdout
+    (refused,) = json.loads(_cli(cfg, "status", "--json").stdout)["outbox"]["refused"]
+    assert (refused["recipient"], refused["reply"], refused["message_id"]) == (
+        BOSS,
+        "554 5.7.1 Relay access denied",
+        boss["message_id"],
+    )
+    r = _cli(cfg, "digest")  # kept, not retried on its own
+    assert r.returncode == 0 and "nothing to send" in r.stdout and len(box.got) == 1, r.stdout
 
-        del box.refuse[BOSS]  # the relay is fixed
-        r = _cli(cfg, "digest", "--retry-failed")
-        assert r.returncode == 0, r.stdout + r.stderr
-        r2 = _cli(cfg, "digest", "--retry-failed")
-        assert r2.returncode == 0 and "nothing to send" in r2.stdout
+    del box.refuse[BOSS]  # the relay is fixed
+    r = _cli(cfg, "digest", "--retry-failed")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r2 = _cli(cfg, "digest", "--retry-failed")
+    assert r2.returncode == 0 and "nothing to send" in r2.stdout
     to_boss = [g.msg for g in box.got if g.rcpt_tos == [BOSS]]
     assert len(to_boss) == 1, r.stdout  # once
     assert to_boss[0]["Message-ID"].strip() == boss["message_id"]  # the same message
@@ -153,24 +154,26 @@ def test_554_for_one_recipient_is_kept_and_retry_failed_sends_it_once(tmp_path: 
     assert st["outbox"]["refused"] == [] and st["outbox"]["failed"] == 0
 
 
-def test_552_too_large_is_split_without_losing_an_item(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_552_too_large_is_split_without_losing_an_item(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     pmids = _add(eutils, 201, 8)
-    sizes = Box()
-    with serve(sizes) as port:  # how large the whole message is, to set the limit below it
-        (tmp_path / "probe").mkdir()
-        cfg = _cfg(tmp_path / "probe", eutils, port, to=TEAM)
-        _poll(cfg)
-        assert _cli(cfg, "digest").returncode == 0
+    sizes = MailBox()
+    port = smtp_server(sizes).port  # how large the whole message is, to set the limit below it
+    (tmp_path / "probe").mkdir()
+    cfg = _cfg(tmp_path / "probe", eutils, port, to=TEAM)
+    _poll(cfg)
+    assert _cli(cfg, "digest").returncode == 0
     whole = len(sizes.got[0].msg.as_bytes())
     limit = int(whole * 0.8)  # the whole is too large; a half fits
-    box = Box()
-    with serve(box, data_size_limit=limit) as port:
-        cfg = _cfg(tmp_path, eutils, port, to=TEAM)
-        _poll(cfg)
-        r = _cli(cfg, "digest")
-        print(f"\n552 split: whole message {whole} bytes, server limit {limit}:\n{r.stdout}")
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "too large for the server, split into 2 messages" in r.stdout
+    box = MailBox()
+    port = smtp_server(box, data_size_limit=limit).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM)
+    _poll(cfg)
+    r = _cli(cfg, "digest")
+    print(f"\n552 split: whole message {whole} bytes, server limit {limit}:\n{r.stdout}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "too large for the server, split into 2 messages" in r.stdout
     got = [g.msg for g in box.got]
     assert len(got) >= 2 and len({m["Message-ID"] for m in got}) == len(got)  # each part its own Message-ID
     seen = Counter(p for m in got for p in _pmids(m))
@@ -183,21 +186,23 @@ def test_552_too_large_is_split_without_losing_an_item(tmp_path: Path, eutils: F
 # ----------------------------------------------------------------------------- recipients start now
 
 
-def test_a_recipient_added_later_gets_only_newer_events(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_a_recipient_added_later_gets_only_newer_events(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     old = _add(eutils, 301, 3)
-    box = Box()
-    with serve(box) as port:
-        cfg = _cfg(tmp_path, eutils, port, to=TEAM)
-        _poll(cfg)
-        assert _cli(cfg, "digest").returncode == 0
-        new = _add(eutils, 401, 2)
-        _poll(cfg)
-        cfg.write_text(cfg.read_text().replace(f"to: [{TEAM}]", f"to: [{TEAM}, {BOSS}]"))
-        st = json.loads(_cli(cfg, "status", "--json").stdout)["digests"][0]
-        assert (st["pending_events"], st["skipped_events"]) == (2, 3)
-        r = _cli(cfg, "digest")
-        assert r.returncode == 0, r.stdout + r.stderr
-        text = _cli(cfg, "status").stdout
+    box = MailBox()
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM)
+    _poll(cfg)
+    assert _cli(cfg, "digest").returncode == 0
+    new = _add(eutils, 401, 2)
+    _poll(cfg)
+    cfg.write_text(cfg.read_text().replace(f"to: [{TEAM}]", f"to: [{TEAM}, {BOSS}]"))
+    st = json.loads(_cli(cfg, "status", "--json").stdout)["digests"][0]
+    assert (st["pending_events"], st["skipped_events"]) == (2, 3)
+    r = _cli(cfg, "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = _cli(cfg, "status").stdout
     print("\n" + r.stdout + text)
     by = {rcpt: [_pmids(g.msg) for g in box.got if g.rcpt_tos == [rcpt]] for rcpt in (TEAM, BOSS)}
     assert by[TEAM] == [set(old), set(new)]
@@ -205,22 +210,24 @@ def test_a_recipient_added_later_gets_only_newer_events(tmp_path: Path, eutils: 
     assert "3 older events skipped" in text
 
 
-def test_a_new_digests_first_mail_reaches_back_at_most_backfill(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_a_new_digests_first_mail_reaches_back_at_most_backfill(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     """The default `backfill` (30d): events stored 40 days ago stay out of a new digest."""
     old = _add(eutils, 501, 4)
-    box = Box()
-    with serve(box) as port:
-        cfg = _cfg(tmp_path, eutils, port, to=TEAM)
-        _poll(cfg)
-        eng = sa.create_engine(_sqlite(tmp_path))
-        with eng.begin() as c:  # as if litwatch had stored them 40 days ago, before the digest was configured
-            c.execute(sa.text("update events set created_at = :t"), {"t": datetime.now() - timedelta(days=40)})
-        eng.dispose()
-        new = _add(eutils, 601, 2)
-        _poll(cfg)
-        st = json.loads(_cli(cfg, "status", "--json").stdout)["digests"][0]
-        r = _cli(cfg, "digest")
-        assert r.returncode == 0, r.stdout + r.stderr
+    box = MailBox()
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM)
+    _poll(cfg)
+    eng = sa.create_engine(_sqlite(tmp_path))
+    with eng.begin() as c:  # as if litwatch had stored them 40 days ago, before the digest was configured
+        c.execute(sa.text("update events set created_at = :t"), {"t": datetime.now() - timedelta(days=40)})
+    eng.dispose()
+    new = _add(eutils, 601, 2)
+    _poll(cfg)
+    st = json.loads(_cli(cfg, "status", "--json").stdout)["digests"][0]
+    r = _cli(cfg, "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
     assert [_pmids(g.msg) for g in box.got] == [set(new)], (old, r.stdout)
     assert st["skipped_events"] == 4 and st["pending_events"] == 2
 
@@ -238,7 +245,7 @@ def test_backfill_is_validated(tmp_path: Path, eutils: FakeEutils) -> None:
 # ----------------------------------------------------------------------------- a stale claim
 
 
-class Holding(Box):
+class Holding(MailBox):
     """Holds the first message at DATA (the server has it, has not answered) until
     `release` is set; says when it is holding."""
 
@@ -277,14 +284,14 @@ def _killed_mid_send(tmp_path: Path, eutils: FakeEutils, box: Holding, port: int
 
 
 def test_a_sending_claim_of_a_killed_process_on_this_host_is_taken_over_at_once(
-    tmp_path: Path, eutils: FakeEutils
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
 ) -> None:
     pmids = _add(eutils, 701, 2)
     box = Holding()
-    with serve(box) as port:
-        cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
-        r = _cli(cfg, "digest")  # its process is gone: no need to wait for the claim to run out
-        assert r.returncode == 0, r.stdout + r.stderr
+    port = smtp_server(box).port
+    cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
+    r = _cli(cfg, "digest")  # its process is gone: no need to wait for the claim to run out
+    assert r.returncode == 0, r.stdout + r.stderr
     print(f"\nclaim of a SIGKILLed process: sent again at once: {r.stdout.strip()}")
     (got,) = box.got
     assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
@@ -292,23 +299,25 @@ def test_a_sending_claim_of_a_killed_process_on_this_host_is_taken_over_at_once(
     assert (after["state"], after["attempts"]) == ("sent", 1)
 
 
-def test_a_sending_claim_of_another_host_holds_until_it_runs_out(tmp_path: Path, eutils: FakeEutils) -> None:
+def test_a_sending_claim_of_another_host_holds_until_it_runs_out(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
     pmids = _add(eutils, 801, 2)
     box = Holding()
-    with serve(box) as port:
-        cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
-        eng = sa.create_engine(_sqlite(tmp_path))
-        with eng.begin() as c:  # as if the killed process had run on another host
-            c.execute(sa.text("update outbox set owner = 'elsewhere.example.org:4242:abcdef'"))
-        eng.dispose()
-        killed_at = time.monotonic()
-        r = _cli(cfg, "digest")  # that host may still be talking to the server: nobody else sends it
-        assert r.returncode == 0 and box.got == [], r.stdout + r.stderr
-        assert "being sent by another litwatch process" in r.stdout and "nothing to send" not in r.stdout
-        assert json.loads(_cli(cfg, "status", "--json").stdout)["outbox"]["sending"] == 1
-        time.sleep(max(0.0, 15.5 - (time.monotonic() - killed_at)))  # the claim runs out
-        r = _cli(cfg, "digest")
-        assert r.returncode == 0, r.stdout + r.stderr
+    port = smtp_server(box).port
+    cfg, row = _killed_mid_send(tmp_path, eutils, box, port)
+    eng = sa.create_engine(_sqlite(tmp_path))
+    with eng.begin() as c:  # as if the killed process had run on another host
+        c.execute(sa.text("update outbox set owner = 'elsewhere.example.org:4242:abcdef'"))
+    eng.dispose()
+    killed_at = time.monotonic()
+    r = _cli(cfg, "digest")  # that host may still be talking to the server: nobody else sends it
+    assert r.returncode == 0 and box.got == [], r.stdout + r.stderr
+    assert "being sent by another litwatch process" in r.stdout and "nothing to send" not in r.stdout
+    assert json.loads(_cli(cfg, "status", "--json").stdout)["outbox"]["sending"] == 1
+    time.sleep(max(0.0, 15.5 - (time.monotonic() - killed_at)))  # the claim runs out
+    r = _cli(cfg, "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
     print(f"\nclaim of another host: sent again once it ran out: {r.stdout.strip()}")
     (got,) = box.got
     assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
@@ -319,17 +328,11 @@ def test_a_sending_claim_of_another_host_holds_until_it_runs_out(tmp_path: Path,
 # ----------------------------------------------------------------------------- three digests and a daemon
 
 
-@pytest.fixture
-def slow_smtp() -> Iterator[tuple[SlowBox, int]]:
-    """Accepts every message after 0.3 s."""
-    with serve_slow(SlowBox(lambda: 0.3)) as served:
-        yield served
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("smtp", [{"delay": 0.3}], indirect=True, ids=["smtp-0.3s"])  # each DATA takes 0.3 s
 def test_three_digests_beside_a_daemon_send_one_copy_per_recipient(
-    tmp_path: Path, eutils: FakeEutils, slow_smtp: tuple[SlowBox, int], backend: str
+    tmp_path: Path, eutils: FakeEutils, smtp: SmtpServer, backend: str
 ) -> None:
     if backend == "postgresql":
         from helpers import pg_schema_url
@@ -340,13 +343,13 @@ def test_three_digests_beside_a_daemon_send_one_copy_per_recipient(
     else:
         gen, db = None, _sqlite(tmp_path)
     try:
-        _three_digests(tmp_path, eutils, *slow_smtp, db)
+        _three_digests(tmp_path, eutils, smtp.box, smtp.port, db)
     finally:
         if gen is not None:
             gen.close()
 
 
-def _three_digests(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, db: str) -> None:
+def _three_digests(tmp_path: Path, eutils: FakeEutils, box: MailBox, port: int, db: str) -> None:
     recipients = ["r1@example.org", "r2@example.org", "r3@example.org"]
     queries = "queries:\n  - name: trail\n    pubmed: TRAIL\n    every: 1h\n  - name: myeloma\n    pubmed: myeloma\n    every: 1h\n"
     digests = (
@@ -394,8 +397,7 @@ def _three_digests(tmp_path: Path, eutils: FakeEutils, box: SlowBox, port: int, 
     finally:
         if run.proc.poll() is None:
             run.kill()
-    with box.lock:
-        got = list(box.got)
+    got = box.by_recipient
     copies = Counter((rcpt, str(m["Message-ID"]).strip()) for rcpt, m in got)
     items = Counter((rcpt, pmid) for rcpt, m in got for pmid in _pmids(m))
     expected = Counter({(rcpt, pmid): 1 for rcpt in recipients for pmid in published})

@@ -45,7 +45,7 @@ class MailBox:
         self.refuse: dict[str, str] = dict(refuse or {})  # recipient -> RCPT reply
         self.fail_data = fail_data  # a reply to every DATA instead of accepting
         self.delay = delay  # seconds each DATA takes
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant: `with box.lock: box.got` as tests did
         self.accepted: list[Got] = []
         self.rcpts: list[str] = []  # every RCPT TO, refused or not
         self.tried: list[str] = []  # the Message-ID of every DATA, refused or not
