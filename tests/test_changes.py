@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils
 
 NOTICE_TERM = '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt] OR "expression of concern"[pt]'
@@ -53,8 +53,8 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
     )
     outbox = tmp_path / "outbox"
     seen: set[Path] = set()
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
-    assert run_cli("--config", str(cfg), "digest").returncode == 0
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    assert invoke("--config", str(cfg), "digest").returncode == 0
     (first,) = messages(outbox, seen)
     assert first[0] == "d: 5 new papers"
 
@@ -111,9 +111,9 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
         pubtypes=("Published Erratum",),
         links=(("ErratumFor", "777"),),
     )
-    r = run_cli("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert run_cli("--config", str(cfg), "digest").returncode == 0
+    assert invoke("--config", str(cfg), "digest").returncode == 0
     (second,) = messages(outbox, seen)
     subject, text = second
     assert subject == "d: 1 erratum, 1 retraction, 1 expression of concern, 1 update"
@@ -133,15 +133,15 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
     assert not section(text, "Updates").count("DR5")
 
     # nothing new: no mail; a re-poll finds the same changes again and stores nothing
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
-    r = run_cli("--config", str(cfg), "digest")
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    r = invoke("--config", str(cfg), "digest")
     assert "nothing to send" in r.stdout and messages(outbox, seen) == []
 
-    hist = run_cli("--config", str(cfg), "history", "5")
+    hist = invoke("--config", str(cfg), "history", "5")
     assert hist.returncode == 0 and "v2" in hist.stdout and "mesh" in hist.stdout
-    hist = run_cli("--config", str(cfg), "history", "10.1/a")
+    hist = invoke("--config", str(cfg), "history", "10.1/a")
     assert hist.returncode == 0 and "pubmed 1: 2 version(s)" in hist.stdout and "ErratumIn 901" in hist.stdout
-    r = run_cli("--config", str(cfg), "history", "424242")
+    r = invoke("--config", str(cfg), "history", "424242")
     assert r.returncode == 2 and "no stored record" in r.stderr
 
 
@@ -153,15 +153,15 @@ def test_event_reaches_every_query_that_ever_matched(tmp_path: Path, eutils: Fak
         queries="queries:\n  - name: a\n    pubmed: TRAIL\n  - name: b\n    pubmed: myeloma\n",
         digests="digests:\n  - name: da\n    to: [a@example.org]\n    queries: [a]\n  - name: db\n    to: [b@example.org]\n    queries: [b]\n",
     )
-    run_cli("--config", str(cfg), "poll")
-    run_cli("--config", str(cfg), "digest")
+    invoke("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "digest")
     eutils.records["1"].terms = {"TRAIL"}  # b no longer matches
     eutils.change(
         "1", mdat=TODAY, title="Shared paper", links=(("RetractionIn", "5"),), pubtypes=("Retracted Publication",)
     )
     eutils.records["1"].terms = {"TRAIL"}
-    run_cli("--config", str(cfg), "poll")
-    r = run_cli("--config", str(cfg), "digest")
+    invoke("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "digest")
     assert "da → a@example.org: da: 1 retraction" in r.stdout
     assert "db → b@example.org: db: 1 retraction" in r.stdout
 
@@ -176,10 +176,10 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
         queries="queries:\n  - name: t\n    pubmed: TRAIL\n",
         digests="digests:\n  - name: d\n    to: [a@example.org]\n    queries: [t]\n",
     )
-    run_cli("--config", str(cfg), "poll")
-    run_cli("--config", str(cfg), "digest")
+    invoke("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "digest")
     eutils.change("1", mdat=TODAY, title="  Paper ", mesh=("C", "A", "B"), pubtypes=("Review", "Journal Article"))
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     db = sa.create_engine(f"sqlite:///{tmp_path / 'litwatch.db'}")
     with db.connect() as c:
         assert c.execute(sa.text("select count(*) from versions")).scalar_one() == 1
@@ -191,11 +191,11 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
         pubtypes=("Review", "Journal Article"),
         status="PubMed-not-MEDLINE",
     )
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     with db.connect() as c:
         assert c.execute(sa.text("select count(*) from versions")).scalar_one() == 2
         assert c.execute(sa.text("select count(*) from events")).scalar_one() == 1  # only the first `new`
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert "nothing to send" in r.stdout
 
 
@@ -209,7 +209,7 @@ def test_notice_before_its_record(tmp_path: Path, eutils: FakeEutils) -> None:
         queries="queries:\n  - name: t\n    pubmed: TRAIL\n  - name: o\n    pubmed: OTHER\n",
         digests="digests:\n  - name: d\n    to: [a@example.org]\n    queries: [t]\n",
     )
-    run_cli("--config", str(cfg), "poll")  # first notice cycle sets its watermark
+    invoke("--config", str(cfg), "poll")  # first notice cycle sets its watermark
     eutils.add(
         "950",
         terms=NOTICE_TERM,
@@ -218,9 +218,9 @@ def test_notice_before_its_record(tmp_path: Path, eutils: FakeEutils) -> None:
         pubtypes=("Published Erratum",),
         links=(("ErratumFor", "11"),),
     )
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     eutils.add("11", terms="TRAIL", edat=TODAY, title="Late paper", links=(("ErratumIn", "950"),))
-    run_cli("--config", str(cfg), "poll")
-    r = run_cli("--config", str(cfg), "digest", "--dry-run")
+    invoke("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "digest", "--dry-run")
     assert "== New papers (1) ==" in r.stdout and "Late paper" in r.stdout and "Status: corrected" in r.stdout
     assert "Errata" not in r.stdout

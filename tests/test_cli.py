@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils, Fault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def test_every_command_is_documented() -> None:
 
 def test_check_online_reports_translation_and_warnings(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url)
-    r = run_cli("--config", str(cfg), "check", "--online")
+    r = invoke("--config", str(cfg), "check", "--online")
     assert r.returncode == 0 and "trail: 0 records; PubMed reads it as: TRAIL" in r.stdout
     eutils.faults.append(
         Fault(
@@ -34,50 +34,50 @@ def test_check_online_reports_translation_and_warnings(tmp_path: Path, eutils: F
             b"<ErrorList><PhraseNotFound>TRAIL</PhraseNotFound></ErrorList></eSearchResult>",
         )
     )
-    r = run_cli("--config", str(cfg), "check", "--online")
+    r = invoke("--config", str(cfg), "check", "--online")
     assert r.returncode == 2 and "trail: warning: PhraseNotFound: TRAIL" in r.stderr
 
 
 def test_unknown_names_exit_2(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url)
-    r = run_cli("--config", str(cfg), "poll", "--query", "nope")
+    r = invoke("--config", str(cfg), "poll", "--query", "nope")
     assert (
         r.returncode == 2
         and r.stderr.strip() == "litwatch: no query named 'nope' in the config (queries: trail, myeloma)"
     )
-    r = run_cli("--config", str(cfg), "digest", "nope")
+    r = invoke("--config", str(cfg), "digest", "nope")
     assert r.returncode == 2 and "no digest named 'nope'" in r.stderr
-    r = run_cli("--config", str(cfg), "history", "12345")
+    r = invoke("--config", str(cfg), "history", "12345")
     assert r.returncode == 2 and "no stored record" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_status_text_and_json(tmp_path: Path, eutils: FakeEutils) -> None:
     eutils.add("1", terms="TRAIL", edat=TODAY - timedelta(days=1), title="x")
     cfg = basic_config(tmp_path, eutils.url)
-    r = run_cli("--config", str(cfg), "status", "--json")
+    r = invoke("--config", str(cfg), "status", "--json")
     assert r.returncode == 0
     st = json.loads(r.stdout)
     assert [q["name"] for q in st["queries"]] == ["trail", "myeloma"] and st["queries"][0]["last_success"] is None
-    run_cli("--config", str(cfg), "poll")
-    st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+    invoke("--config", str(cfg), "poll")
+    st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
     assert st["queries"][0]["records"] == 1 and st["queries"][0]["last_success"]
     assert st["digests"][0]["pending_events"] == 1
     assert st["outbox"] == {"queued": 0, "oldest_queued": None, "sending": 0, "failed": 0, "refused": []}
-    text = run_cli("--config", str(cfg), "status").stdout
+    text = invoke("--config", str(cfg), "status").stdout
     assert "trail: last success" in text and "weekly: last sent never, 1 pending events" in text
 
 
 def test_failing_source_shown_in_status(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url)
     eutils.faults += [Fault("esearch", 400)]
-    r = run_cli("--config", str(cfg), "poll", "--query", "trail")
+    r = invoke("--config", str(cfg), "poll", "--query", "trail")
     assert r.returncode == 1
-    st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+    st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
     assert "HTTP 400" in st["queries"][0]["last_error"] and st["queries"][0]["failing_since"]
 
 
 def test_database_unreachable_is_one_line(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url, db="postgresql+psycopg://nobody:secretpw@127.0.0.1:1/none")
-    r = run_cli("--config", str(cfg), "status")
+    r = invoke("--config", str(cfg), "status")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "secretpw" not in r.stderr
     assert r.stderr.startswith("litwatch: cannot open the database")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from helpers import run_cli, write_config
+from helpers import invoke, write_config
 from litwatch.config import load, loads, parse_every
 from litwatch.errors import ConfigError
 
@@ -187,10 +187,10 @@ def test_every(text: str, seconds: int) -> None:
 
 def test_check_command_exit_codes(tmp_path: Path) -> None:
     good = write_config(tmp_path, GOOD, "good.yaml")
-    r = run_cli("--config", str(good), "check")
+    r = invoke("--config", str(good), "check")
     assert r.returncode == 0, r.stderr
     bad = write_config(tmp_path, GOOD.replace("every: 6h", "every: 6x").replace("port: 2525", "port: 0"), "bad.yaml")
-    r = run_cli("--config", str(bad), "check")
+    r = invoke("--config", str(bad), "check")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith(f"{bad}:") for line in lines), r.stderr
@@ -200,9 +200,9 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
 def test_config_discovery(tmp_path: Path) -> None:
     write_config(tmp_path, GOOD, "litwatch.yaml")
     other = write_config(tmp_path, GOOD.replace("every: 6h", "every: 6x"), "env.yaml")
-    assert run_cli("check", cwd=tmp_path).returncode == 0  # ./litwatch.yaml
-    assert run_cli("check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)}).returncode == 2
-    r = run_cli("--config", "litwatch.yaml", "check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)})
+    assert invoke("check", cwd=tmp_path).returncode == 0  # ./litwatch.yaml
+    assert invoke("check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)}).returncode == 2
+    r = invoke("--config", "litwatch.yaml", "check", cwd=tmp_path, env={"LITWATCH_CONFIG": str(other)})
     assert r.returncode == 0  # --config wins
-    r = run_cli("--config", "missing.yaml", "check", cwd=tmp_path)
+    r = invoke("--config", "missing.yaml", "check", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr and "Traceback" not in r.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, write_config
+from helpers import invoke, write_config
 from litwatch.config import DEFAULT_FEED_URLS, loads
 from litwatch.errors import ConfigError
 from litwatch.sources import ema as ema_source
@@ -125,11 +125,11 @@ def test_unset_api_key_variable_is_named() -> None:
 
 def test_check_accepts_the_kinds_and_reports_mistakes_with_exit_2(tmp_path: Path) -> None:
     good = write_config(tmp_path, CONFIG)
-    ok = run_cli("--config", str(good), "check", env={"OPENFDA_API_KEY": "secret-key-9"})
+    ok = invoke("--config", str(good), "check", env={"OPENFDA_API_KEY": "secret-key-9"})
     assert ok.returncode == 0, ok.stderr
     assert "secret-key-9" not in ok.stdout + ok.stderr
     bad = write_config(tmp_path, CONFIG.replace("kind: ema", "kind: emea"), name="bad.yaml")
-    res = run_cli("--config", str(bad), "check", env={"OPENFDA_API_KEY": "secret-key-9"})
+    res = invoke("--config", str(bad), "check", env={"OPENFDA_API_KEY": "secret-key-9"})
     assert res.returncode == 2
     assert f"{bad}:9: feeds[2].kind: 'emea' is not one of: 'rss', 'openfda' or 'ema'" in res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, write_config
+from helpers import invoke, write_config
 from litwatch.config import loads
 from litwatch.errors import ConfigError
 
@@ -92,9 +92,9 @@ def test_each_mistake_names_file_line_key(section: str, expected: str) -> None:
 
 def test_check_accepts_and_refuses(tmp_path: Path) -> None:
     good = write_config(tmp_path, BASE + SPEC, "good.yaml")
-    assert run_cli("--config", str(good), "check").returncode == 0
+    assert invoke("--config", str(good), "check").returncode == 0
     bad = write_config(tmp_path, BASE + "crossref:\n  every: 1d\n", "bad.yaml")
-    result = run_cli("--config", str(bad), "check")
+    result = invoke("--config", str(bad), "check")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "bad.yaml:11: crossref.email: required key is missing" in result.stderr, (
         result.stderr

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, run_cli, smtp_mail, smtp_port
+from helpers import TODAY, basic_config, invoke, smtp_mail, smtp_port
 from helpers.fake_eutils import FakeEutils
 
 
@@ -35,8 +35,8 @@ def smtp_config(tmp_path: Path, fake: FakeEutils, port: int) -> Path:
 def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:
     seed(eutils)
     cfg = basic_config(tmp_path, eutils.url)
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
-    r = run_cli("--config", str(cfg), "digest")
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0, r.stderr
     files = sorted((tmp_path / "outbox").glob("*.eml"))
     assert len(files) == 2  # one per recipient
@@ -53,7 +53,7 @@ def test_file_transport_digest_once(tmp_path: Path, eutils: FakeEutils) -> None:
     assert "A B, C D, E F et al." in text
     assert text.count("TRAIL in myeloma") == 1 and "Matched: myeloma, trail" in text  # once, both queries
     assert "<script>" not in html and "&lt;script&gt;" in html
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0 and "nothing to send" in r.stdout
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
 
@@ -65,8 +65,8 @@ def test_backlog_over_max_items_goes_out_in_several_mails_in_one_run(tmp_path: P
         tmp_path, eutils.url, digests="digests:\n  - name: weekly\n    to: [a@example.org]\n    queries: [trail]\n"
     )
     cfg.write_text(cfg.read_text().replace("queries: [trail]\n", "queries: [trail]\n    max_items: 2\n"))
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
-    r = run_cli("--config", str(cfg), "digest")
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0, r.stdout + r.stderr
     msgs = [message_from_bytes(f.read_bytes(), policy=policy.default) for f in (tmp_path / "outbox").glob("*.eml")]
     msgs.sort(key=lambda m: str(m["Subject"]), reverse=True)  # +3 more, +1 more, the last one
@@ -80,21 +80,21 @@ def test_backlog_over_max_items_goes_out_in_several_mails_in_one_run(tmp_path: P
     assert "3 more items waiting: they follow in the next mail." in texts[0]
     assert "1 more item waiting" in texts[1] and "more item" not in texts[2]
     assert all(sum(f"TRAIL paper number {i}" in t for t in texts) == 1 for i in range(5))  # each once
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0 and "nothing to send" in r.stdout
 
 
 def test_dry_run_prints_and_marks_nothing(tmp_path: Path, eutils: FakeEutils) -> None:
     seed(eutils)
     cfg = basic_config(tmp_path, eutils.url)
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     html = tmp_path / "preview.html"
-    r = run_cli("--config", str(cfg), "digest", "--dry-run", "--html", str(html))
+    r = invoke("--config", str(cfg), "digest", "--dry-run", "--html", str(html))
     assert r.returncode == 0 and "Aponermin: First Approval" in r.stdout
     assert r.stdout.count("Aponermin: First Approval") == 1  # same text for both recipients: shown once
     assert html.read_text().startswith("<!DOCTYPE html>")
     assert not (tmp_path / "outbox").exists()
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
 
 
@@ -111,20 +111,20 @@ def test_smtp_outage_keeps_message_queued_with_same_message_id(tmp_path: Path, e
     seed(eutils)
     port = smtp_port(smtp)
     cfg = smtp_config(tmp_path, eutils, port)
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     smtp.handler.fail_data = "451 4.3.0 try again later"
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 1 and "451" in r.stdout and "kept queued" in r.stdout
     assert smtp.received.messages == []
-    st = run_cli("--config", str(cfg), "status", "--json")
+    st = invoke("--config", str(cfg), "status", "--json")
     assert '"queued": 2' in st.stdout
     queued = outbox(tmp_path)
     assert [(m["state"], m["attempts"]) for m in queued] == [("queued", 1)] * 2
     assert all("451 4.3.0 try again later" in m["last_error"] and m["next_attempt_at"] for m in queued)
     eutils.add("104", terms="TRAIL", edat=TODAY, title="A paper found during the outage")
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
+    assert invoke("--config", str(cfg), "poll").returncode == 0
     smtp.handler.fail_data = None
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0, r.stdout + r.stderr
     msgs = smtp.received.messages
     # the queued messages first, as they were (same Message-ID), then the new events in new ones
@@ -134,16 +134,16 @@ def test_smtp_outage_keeps_message_queued_with_same_message_id(tmp_path: Path, e
         text = m.get_body(("plain",)).get_content()
         assert ("/104/" in text) == (i >= 2) and ("/101/" in text) == (i < 2)
     assert [m["state"] for m in outbox(tmp_path)] == ["sent"] * 4
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert len(smtp.received.messages) == 4 and "nothing to send" in r.stdout
 
 
 def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils, smtp) -> None:  # type: ignore[no-untyped-def]
     seed(eutils)
     cfg = smtp_config(tmp_path, eutils, smtp_port(smtp))
-    run_cli("--config", str(cfg), "poll")
+    invoke("--config", str(cfg), "poll")
     smtp.handler.refuse["boss@example.org"] = "550 5.1.1 no such user"
-    r = run_cli("--config", str(cfg), "digest")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 1 and "550" in r.stdout
     (boss_line,) = [line for line in r.stdout.splitlines() if "boss@" in line]
     assert "REFUSED, kept" in boss_line and "550 5.1.1 no such user" in boss_line
@@ -151,16 +151,16 @@ def test_permanent_refusal_for_one_recipient(tmp_path: Path, eutils: FakeEutils,
     team, boss = outbox(tmp_path)
     assert (team["state"], boss["state"], boss["attempts"], boss["next_attempt_at"]) == ("sent", "refused", 1, None)
     assert "550 5.1.1 no such user" in boss["last_error"]
-    r = run_cli("--config", str(cfg), "digest")  # not retried forever: only by --retry-failed
+    r = invoke("--config", str(cfg), "digest")  # not retried forever: only by --retry-failed
     assert r.returncode == 0 and len(smtp.received.messages) == 1 and "nothing to send" in r.stdout
     assert outbox(tmp_path)[1]["attempts"] == 1
-    st = run_cli("--config", str(cfg), "status")
+    st = invoke("--config", str(cfg), "status")
     assert "1 refused" in st.stdout and "boss@example.org: 550 5.1.1 no such user" in st.stdout
 
 
 def test_connection_refused_is_reported(tmp_path: Path, eutils: FakeEutils) -> None:
     seed(eutils)
     cfg = smtp_config(tmp_path, eutils, 1)  # nothing listens on port 1
-    run_cli("--config", str(cfg), "poll")
-    r = run_cli("--config", str(cfg), "digest")
+    invoke("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 1 and "connection refused" in r.stdout and "Traceback" not in r.stderr

@@ -9,7 +9,7 @@ from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils
 from helpers.feedhost import FeedHost, Reply
 
@@ -88,11 +88,11 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
         host.route("/blood.xml", Reply(body=TOC_1, etag='"b1"', content_type="application/atom+xml"))
         host.route("/broken.xml", Reply(body=b"<rss><channel><title>oops</ti", content_type="text/html"))
         cfg = config(tmp_path, eutils, host)
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         assert r.returncode == 1  # the broken feed failed ...
         assert "broken [feed:broken]" in r.stdout and "errors 1" in r.stdout
         assert "fda-press [feed:fda-press]: found 2, new 2" in r.stdout  # ... and the others ran
-        r = run_cli("--config", str(cfg), "digest")
+        r = invoke("--config", str(cfg), "digest")
         assert r.returncode == 0, r.stdout + r.stderr
         subject, text, html = last_message(tmp_path / "outbox")
         assert subject == "d: 1 approval, 1 new paper"
@@ -108,7 +108,7 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
 
         # second poll, nothing changed: only conditional requests, answered 304
         before = {p: len(host.hits(p)) for p in ("/fda.xml", "/blood.xml")}
-        r = run_cli("--config", str(cfg), "poll", "--query", "trail")
+        r = invoke("--config", str(cfg), "poll", "--query", "trail")
         for p in ("/fda.xml", "/blood.xml"):
             new = host.hits(p)[before[p] :]
             assert len(new) == 1 and new[0].headers.get("If-None-Match")  # answered 304 by the host
@@ -124,8 +124,8 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
                 etag='"f2"',
             ),
         )
-        run_cli("--config", str(cfg), "poll")
-        r = run_cli("--config", str(cfg), "digest")
+        invoke("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "digest")
         subject, text, _ = last_message(tmp_path / "outbox")
         assert subject == "d: 1 update" and "FDA approves a new drug" in text
         assert "   2026-11-24\n" in text.replace("\r\n", "\n") and "T10:00:00Z" not in text  # the date, not the time
@@ -134,10 +134,10 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
             in text
         )
 
-        hist = run_cli("--config", str(cfg), "history", "fda-1")
+        hist = invoke("--config", str(cfg), "history", "fda-1")
         assert hist.returncode == 0 and "2 version(s)" in hist.stdout
 
-        st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+        st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
         broken = next(f for f in st["feeds"] if f["name"] == "broken")
         assert broken["last_error"] and broken["failing_since"]
 
@@ -148,7 +148,7 @@ def test_gone_feed_is_disabled_with_a_clear_report(tmp_path: Path, eutils: FakeE
         host.route("/blood.xml", Reply(body=TOC_1))
         host.route("/broken.xml", Reply(body=TOC_1))
         cfg = config(tmp_path, eutils, host)
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         assert r.returncode == 1 and "gone (HTTP 410" in r.stdout
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         assert "disabled" in r.stdout and len(host.hits("/fda.xml")) == 1

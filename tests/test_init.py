@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import invoke
 from litwatch.config import load, loads
 from litwatch.starter import STARTER, email_line
 
@@ -14,7 +14,7 @@ NO_ENV_CONFIG = {"LITWATCH_CONFIG": ""}
 
 
 def test_init_then_check_is_ok(tmp_path: Path) -> None:
-    r = run_cli("init", cwd=tmp_path, env=NO_ENV_CONFIG)  # default: ./litwatch.yaml, where check looks
+    r = invoke("init", cwd=tmp_path, env=NO_ENV_CONFIG)  # default: ./litwatch.yaml, where check looks
     print(r.stdout, r.stderr)
     assert r.returncode == 0, r.stderr
     written = tmp_path / "litwatch.yaml"
@@ -22,7 +22,7 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
     line = written.read_text(encoding="utf-8").splitlines()[email_line() - 1]
     assert line.startswith("  email: you@example.org") and "FILL IN" in line
     assert f"fill in your contact address at line {email_line()} (pubmed.email)" in r.stdout
-    r = run_cli("check", cwd=tmp_path, env=NO_ENV_CONFIG)
+    r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
     print(r.stdout, r.stderr)
     assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 2 feeds, 2 digests\n", r.stderr
     assert not (tmp_path / "litwatch.db").exists()  # init and check store nothing
@@ -31,20 +31,20 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     target = tmp_path / "mine.yaml"
     target.write_text("# my own config\n", encoding="utf-8")
-    r = run_cli("init", str(target))
+    r = invoke("init", str(target))
     print(r.stdout, r.stderr)
     assert r.returncode == 2
     assert r.stderr == f"litwatch: {target} already exists; not overwriting it (remove it or give another PATH)\n"
     assert r.stdout == "" and target.read_text(encoding="utf-8") == "# my own config\n"
-    r = run_cli("init", str(tmp_path / "no-such-dir" / "x.yaml"))
+    r = invoke("init", str(tmp_path / "no-such-dir" / "x.yaml"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No such file or directory" in r.stderr
 
 
 def test_init_honours_config_option(tmp_path: Path) -> None:
     target = tmp_path / "etc" / "lw.yaml"
     target.parent.mkdir()
-    assert run_cli("--config", str(target), "init").returncode == 0
-    assert run_cli("--config", str(target), "check").returncode == 0
+    assert invoke("--config", str(target), "init").returncode == 0
+    assert invoke("--config", str(target), "check").returncode == 0
 
 
 def test_starter_is_the_example_with_an_address_to_fill_in() -> None:

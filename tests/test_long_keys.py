@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils
 from helpers.feedhost import FeedHost, Reply
 from litwatch.records import Record
@@ -124,19 +124,19 @@ def test_a_feed_with_long_identifiers_is_polled_and_the_cycle_goes_on(
         cfg = feeds_config(tmp_path, eutils, host, store_url, "long", "zeta")
         text = cfg.read_text().replace(host.url("/long.xml"), host.url(long_path))
         cfg.write_text(text)
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         print("\n" + r.stdout + r.stderr[-2000:])
         assert "Traceback" not in r.stderr
         assert r.returncode == 0, r.stdout + r.stderr
         assert "long [feed:long]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
         assert "zeta [feed:zeta]: found 1, new 1" in r.stdout
         assert "notices [pubmed]" in r.stdout
-        r = run_cli("--config", str(cfg), "poll")  # conditional, with the long ETag, at the noted long URL
+        r = invoke("--config", str(cfg), "poll")  # conditional, with the long ETag, at the noted long URL
         assert r.returncode == 0 and "long [feed:long]: found 0" in r.stdout, r.stdout + r.stderr
         assert host.hits("/long.xml")[-1].headers["If-None-Match"] == LONG_ETAG
-        hist = run_cli("--config", str(cfg), "history", LONG_GUID)
+        hist = invoke("--config", str(cfg), "history", LONG_GUID)
         assert hist.returncode == 0 and "1 version(s)" in hist.stdout, hist.stderr[:300]
-        r = run_cli("--config", str(cfg), "digest", "--dry-run")
+        r = invoke("--config", str(cfg), "digest", "--dry-run")
         assert "TRAIL long one" in r.stdout and "TRAIL short one" in r.stdout
 
 
@@ -171,7 +171,7 @@ def test_a_store_error_in_one_feed_is_its_failure_and_the_cycle_goes_on(
         host.route("/alpha.xml", Reply(body=rss(rss_item("a-1", "TRAIL alpha", "https://example.org/a1"))))
         host.route("/zeta.xml", Reply(body=rss(rss_item("z-1", "TRAIL zeta", "https://example.org/z1"))))
         cfg = feeds_config(tmp_path, eutils, host, store_url, "alpha", "zeta")
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         print("\n" + r.stdout + r.stderr[-1500:])
         assert "Traceback" not in r.stderr
         assert r.returncode == 1
@@ -181,7 +181,7 @@ def test_a_store_error_in_one_feed_is_its_failure_and_the_cycle_goes_on(
         assert "refused by a trigger" in r.stdout
         assert "zeta [feed:zeta]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
         assert "notices [pubmed]" in r.stdout
-        st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+        st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
         alpha = next(f for f in st["feeds"] if f["name"] == "alpha")
         assert "refused by a trigger" in alpha["last_error"] and alpha["failing_since"]
 
@@ -214,18 +214,18 @@ def test_a_store_error_in_one_pubmed_query_is_its_failure_and_the_cycle_goes_on(
             )
             c.execute(sa.text("CREATE TRIGGER refuse BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION refuse()"))
     cfg = basic_config(tmp_path, eutils.url, db=store_url)
-    r = run_cli("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "poll")
     print("\n" + r.stdout + r.stderr[-800:])
     assert "Traceback" not in r.stderr
     assert r.returncode == 1
     assert "trail [pubmed]: found 0, new 0, changed 0, events 0, errors 1: query trail: could not store" in r.stdout
     assert "myeloma [pubmed]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
     assert "notices [pubmed]" in r.stdout
-    st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+    st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
     trail = next(q for q in st["queries"] if q["name"] == "trail")
     assert "refused by a trigger" in trail["last_error"] and trail["failing_since"]
     with eng.begin() as c:
         c.execute(sa.text("DROP TRIGGER refuse" + ("" if store_url.startswith("sqlite") else " ON records")))
     eng.dispose()
-    r = run_cli("--config", str(cfg), "poll", "--query", "trail")
+    r = invoke("--config", str(cfg), "poll", "--query", "trail")
     assert "trail [pubmed]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout, r.stdout + r.stderr

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, Got, MailBox, SmtpServer, basic_config, run_cli, smtp_mail
+from helpers import TODAY, Got, MailBox, SmtpServer, basic_config, invoke, smtp_mail
 from helpers.fake_eutils import FakeEutils
 
 PASSWORD = "pw-Zq8#not-for-logs"
@@ -119,13 +119,13 @@ def outbox(tmp_path: Path) -> list[Any]:
 
 
 def digest(cfg: Path, **env: str) -> Any:
-    return run_cli("--config", str(cfg), "digest", env={"SMTP_PASSWORD": PASSWORD, **env})
+    return invoke("--config", str(cfg), "digest", env={"SMTP_PASSWORD": PASSWORD, **env})
 
 
 def polled(tmp_path: Path, fake: FakeEutils, port: int, security: str, **kw: Any) -> Path:
     seed(fake)
     cfg = config(tmp_path, fake, port, security, **kw)
-    r = run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD})
+    r = invoke("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD})
     assert r.returncode == 0, r.stdout + r.stderr
     return cfg
 
@@ -287,7 +287,7 @@ def test_one_connection_one_attempt_per_message_per_run(
     box = MailBox()
     port2 = smtp_server(box).port
     cfg.write_text(cfg.read_text().replace(f"port: {port}", f"port: {port2}"))
-    assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+    assert invoke("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
     r = digest(cfg)
     assert r.returncode == 0, r.stdout + r.stderr
     assert len({g.peer for g in box.got}) == 1, r.stdout  # one connection for both digests
@@ -311,7 +311,7 @@ def test_backoff_is_respected_by_the_scheduler_path(
     (row,) = outbox(tmp_path)
     assert row["attempts"] == 1
     eutils.add("203", terms="TRAIL", edat=TODAY, title="Found while the server refused")
-    assert run_cli("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
+    assert invoke("--config", str(cfg), "poll", env={"SMTP_PASSWORD": PASSWORD}).returncode == 0
     svc = Service(load(cfg, env={"SMTP_PASSWORD": PASSWORD}))
     try:
         svc.digest(respect_backoff=True)  # the retry is a minute away

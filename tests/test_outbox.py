@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, MailBox, Run, SmtpServer, basic_config, daemon_env, run_cli, smtp_mail, wait_for
+from helpers import TODAY, MailBox, Run, SmtpServer, basic_config, daemon_env, invoke, smtp_mail, wait_for
 from helpers.fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -38,7 +38,7 @@ def _cfg(tmp_path: Path, fake: FakeEutils, port: int, *, to: str, extra: str = "
 
 
 def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("--config", str(cfg), *args, env=daemon_env())
+    return invoke("--config", str(cfg), *args)
 
 
 def _poll(cfg: Path) -> None:

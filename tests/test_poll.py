@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils, Fault
 from litwatch.config import load
 from litwatch.service import Service
@@ -155,19 +155,19 @@ def test_failed_fetch_stores_nothing_and_exits_1(
         digests="",
     )
     cfg.write_text(cfg.read_text().replace("  timeout: 5\n", "  timeout: 5\n  max_response_mb: 1\n"))
-    r = run_cli("--config", str(cfg), "poll", "--query", "trail")
+    r = invoke("--config", str(cfg), "poll", "--query", "trail")
     assert r.returncode == 0, r.stderr
     eutils.add("5", terms="TRAIL", edat=TODAY, title="after")
     eutils.faults.append(fault)
     if fault.utility == "esearch":  # new-record and modification searches go on apart: fail both
         eutils.faults.append(fault)
     records_before = table_count(tmp_path / "litwatch.db", "records")
-    r = run_cli("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 1
     assert message in r.stdout and "Traceback" not in r.stderr + r.stdout
     assert "other [pubmed]: found 0" in r.stdout  # the other query still ran
     assert table_count(tmp_path / "litwatch.db", "records") == records_before
-    r = run_cli("--config", str(cfg), "poll")  # the fault is gone: the record arrives
+    r = invoke("--config", str(cfg), "poll")  # the fault is gone: the record arrives
     assert r.returncode == 0, r.stdout + r.stderr
     # found: the new one and the 4 of the day before and today (each window overlaps the
     # previous one by a day); the known ones cost no event
@@ -201,7 +201,7 @@ def test_api_key_sent_and_never_printed(tmp_path: Path, eutils: FakeEutils) -> N
         )
     )
     eutils.faults.append(Fault("efetch", 404))
-    r = run_cli("--config", str(cfg), "-vv", "poll", env={"NCBI_API_KEY": "sekrit-key-123"})
+    r = invoke("--config", str(cfg), "-vv", "poll", env={"NCBI_API_KEY": "sekrit-key-123"})
     assert r.returncode == 1
     assert "sekrit-key-123" not in r.stdout + r.stderr
     assert all(q.params.get("api_key") == "sekrit-key-123" for q in eutils.requests)
@@ -215,6 +215,6 @@ def test_esearch_warnings_are_logged_with_query_name(tmp_path: Path, eutils: Fak
     )
     eutils.faults.append(Fault("esearch", 200, body=body))
     cfg = basic_config(tmp_path, eutils.url, queries="queries:\n  - name: trail\n    pubmed: aponermn\n", digests="")
-    r = run_cli("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 0
     assert "query trail: PhraseNotFound: aponermn" in r.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils, Fault
 from helpers.feedhost import FeedHost, Reply
 
@@ -52,7 +52,7 @@ def test_check_online_counts_titles_and_feed_matches(tmp_path: Path, eutils: Fak
     with FeedHost() as host:
         host.feed("/press.rss", RSS)
         cfg = _config(tmp_path, eutils, f"  - name: press\n    url: {host.url('/press.rss')}\n")
-        r = run_cli("--config", str(cfg), "check", "--online")
+        r = invoke("--config", str(cfg), "check", "--online")
     print(r.stdout, r.stderr)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -84,7 +84,7 @@ def test_check_online_reports_a_feed_that_does_not_answer(tmp_path: Path, eutils
             f"  - name: press\n    url: {host.url('/press.rss')}\n"
             f"  - name: gone\n    url: {host.url('/gone.rss')}\n    retries: 0\n",
         )
-        r = run_cli("--config", str(cfg), "check", "--online")
+        r = invoke("--config", str(cfg), "check", "--online")
     print(r.stdout, r.stderr)
     assert r.returncode == 1, r.stderr
     assert "feed press: answers, 3 items now" in r.stdout
@@ -101,7 +101,7 @@ def test_check_online_reports_each_pubmed_warning_once(tmp_path: Path, eutils: F
     )
     eutils.faults += [Fault("esearch", 200, body=warned, term="TRAIL") for _ in range(3)]  # every search of it
     cfg = basic_config(tmp_path, eutils.url)
-    r = run_cli("--config", str(cfg), "check", "--online")
+    r = invoke("--config", str(cfg), "check", "--online")
     print(r.stdout, r.stderr)
     assert r.returncode == 2
     assert [line for line in r.stderr.splitlines() if "PhraseNotFound" in line] == [

@@ -23,7 +23,7 @@ from typing import Any
 import lxml.html
 import pytest
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils
 from litwatch.config import load
 from litwatch.digest import DigestData, Renderer, group
@@ -483,8 +483,8 @@ def test_templates_dir_reaches_the_digest_command(tmp_path: Path, eutils: FakeEu
         "{% for s in d.sections %}{% for i in s.items %}MINE {{ i.record.title }}\n{% endfor %}{% endfor %}"
     )
     cfg = basic_config(tmp_path, eutils.url, extra=f"templates: {tpl}")
-    assert run_cli("--config", str(cfg), "poll").returncode == 0
-    r = run_cli("--config", str(cfg), "digest", "--dry-run")
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    r = invoke("--config", str(cfg), "digest", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "MINE Aponermin: First Approval" in r.stdout
 

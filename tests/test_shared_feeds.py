@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Run, basic_config, run_cli, wait_for
+from helpers import Run, basic_config, invoke, wait_for
 from helpers.fake_eutils import FakeEutils
 from helpers.feedhost import FeedHost, Reply
 
@@ -69,7 +69,7 @@ def shared_config(tmp_path: Path, eutils: FakeEutils, host: FeedHost, db: str, q
 
 
 def dry_run(cfg: Path, digest: str) -> str:
-    r = run_cli("--config", str(cfg), "digest", digest, "--dry-run")
+    r = invoke("--config", str(cfg), "digest", digest, "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -88,12 +88,12 @@ def test_each_query_sharing_a_feed_gets_its_items_whatever_the_order(
     with FeedHost() as host:
         host.route("/fda.xml", Reply(body=FDA, **VALIDATORS[validators]))  # type: ignore[arg-type]
         cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A + QUERY_B)
-        first = run_cli("--config", str(cfg), "poll", "--query", order[0])
-        second = run_cli("--config", str(cfg), "poll", "--query", order[1])
+        first = invoke("--config", str(cfg), "poll", "--query", order[0])
+        second = invoke("--config", str(cfg), "poll", "--query", order[1])
         assert first.returncode == 0 and second.returncode == 0, first.stdout + second.stdout + second.stderr
         assert len(host.hits("/fda.xml")) == (2 if validators == "etag" else 1)  # the feed is not fetched again
         trail, myeloma = dry_run(cfg, "trail-digest"), dry_run(cfg, "myeloma-digest")
-        again = run_cli("--config", str(cfg), "poll")
+        again = invoke("--config", str(cfg), "poll")
     print(
         f"\n{validators}, {order[0]} first: {order[0]} poll {events_of(first.stdout)} events, "
         f"{order[1]} poll {events_of(second.stdout)} events; a third poll {events_of(again.stdout)}"
@@ -109,17 +109,17 @@ def test_a_query_added_later_sees_the_stored_entries(tmp_path: Path, eutils: Fak
         host.route("/fda.xml", Reply(body=FDA, etag='"v1"'))
         cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A)
         cfg.write_text(cfg.read_text().replace("    queries: [myeloma]\n", "    queries: [trail]\n"))
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         assert r.returncode == 0 and events_of(r.stdout) == 1, r.stdout + r.stderr
         # the user adds a query scanning the same feed; the feed has not changed (304)
         cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A + QUERY_B)
-        added = run_cli("--config", str(cfg), "poll", "--query", "myeloma")
-        again = run_cli("--config", str(cfg), "poll", "--query", "myeloma")
+        added = invoke("--config", str(cfg), "poll", "--query", "myeloma")
+        again = invoke("--config", str(cfg), "poll", "--query", "myeloma")
         myeloma = dry_run(cfg, "myeloma-digest")
         # its `match` is widened later: the stored entries are matched again, for what is new
         text = cfg.read_text().replace("    match: myeloma\n", "    match: myeloma OR aponermin\n")
         cfg.write_text(text)
-        widened = run_cli("--config", str(cfg), "poll", "--query", "myeloma")
+        widened = invoke("--config", str(cfg), "poll", "--query", "myeloma")
         assert {r.headers.get("If-None-Match") for r in host.hits("/fda.xml")[1:]} == {'"v1"'}
     print(
         f"\nadded later: first poll {events_of(added.stdout)} events, next {events_of(again.stdout)}; "
@@ -153,16 +153,16 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
         try:
 
             def both_polled() -> bool:
-                st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+                st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
                 return all(q["last_success"] for q in st["queries"]) and all(f["last_success"] for f in st["feeds"])
 
             wait_for(both_polled, 120, "both queries and feeds polled")
         finally:
             rc, _ = run.stop()
         assert rc == 0, run.log
-        r = run_cli("--config", str(cfg), "digest")
+        r = invoke("--config", str(cfg), "digest")
         assert r.returncode == 0, r.stdout + r.stderr
-        st = json.loads(run_cli("--config", str(cfg), "status", "--json").stdout)
+        st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
     records = {q["name"]: q["records"] for q in st["queries"]}
     mails = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in (tmp_path / "outbox").glob("*.eml")]
     texts = {str(m["Subject"]): m.get_body(("plain",)).get_content() for m in mails}  # type: ignore[union-attr]
@@ -182,9 +182,9 @@ def test_a_query_added_while_the_feed_fails_still_sees_the_stored_entries(
         host.route("/fda.xml", Reply(body=FDA, etag='"v1"'), Reply(status=404, body=b"gone for now"))
         cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A)
         cfg.write_text(cfg.read_text().replace("    queries: [myeloma]\n", "    queries: [trail]\n"))
-        assert run_cli("--config", str(cfg), "poll").returncode == 0
+        assert invoke("--config", str(cfg), "poll").returncode == 0
         cfg = shared_config(tmp_path, eutils, host, store_url, QUERY_A + QUERY_B)
-        r = run_cli("--config", str(cfg), "poll", "--query", "myeloma")
+        r = invoke("--config", str(cfg), "poll", "--query", "myeloma")
         myeloma = dry_run(cfg, "myeloma-digest")
     print(f"\nadded while failing: {r.stdout.strip()}")
     assert r.returncode == 1 and "errors 1: feed fda-press: HTTP 404" in r.stdout

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from helpers import Run, basic_config, daemon_env, run_cli, wait_for
+from helpers import Run, basic_config, invoke, wait_for
 from helpers.fake_eutils import FakeEutils, Fault
 from test_daemon import QUERIES_2S, _seed, api_key, searches
 
 
 def _status(cfg: Path) -> dict[str, Any]:
-    r = run_cli("--config", str(cfg), "status", "--json", env=daemon_env())
+    r = invoke("--config", str(cfg), "status", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
@@ -38,7 +38,7 @@ def test_status_follows_the_daemons_schedule(tmp_path: Path, eutils: FakeEutils)
         st = _status(cfg)  # while the daemon runs (SQLite: status reads, it does not lock)
     finally:
         assert run.stop()[0] == 0
-    text = run_cli("--config", str(cfg), "status", env=daemon_env()).stdout
+    text = invoke("--config", str(cfg), "status").stdout
     print("\n" + text)
     q = {x["name"]: x for x in st["queries"]}
     trail, myeloma = q["trail"], q["myeloma"]

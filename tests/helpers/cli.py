@@ -22,13 +22,18 @@ def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    servers = logging.getLogger("mail.log")  # aiosmtpd's, in this process: not the command's stderr
     runner = CliRunner()
+    servers.propagate = False
+    servers.addHandler(quiet := logging.NullHandler())
     try:
         with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
             result = runner.invoke(main, list(args), env=env, prog_name="litwatch")
     finally:  # the command pointed logging at the runner's stderr, now closed
         root.handlers[:] = handlers
         root.setLevel(level)
+        servers.removeHandler(quiet)
+        servers.propagate = True
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         assert result.exc_info is not None
