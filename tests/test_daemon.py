@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, Run, basic_config, daemon_env, free_port, run_cli, wait_for
+from helpers import TODAY, Run, basic_config, daemon_env, free_port, invoke, run_cli, wait_for
 from helpers.fake_eutils import FakeEutils
 
 wait_until = wait_for  # the name tests imported from here before tests/helpers/
@@ -113,7 +113,7 @@ def test_sigterm_during_a_stuck_poll_exits_0_within_10s(tmp_path: Path, eutils: 
     assert rc == 0 and took < 10, run.log[-2000:]
     assert "abandoned_jobs=" in run.log
     eutils.delay = 0
-    r = run_cli("--config", str(cfg), "poll", env=daemon_env())  # nothing half-written is in the way
+    r = invoke("--config", str(cfg), "poll")  # nothing half-written is in the way
     assert r.returncode == 0, r.stderr
 
 
@@ -343,5 +343,5 @@ def test_sigkill_at_random_moments_delivers_every_event_once(tmp_path: Path, eut
     assert len(per_event) == 2 * len(events)
     assert not missing_files and len(files) == len(messages)
     assert all(n == 1 for n in counts.values()), counts
-    st = json.loads(run_cli("--config", str(cfg), "status", "--json", env=daemon_env()).stdout)
+    st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)
     assert st["outbox"]["queued"] == 0 and st["digests"][0]["pending_events"] == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, MailBox, SmtpServer, basic_config, run_cli, smtp_mail
+from helpers import TODAY, MailBox, SmtpServer, basic_config, invoke, smtp_mail
 from helpers.fake_eutils import FakeEutils
 
 PUBMED_URL = re.compile(r"https://pubmed\.ncbi\.nlm\.nih\.gov/(\d+)/")
@@ -74,7 +74,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, box: MailBox, port: int, db: str, t
             eutils.add(pmid, terms={TERMS[q] for q in queries}, edat=edat, title=f"Paper {pmid}")
 
     def poll() -> None:
-        r = run_cli("--config", str(cfg), "poll")
+        r = invoke("--config", str(cfg), "poll")
         assert r.returncode == 0, r.stdout + r.stderr
 
     queries = "queries:\n" + "".join(f"  - name: {q}\n    pubmed: {t}\n" for q, t in TERMS.items())
@@ -116,7 +116,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, box: MailBox, port: int, db: str, t
         proc.wait()
 
     for _ in range(60):  # then runs left alone until nothing is left
-        r = run_cli("--config", str(cfg), "digest")
+        r = invoke("--config", str(cfg), "digest")
         assert r.returncode == 0, r.stdout + r.stderr
         if "nothing to send" in r.stdout:
             break

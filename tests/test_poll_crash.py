@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, run_cli
+from helpers import TODAY, basic_config, invoke
 from helpers.fake_eutils import FakeEutils
 
 
@@ -70,7 +70,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, db: str) -> None:
             kills += 1
         proc.wait()
     eutils.delay = 0
-    r = run_cli("--config", str(cfg), "poll")
+    r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 0, r.stdout + r.stderr
     eng = sa.create_engine(db)
     with eng.connect() as c:
@@ -88,7 +88,7 @@ def _run(tmp_path: Path, eutils: FakeEutils, db: str) -> None:
     assert hits == 360 + 24  # 12 of b's and 12 of c's records also match a
     assert len(firsts) == hits and all(n == 1 for *_, n in firsts)
     for _ in range(3):  # max_items 200: 384 items go out in two mails
-        r = run_cli("--config", str(cfg), "digest")
+        r = invoke("--config", str(cfg), "digest")
         assert r.returncode == 0
     assert "nothing to send" in r.stdout
     eng = sa.create_engine(db)
