@@ -4,7 +4,6 @@ ones from ../shared/data/feeds (skipped when that directory is absent), hostile 
 from __future__ import annotations
 
 import resource
-import time
 from pathlib import Path
 
 import pytest
@@ -288,10 +287,9 @@ def _quadratic_blowup() -> bytes:
 )
 def test_entity_expansion_is_refused_quickly(data: bytes) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with pytest.raises(ParseError, match="declares XML entities"):
         parse_feed(data, feed_name="bomb")
-    assert time.perf_counter() - start < 2.0
+    # refused before expanding: the memory says so (expanded, billion laughs takes GBs)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB
 
 
@@ -416,12 +414,11 @@ def test_deeply_nested_html_does_not_crash() -> None:
     assert isinstance(html_to_text(absurd), str) and isinstance(safe_html(absurd), str)
 
 
+@pytest.mark.timeout(60)  # a guard against a quadratic parse (under 1 s here), not a measurement
 def test_many_entries_parse_quickly() -> None:
     item = "<item><guid>g{0}</guid><title>Title {0} &lt;i&gt;x&lt;/i&gt;</title><description>&lt;p&gt;Summary {0}"
     item += " with &lt;b&gt;markup&lt;/b&gt;.&lt;/p&gt;</description>"
     item += "<pubDate>Mon, 05 Jan 2026 09:30:00 GMT</pubDate></item>"
     data = rss("".join(item.format(i) for i in range(2000)))
-    start = time.perf_counter()
     parsed = parse_feed(data, feed_name="big")
     assert len(parsed.records) == 2000
-    assert time.perf_counter() - start < 10.0

@@ -5,15 +5,15 @@ holds for compressed bodies without inflating more than the cap first (issue 13,
 from __future__ import annotations
 
 import gzip
-import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
 from helpers.feedhost import FeedHost, Reply
 from litwatch.errors import SourceError
 from litwatch.sources.feeds import FeedFetcher
@@ -34,19 +34,14 @@ def policy(deadline: float) -> RetryPolicy:
     return RetryPolicy(retries=2, backoff=0.05, max_delay=0.5, timeout=1.0, deadline=deadline)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.05)
-
-
 def test_a_feed_dripping_its_body_ends_at_the_deadline(host: FeedHost) -> None:
     host.route("/drip", Reply(body=BODY, drip=0.1))
     with FeedFetcher(max_bytes=1_000_000, policy=policy(deadline=1.5), name="drip") as f:
         with pytest.raises(SourceError) as info:
             f.fetch(host.url("/drip"), now=NOW)
-    wait_for(lambda: "/drip" in host.dripped)  # the server noticed the client hang up
+    wait_for(
+        lambda: "/drip" in host.dripped, 60, "the server to notice the client hang up"
+    )  # the server noticed the client hang up
     sent = host.dripped["/drip"]
     print(f"\nbody drip: {sent} of {len(BODY)} bytes sent before the client gave up: {info.value}")
     assert sent < len(BODY) // 2
@@ -59,7 +54,7 @@ def test_a_feed_dripping_its_headers_ends_at_the_deadline(host: FeedHost) -> Non
     with FeedFetcher(max_bytes=1_000_000, policy=policy(deadline=1.5), name="drip") as f:
         with pytest.raises(SourceError, match="deadline of 1.5s") as info:
             f.fetch(host.url("/drip"), now=NOW)
-    wait_for(lambda: "/drip" in host.dripped)
+    wait_for(lambda: "/drip" in host.dripped, 60, "the server to notice the client hang up")
     print(f"\nheader drip: {host.dripped['/drip']} header bytes sent before the client gave up: {info.value}")
     assert host.dripped["/drip"] < 60
 
@@ -73,7 +68,7 @@ def test_an_eutils_request_dripping_its_body_ends_at_the_deadline(host: FeedHost
             client.request("GET", host.url("/esearch.fcgi"), what="query trail")
     finally:
         client.close()
-    wait_for(lambda: "/esearch.fcgi" in host.dripped)
+    wait_for(lambda: "/esearch.fcgi" in host.dripped, 60, "the server to notice the client hang up")
     assert host.dripped["/esearch.fcgi"] < len(BODY) // 2
 
 

@@ -56,6 +56,7 @@ class FeedHost:
         self.served: dict[str, int] = {}
         self.requests: list[Request] = []
         self.dripped: dict[str, int] = {}  # path -> bytes a drip reply sent before it ended
+        self.streamed: dict[str, int] = {}  # path -> bytes a stream reply sent before it ended
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -184,8 +185,16 @@ def _handler(host: FeedHost) -> type[BaseHTTPRequestHandler]:
                 self.send_header(k, v)
             self.send_header("Connection", "close")  # HTTP/1.0: the body ends when the socket closes
             self.end_headers()
-            for chunk in _generate(reply.stream_bytes):
-                self.wfile.write(chunk)
+            sent = 0
+            try:
+                for chunk in _generate(reply.stream_bytes):
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except OSError:  # the client hung up: it read what it wanted
+                self.close_connection = True
+            finally:
+                with host._lock:
+                    host.streamed[self.path] = sent
 
         def _drip(self, reply: Reply, extra: dict[str, str]) -> None:
             """A server that answers, but one byte at a time: each read on the client
