@@ -13,7 +13,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -157,6 +157,23 @@ def _shift_back(db: str, hours: int) -> None:
     eng.dispose()
 
 
+def _planned(db: str) -> dict[str, datetime]:
+    """When the daemon plans to run each task next (leases.next_run, the database's clock)."""
+    eng = sa.create_engine(db)
+    with eng.connect() as c:
+        rows = c.execute(sa.text("SELECT task, next_run FROM leases WHERE next_run IS NOT NULL")).all()
+    eng.dispose()
+    return {task: at if isinstance(at, datetime) else datetime.fromisoformat(at) for task, at in rows}
+
+
+TASKS = {"poll:trail", "poll:myeloma", "digest:weekly"}  # and the notices poll
+
+
+def _db_now() -> datetime:
+    """SQLite's clock: this host's, naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: FakeEutils) -> None:
     _seed(eutils)
     queries = QUERIES_2S.replace("every: 2s", "every: 1h")
@@ -170,8 +187,9 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     assert not emls(tmp_path / "outbox")
     # a restart within the hour polls nothing at once
     run = Run(cfg, tmp_path / "run2.log")
-    run.wait_log("run started")
-    time.sleep(1.5)
+    run.wait_log("run started")  # the tasks are planned by then: none at once
+    planned = _planned(db)
+    assert TASKS <= set(planned) and all(at > _db_now() + timedelta(minutes=50) for at in planned.values()), planned
     assert run.stop()[0] == 0
     assert len(searches(eutils, "TRAIL")) == 1 and "catch-up" not in run.log
     # down for two hours, during which a paper appears
@@ -185,7 +203,14 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     try:
         wait_for(lambda: len(searches(eutils, "TRAIL")) == 2, 10, "the catch-up poll")
         wait_for(lambda: emls(tmp_path / "outbox"), 10, "the catch-up digest")
-        time.sleep(1.5)  # nothing more comes: the digest was sent once
+        wait_for(  # every task ran and is planned an hour out: nothing more comes
+            lambda: (
+                TASKS <= set(planned := _planned(db))
+                and all(at > _db_now() + timedelta(minutes=50) for at in planned.values())
+            ),
+            10,
+            "every task planned an hour out",
+        )
     finally:
         rc, _ = run.stop()
     log = run.log

@@ -60,7 +60,7 @@ def test_one_batch_ahead_never_two() -> None:
         seen.append(k)
         if k + 1 < src.n:
             src.wait_started(k + 2)  # the next batch is fetched while this one is "parsed"
-        time.sleep(0.05)  # room for a worker that would run further ahead
+        time.sleep(0.05)  # room for a worker that would run further ahead (a check that nothing happens)
         assert src.started == list(range(min(k + 2, src.n))), (k, src.started)
     assert seen == list(range(5))
 
@@ -76,11 +76,14 @@ def test_an_error_is_raised_at_its_batch_and_nothing_is_asked_after_it() -> None
 
 def test_a_caller_that_stops_does_not_wait_for_the_request_in_flight() -> None:
     src = Source(5, hold=1)  # batch 1's request hangs
+    before = set(threading.enumerate())
     items = prefetched(src)
     assert next(items) == 0
+    (worker,) = set(threading.enumerate()) - before
     src.wait_started(2)
     items.close()  # the caller's parse failed: returns at once, the request is left to finish
     assert src.finished == [0]  # batch 1's request was still in flight when close() returned
     src.release.set()
-    time.sleep(0.1)
+    worker.join(30)  # the request in flight finishes, then the worker ends
+    assert not worker.is_alive()
     assert src.started == [0, 1]  # and the worker asked for nothing more
