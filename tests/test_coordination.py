@@ -159,6 +159,7 @@ def test_health_bind_in_the_config(tmp_path: Path, eutils: FakeEutils) -> None:
 # ----------------------------------------------------------------------------- the request budget
 
 
+@pytest.mark.timeout(60)  # a guard against a slot that waits (a few ms each here), not a measurement
 def test_what_a_budget_slot_costs(store_url: str) -> None:
     """One reservation per E-utilities request: measure it where it never has to wait."""
     from litwatch.coordination import RequestBudget
@@ -174,7 +175,6 @@ def test_what_a_budget_slot_costs(store_url: str) -> None:
     per = (time.perf_counter() - start) / n * 1000
     store.close()
     print(f"\nrequest budget on {store_url.split(':', 1)[0]}: {per:.2f} ms per request slot ({n} slots)")
-    assert per < 200
 
 
 def test_the_budget_keeps_threads_of_several_processes_under_the_rate(store_url: str) -> None:
