@@ -208,8 +208,8 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
                 TASKS <= set(planned := _planned(db))
                 and all(at > _db_now() + timedelta(minutes=50) for at in planned.values())
             ),
-            10,
-            "every task planned an hour out",
+            30,
+            lambda: f"every task planned an hour out: {_planned(db)} at {_db_now()}",
         )
     finally:
         rc, _ = run.stop()
@@ -258,6 +258,11 @@ def test_health_endpoints(tmp_path: Path, eutils: FakeEutils) -> None:
     run = Run(cfg, tmp_path / "run.log")
     try:
         wait_for(lambda: emls(tmp_path / "outbox"), 15, "a mail")
+        wait_for(  # the file is written before the daemon counts the mail sent
+            lambda: re.search(r"^litwatch_mails_sent_total [1-9]", _get(f"http://127.0.0.1:{port}/metrics")[1], re.M),
+            15,
+            "the mail counted in /metrics",
+        )
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and body.startswith("ok"), body
         status, metrics = _get(f"http://127.0.0.1:{port}/metrics")

@@ -11,9 +11,10 @@ import pytest
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, step: float = 0.02) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str | Callable[[], str], step: float = 0.02) -> T:
     """Poll `predicate` until it returns something true and return that; fail the test
-    saying `what` was awaited if `timeout` seconds pass first. The timeout is a bound
+    saying `what` was awaited (a function: called then, to say what was seen) if
+    `timeout` seconds pass first. The timeout is a bound
     against hanging, not a measurement: pick it generously."""
     deadline = time.monotonic() + timeout
     while True:
@@ -21,5 +22,5 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, step: float 
         if got:
             return got
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
         time.sleep(step)
