@@ -40,7 +40,8 @@ from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
 from .outbox import DigestResult
-from .service import NOTICES, SHARED, PollResult, Service
+from .pipeline import NOTICES, SHARED, PollResult
+from .service import Service
 from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
 
 log = logging.getLogger(__name__)
