@@ -307,6 +307,14 @@ _DATED = re.compile(r"^\((?P<term>.*)\) AND \((?P<dates>[0-9/:\[\]a-zA-Z ]+)\)$"
 _RANGE = re.compile(r"(\d{4}/\d{2}/\d{2}):(\d{4}/\d{2}/\d{2})\[(edat|mdat)\]", re.IGNORECASE)
 
 
+def is_poll_search(r: Request) -> bool:
+    """An esearch of new records: `datetype=edat`, or a term with an `[edat]` range (the
+    one search litwatch makes per query, ORing the entered and modified windows)."""
+    return r.utility == "esearch" and (
+        r.params.get("datetype") == "edat" or "[edat]" in r.params.get("term", "").lower()
+    )
+
+
 def _inner(term: str) -> str:
     """A search's own term, without the date clause litwatch ANDs to it."""
     m = _DATED.match(term)

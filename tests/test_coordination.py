@@ -260,7 +260,9 @@ def test_a_host_whose_clock_runs_fast_delays_no_one(tmp_path: Path, eutils: Fake
     c = _daemon(settings, tmp_path, lambda: utcnow() - hour)
 
     def polls() -> int:
-        return sum(1 for r in eutils.requests if r.utility == "esearch" and r.params.get("datetype") == "edat")
+        from fake_eutils import is_poll_search
+
+        return sum(1 for r in eutils.requests if is_poll_search(r))
 
     try:
         a._run_task("poll:q0")

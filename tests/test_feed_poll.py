@@ -129,7 +129,10 @@ def test_feeds_end_to_end(tmp_path: Path, eutils: FakeEutils) -> None:
         subject, text, _ = last_message(tmp_path / "outbox")
         assert subject == "d: 1 update" and "FDA approves a new drug" in text
         assert "   2026-11-24\n" in text.replace("\r\n", "\n") and "T10:00:00Z" not in text  # the date, not the time
-        assert "Changed title:\n     - FDA approves aponermin for relapsed multiple myeloma\n     + FDA approves a new drug" in text
+        assert (
+            "Changed title:\n     - FDA approves aponermin for relapsed multiple myeloma\n     + FDA approves a new drug"
+            in text
+        )
 
         hist = run_cli("--config", str(cfg), "history", "fda-1")
         assert hist.returncode == 0 and "2 version(s)" in hist.stdout

@@ -395,7 +395,7 @@ def test_safe_html(markup: str, expected: str) -> None:
         "<scr<script>ipt>alert(1)</script>x",
         "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>x",
         '<p style="background:url(javascript:alert(1))">x</p>',
-        "<noscript><p title=\"</noscript><img src=x onerror=alert(1)>\">x",
+        '<noscript><p title="</noscript><img src=x onerror=alert(1)>">x',
         '<a href="vbscript:msgbox(1)">x</a><form action="https://e.example"><button>x</button></form>',
     ],
 )

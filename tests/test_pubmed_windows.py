@@ -6,7 +6,6 @@ E-utilities server files records under the New York day they were entered/modifi
 from __future__ import annotations
 
 import re
-
 import shutil
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def searches(
         if r.params.get("term") == term and r.params.get("datetype") == datetype:
             out.append((r.params["mindate"], r.params["maxdate"]))
         elif r.params.get("term", "").startswith(f"({term}) AND ("):
-            m = re.search(r"(\d{4}/\d\d/\d\d):(\d{4}/\d\d/\d\d)\[%s\]" % datetype, r.params["term"])
+            m = re.search(r"(\d{4}/\d\d/\d\d):(\d{4}/\d\d/\d\d)\[" + datetype + r"\]", r.params["term"])
             if m:
                 out.append((m.group(1), m.group(2)))
     return out

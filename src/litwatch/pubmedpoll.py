@@ -99,19 +99,12 @@ class PubmedCycle:
     def run(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         before = self.eutils.requests_made
         parts = [_Query(q, PollResult(q.name, PUBMED), f"query {q.name}") for q in queries if q.pubmed]
-        try:
-            for p in parts:
-                self._search(p)
-            records = self._fetch([p for p in parts if not p.failed])
-            for p in parts:
-                if not p.failed:
-                    self._store(p, records)
-        except Exception as e:  # noqa: BLE001 - a bug fails this cycle's queries, not the run
-            log.exception("poll pubmed: unexpected error")
-            for p in parts:
-                if p.result.error is None and not p.result.events and not p.result.new:
-                    p.result.error = f"{p.what}: unexpected error: {type(e).__name__}: {first_line(e)}"
-                    record_failure(self.store, p.q.name, PUBMED, p.result.error, self.now)
+        for p in parts:
+            self._search(p)
+        records = self._fetch([p for p in parts if not p.failed])
+        for p in parts:
+            if not p.failed:
+                self._store(p, records)
         spent = self.eutils.requests_made - before
         for p in parts:
             # requests are shared: the cycle's are counted on its first query

@@ -126,7 +126,7 @@ class Service:
                 if not h.claim.won:
                     busy_feeds.add(f)
                     results.append(PollResult(f, f"feed:{f}", skipped=_busy(h.claim.holder)))
-            results += self.poll_pubmed_cycle(held)
+            results += self._isolated_cycle(held)
             results += self.poll_feeds([q for q in held if not busy_feeds & set(q.feeds)])
             if any(q.pubmed for q in held) and self.settings.pubmed.notices:
                 h = stack.enter_context(claims.hold(NOTICES_TASK, start=True, wait=wait))
@@ -165,6 +165,21 @@ class Service:
         if not todo:
             return []
         return PubmedCycle(self.settings, self.store, self.eutils, self.now(), self.progress).run(todo)
+
+    def _isolated_cycle(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
+        """The PubMed cycle under `poll`: what it raises (a bug) fails its queries, which
+        are recorded as failing; the feeds and the notice search still run."""
+        try:
+            return self.poll_pubmed_cycle(queries)
+        except Exception as e:  # noqa: BLE001 - logged with its traceback, shown per query
+            log.exception("poll pubmed: unexpected error")
+            error = f"unexpected error: {type(e).__name__}: {first_line(e)}"
+            out = []
+            for q in queries:
+                if q.pubmed:
+                    record_failure(self.store, q.name, PUBMED, f"query {q.name}: {error}", self.now())
+                    out.append(PollResult(q.name, PUBMED, error=f"query {q.name}: {error}"))
+            return out
 
     def poll_pubmed(self, q: QuerySettings) -> PollResult:
         """One query's PubMed poll: a cycle of one."""
