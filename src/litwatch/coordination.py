@@ -384,6 +384,4 @@ def dead_here(owner: str | None) -> bool:
     return False
 
 
-
-
 __all__ = ["Claim", "Coordinator", "Holding", "LeaseLost", "RequestBudget", "lease_ttl", "skewed", "utcnow"]

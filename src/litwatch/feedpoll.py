@@ -198,7 +198,6 @@ def _marker(generation: datetime, q: QuerySettings) -> str:
     return f"{generation.replace(microsecond=0).isoformat()} {digest}"
 
 
-
 def _validators(resp: FeedResponse, feed: FeedSettings) -> dict[str, object]:
     """What to remember of a response: validators for the next conditional GET, a
     permanent redirect's target, and how long the answer stays fresh. `watermark` holds
