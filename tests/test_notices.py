@@ -256,3 +256,19 @@ def test_kinds_and_labels() -> None:
     assert nt.source_label("") == "Crossref"
     assert nt.crossref_report(cx("Partial-Retraction"), RID, T0).kind == "retraction"
     assert nt.crossref_report(cx("erratum", "10.9/UPPER"), RID, T0).notice_doi == "10.9/upper"
+
+
+def test_a_later_source_is_added_to_the_event_once() -> None:
+    h = History()
+    (a,) = h.take(from_crossref(cx("retraction", "10.9/rn", "retraction-watch"), T0))
+    (b,) = h.take(from_pubmed_link("retraction", "RetractionIn", "2222", T0 + timedelta(weeks=1)))
+    (event,) = h.events
+    patch = nt.sources_patch(event, b.report)
+    assert patch == {"sources": ["Retraction Watch", "PubMed"]}
+    again = NoticeEvent(RID, event.kind, event.dedup, event.created_at, {**event.detail, **patch})
+    assert nt.sources_patch(again, b.report) is None
+    # PubMed first: its event names no source, it was PubMed's
+    _, pubmed_event = from_pubmed_link("erratum", "ErratumIn", "3333", T0)
+    stored = NoticeEvent(RID, "erratum", pubmed_event.dedup, T0, pubmed_event.detail)
+    report, _ = from_crossref(cx("correction", "10.9/err-1"), T0 + timedelta(days=2))
+    assert nt.sources_patch(stored, report) == {"sources": ["PubMed", "publisher notice"]}

@@ -79,3 +79,27 @@ def test_notice_events_one_per_dedup_whatever_the_query(store: Store) -> None:
     assert [(e.kind, e.dedup, e.created_at, e.detail) for e in got[rid]] == [
         ("erratum", "erratum:pubmed:1:5", NOW, {"notices": ["5"]})
     ]
+
+
+def test_patch_event_detail_names_a_later_source_on_every_query_s_event(store: Store) -> None:
+    rid = _record(store)
+    detail = {"sources": ["Retraction Watch"], "notice": {"doi": "10.9/rn"}}
+    rows = [
+        {
+            "record_id": rid,
+            "query": q,
+            "kind": "retraction",
+            "version_n": 1,
+            "dedup": "retraction:pubmed:1",
+            "detail": detail,
+        }
+        for q in ("a", "b")
+    ]
+    with store.transaction() as tx:
+        store.add_events(tx, rows, NOW)
+        patch = {"sources": ["Retraction Watch", "PubMed"]}
+        assert store.patch_event_detail(tx, rid, "retraction:pubmed:1", patch) == 2
+        assert store.patch_event_detail(tx, rid, "retraction:pubmed:1", patch) == 0
+        assert store.patch_event_detail(tx, rid, "retraction:pubmed:404", patch) == 0
+        (event,) = store.notice_events_for(tx, [rid], ["retraction"])[rid]
+    assert event.detail == {**detail, "sources": ["Retraction Watch", "PubMed"]}

@@ -291,6 +291,18 @@ def attribute(
     return out
 
 
+def sources_patch(event: NoticeEvent, report: NoticeReport) -> dict[str, object] | None:
+    """The detail to set on `event` (`Store.patch_event_detail`) when `report`, from
+    another source, was attributed to it, so a digest not yet sent names every source
+    ("Retraction — Retraction Watch, PubMed"); None when it names this one already. An
+    event from PubMed's CommentsCorrections carries no source: it was PubMed."""
+    have = [str(s) for s in event.detail.get("sources") or [event.detail.get("source_label")] if s]
+    if not have and event.kind != "update":
+        have = [source_label(PUBMED_SOURCE)]
+    label = source_label(report.source)
+    return None if label in have else {"sources": [*have, label]}
+
+
 def sources_of(dedup: str, reports: Iterable[NoticeReport]) -> list[str]:
     """The labels of the sources that reported the event `dedup`, first reporter first."""
     out: list[str] = []

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from ..records import NoticeEvent, NoticeReport
 from .engine import StoreCore
-from .keys import DEDUP_LIMIT, chunks, lookup_form
+from .keys import DEDUP_LIMIT, chunks, dumps, lookup_form
 from .schema import events, notice_reports
 
 IDENT_LIMIT = 400  # notice_reports.notice_ident
@@ -100,3 +100,18 @@ class NoticesStore(StoreCore):
                         row.record_id, row.kind, row.dedup, row.created_at, json.loads(row.detail or "{}")
                     )
         return {rid: list(by.values()) for rid, by in out.items()}
+
+    def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int:
+        """Set top-level keys of the detail of every event (each query's) of `record_id`
+        with `dedup`: a later source's name on a notice event (`notices.sources_patch`).
+        Returns how many events changed."""
+        e = events.c
+        where = sa.and_(e.record_id == record_id, e.dedup == lookup_form(dedup, DEDUP_LIMIT))
+        changed = 0
+        for row in tx.execute(sa.select(e.id, e.detail).where(where)):
+            detail = json.loads(row.detail or "{}")
+            merged = {**detail, **patch}
+            if merged != detail:
+                tx.execute(events.update().where(e.id == row.id).values(detail=dumps(merged)))
+                changed += 1
+        return changed

@@ -95,6 +95,7 @@ class NoticesPort(Protocol):
     def notice_events_for(
         self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
     ) -> dict[int, list[NoticeEvent]]: ...
+    def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
 
 
 class OutboxPort(Transactions, Protocol):
