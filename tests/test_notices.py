@@ -63,7 +63,18 @@ class History:
             if a.event is not None:
                 when = a.report.reported_at or T0
                 self.events.append(NoticeEvent(RID, a.event.kind, a.event.dedup, when, a.event.detail))
+            if a.patch is not None:  # as Store.patch_event_detail does
+                self.events = [
+                    NoticeEvent(e.record_id, e.kind, e.dedup, e.created_at, {**e.detail, **a.patch})
+                    if e.dedup == a.report.dedup
+                    else e
+                    for e in self.events
+                ]
         return out
+
+    def sources(self, dedup: str) -> list[str]:
+        (event,) = [e for e in self.events if e.dedup == dedup]
+        return list(event.detail.get("sources", []))
 
     def pubmed_event_only(self, event: NewEvent, when: datetime) -> None:
         """An event stored before reports were kept (or by a PubMed path that keeps none)."""
@@ -114,6 +125,8 @@ def test_publisher_and_retraction_watch_in_one_batch_are_one_event() -> None:
     assert [a.event is not None for a in out] == [True, False]
     assert {a.report.dedup for a in out} == {"retraction:pubmed:1111"}
     assert nt.sources_of("retraction:pubmed:1111", h.reports) == ["publisher notice", "Retraction Watch"]
+    assert out[0].event is not None and out[0].event.detail["sources"] == ["publisher notice", "Retraction Watch"]
+    assert [a.patch for a in out] == [None, None]  # nothing stored to patch: the new event names both
 
 
 # ----------------------------------------------------------------- errata
@@ -258,17 +271,37 @@ def test_kinds_and_labels() -> None:
     assert nt.crossref_report(cx("erratum", "10.9/UPPER"), RID, T0).notice_doi == "10.9/upper"
 
 
-def test_a_later_source_is_added_to_the_event_once() -> None:
-    h = History()
-    (a,) = h.take(from_crossref(cx("retraction", "10.9/rn", "retraction-watch"), T0))
-    (b,) = h.take(from_pubmed_link("retraction", "RetractionIn", "2222", T0 + timedelta(weeks=1)))
-    (event,) = h.events
-    patch = nt.sources_patch(event, b.report)
+def test_sources_patch() -> None:
+    rw = nt.crossref_event(cx("retraction", "10.9/rn", "retraction-watch"), ORIGINAL)
+    assert rw is not None
+    event = NoticeEvent(RID, rw.kind, rw.dedup, T0, rw.detail)
+    report, _ = from_pubmed_link("retraction", "RetractionIn", "2222", T0 + timedelta(weeks=1))
+    patch = nt.sources_patch(event, report)
     assert patch == {"sources": ["Retraction Watch", "PubMed"]}
     again = NoticeEvent(RID, event.kind, event.dedup, event.created_at, {**event.detail, **patch})
-    assert nt.sources_patch(again, b.report) is None
-    # PubMed first: its event names no source, it was PubMed's
+    assert nt.sources_patch(again, report) is None
+    # PubMed's events name no source: they were PubMed's
     _, pubmed_event = from_pubmed_link("erratum", "ErratumIn", "3333", T0)
     stored = NoticeEvent(RID, "erratum", pubmed_event.dedup, T0, pubmed_event.detail)
-    report, _ = from_crossref(cx("correction", "10.9/err-1"), T0 + timedelta(days=2))
-    assert nt.sources_patch(stored, report) == {"sources": ["PubMed", "publisher notice"]}
+    crossref, _ = from_crossref(cx("correction", "10.9/err-1"), T0 + timedelta(days=2))
+    assert nt.sources_patch(stored, crossref) == {"sources": ["PubMed", "publisher notice"]}
+    assert nt.sources_patch(stored, report) is None
+
+
+def test_a_later_report_names_its_source_on_the_stored_event_once() -> None:
+    h = History()
+    h.take(from_crossref(cx("retraction", "10.9/rn", "retraction-watch"), T0))
+    later = T0 + timedelta(weeks=1)
+    out = h.take(
+        from_pubmed_link("retraction", "RetractionIn", "2222", later),
+        from_pubmed_notice("retraction", "2222", "10.9/rn", later),
+    )
+    assert [a.event for a in out] == [None, None]
+    assert [a.patch for a in out] == [{"sources": ["Retraction Watch", "PubMed"]}, None]
+    assert h.sources("retraction:pubmed:1111") == ["Retraction Watch", "PubMed"]
+    # and PubMed first: Crossref's report adds itself after PubMed
+    h2 = History()
+    _, pubmed_event = from_pubmed_link("erratum", "ErratumIn", "3333", T0)
+    h2.pubmed_event_only(pubmed_event, T0)
+    (a,) = h2.take(from_crossref(cx("correction", "10.9/err-1"), T0 + timedelta(days=2)))
+    assert a.patch == {"sources": ["PubMed", "publisher notice"]}

@@ -9,8 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from litwatch import events as ev
-from litwatch.records import PUBMED, NoticeReport, Record
+from litwatch import notices as nt
+from litwatch.digest import group
+from litwatch.parse.crossref import Notice
+from litwatch.records import PUBMED, Link, NewEvent, NoticeReport, Record
 from litwatch.store import Store
+from litwatch.store.rows import EventRow
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
 
@@ -103,3 +107,62 @@ def test_patch_event_detail_names_a_later_source_on_every_query_s_event(store: S
         assert store.patch_event_detail(tx, rid, "retraction:pubmed:404", patch) == 0
         (event,) = store.notice_events_for(tx, [rid], ["retraction"])[rid]
     assert event.detail == {**detail, "sources": ["Retraction Watch", "PubMed"]}
+
+
+def _take(
+    store: Store, record: Record, rid: int, new: list[tuple[NoticeReport, NewEvent | None]], now: datetime
+) -> None:
+    """What the poll wiring does with reports of notices about one record, in one transaction."""
+    with store.transaction() as tx:
+        reports = store.notice_reports_for(tx, [rid]).get(rid, [])
+        events = store.notice_events_for(tx, [rid], nt.NOTICE_KINDS).get(rid, [])
+        decided = nt.attribute(new, reports, events)
+        store.add_notice_reports(tx, [a.report for a in decided], now)
+        queries = sorted(store.hits_for(tx, [rid]).get(rid, set()))
+        rows: list[EventRow] = [
+            {
+                "record_id": rid,
+                "query": q,
+                "kind": a.event.kind,
+                "version_n": 1,
+                "dedup": a.event.dedup,
+                "detail": a.event.detail,
+            }
+            for a in decided
+            if a.event is not None
+            for q in queries
+        ]
+        store.add_events(tx, rows, now)
+        for a in decided:
+            if a.patch:
+                store.patch_event_detail(tx, rid, a.report.dedup, a.patch)
+
+
+def test_crossref_first_then_pubmed_is_one_event_per_query_naming_both(store: Store) -> None:
+    original = Record(source=PUBMED, key="22334455", title="Retracted paper", doi="10.1021/am300292v")
+    with store.transaction() as tx:
+        rid = store.insert_records(tx, [(original, ev.fingerprint(original))], NOW)["22334455"]
+        store.add_hits(tx, [(rid, "trail", ()), (rid, "myeloma", ())], NOW)
+    rw = Notice("retraction", "retraction", original.doi, "10.1021/acsami.9b11759", "retraction-watch", "2019-07-26")
+    _take(store, rid, [(nt.crossref_report(rw, rid, NOW), nt.crossref_event(rw, original))], NOW)
+    week = NOW + timedelta(days=7)
+    retracted = Record(
+        source=PUBMED, key="22334455", title="Retracted paper", links=(Link("RetractionIn", "31350000"),)
+    )
+    (pubmed_event,) = ev.classify_change(original, retracted, [], 2)
+    report = nt.pubmed_report("retraction", rid, week, notice_pmid="31350000", ref_type="RetractionIn")
+    _take(store, rid, [(report, pubmed_event)], week)
+    _take(store, rid, [(report, pubmed_event)], week + timedelta(days=1))  # the next poll: nothing new
+    with store.transaction() as tx:
+        pending = store.pending_events(
+            tx, queries=["trail", "myeloma"], kinds=["retraction"], digest="d", recipient="a@example.org"
+        )
+        reports = store.notice_reports_for(tx, [rid])[rid]
+    assert sorted(e.query for e in pending) == ["myeloma", "trail"]  # one event per query
+    assert {e.detail["sources"] == ["Retraction Watch", "PubMed"] for e in pending} == {True}
+    assert [(r.source, r.dedup) for r in reports] == [
+        ("retraction-watch", "retraction:pubmed:22334455"),
+        ("pubmed", "retraction:pubmed:22334455"),
+    ]
+    (item,) = [i for s in group("d", pending, max_items=10, now=week).sections for i in s.items]
+    assert item.label == "Retraction — Retraction Watch, PubMed"

@@ -251,11 +251,14 @@ def match(report: NoticeReport, known: Sequence[Known], *, window: timedelta = W
 @dataclass(frozen=True)
 class Attribution:
     """What to do with one new report: record `report` (its `dedup` filled in: the
-    event it belongs to, "" for kind "other"), and add `event` for every query that
-    matched the record when it is a new notice (None: an existing event's, or "other")."""
+    event it belongs to, "" for kind "other"); add `event` for every query that matched
+    the record when it is a new notice (None: an existing event's, or "other"); and set
+    `patch` on the stored events `report.dedup` (`Store.patch_event_detail`) when it
+    adds a source to one: a digest not yet sent then names every source."""
 
     report: NoticeReport
     event: NewEvent | None
+    patch: dict[str, object] | None = None
 
 
 def attribute(
@@ -268,34 +271,54 @@ def attribute(
     """Decide, in order, each new report of one record (with the event it would make
     if it were news) against the record's stored `reports` and notice `events`, and
     against the new reports before it: two reports of one notice in one batch make
-    one event."""
+    one event, which names both sources."""
     known = known_notices(reports, events)
-    out = []
+    stored = {e.dedup: e for e in events}
+    fresh: dict[str, int] = {}  # dedup -> index in `out` of the new event made in this batch
+    out: list[Attribution] = []
     for report, event in new:
         if report.kind == OTHER or event is None:
             out.append(Attribution(replace(report, dedup=""), None))
             continue
         dedup = match(report, known, window=window)
-        if dedup is None:
-            dedup = event.dedup
-            k = next((k for k in known if k.dedup == dedup), None)  # an identical key: the same event
-            if k is None:
-                known.append(k := Known(dedup, family(report.kind, report.type, dedup)))
-                out.append(Attribution(replace(report, dedup=dedup), event))
-            else:
-                out.append(Attribution(replace(report, dedup=dedup), None))
+        if dedup is None and not any(k.dedup == event.dedup for k in known):
+            known.append(Known(event.dedup, family(report.kind, report.type, event.dedup)))
+            fresh[event.dedup] = len(out)
+            out.append(Attribution(replace(report, dedup=event.dedup), event))
         else:
-            k = next(k for k in known if k.dedup == dedup)
+            dedup = dedup or event.dedup  # an identical key: the same event
             out.append(Attribution(replace(report, dedup=dedup), None))
-        k.add(report)
+            _name_source(out, len(out) - 1, stored, fresh)
+        next(k for k in known if k.dedup == out[-1].report.dedup).add(report)
     return out
 
 
+def _name_source(out: list[Attribution], i: int, stored: dict[str, NoticeEvent], fresh: dict[str, int]) -> None:
+    """Add the source of `out[i]`'s report to the event it was attributed to: the new
+    event of this batch (its detail), or the stored one (a patch, the last one wins)."""
+    report = out[i].report
+    if report.dedup in fresh:
+        j = fresh[report.dedup]
+        made = out[j].event
+        assert made is not None
+        patch = sources_patch(NoticeEvent(report.record_id, made.kind, made.dedup, datetime.min, made.detail), report)
+        if patch:
+            out[j] = replace(out[j], event=NewEvent(made.kind, made.dedup, {**made.detail, **patch}))
+        return
+    event = stored.get(report.dedup)
+    if event is None:
+        return
+    patch = sources_patch(event, report)
+    if patch:
+        stored[report.dedup] = replace(event, detail={**event.detail, **patch})
+        out[i] = replace(out[i], patch=patch)
+
+
 def sources_patch(event: NoticeEvent, report: NoticeReport) -> dict[str, object] | None:
-    """The detail to set on `event` (`Store.patch_event_detail`) when `report`, from
-    another source, was attributed to it, so a digest not yet sent names every source
-    ("Retraction — Retraction Watch, PubMed"); None when it names this one already. An
-    event from PubMed's CommentsCorrections carries no source: it was PubMed."""
+    """The detail to set on `event` when `report` was attributed to it, so a digest not
+    yet sent names every source ("Retraction — Retraction Watch, PubMed"); None when
+    it names this one already. An event from PubMed's CommentsCorrections carries no
+    source: it was PubMed."""
     have = [str(s) for s in event.detail.get("sources") or [event.detail.get("source_label")] if s]
     if not have and event.kind != "update":
         have = [source_label(PUBMED_SOURCE)]
