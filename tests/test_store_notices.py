@@ -109,9 +109,7 @@ def test_patch_event_detail_names_a_later_source_on_every_query_s_event(store: S
     assert event.detail == {**detail, "sources": ["Retraction Watch", "PubMed"]}
 
 
-def _take(
-    store: Store, record: Record, rid: int, new: list[tuple[NoticeReport, NewEvent | None]], now: datetime
-) -> None:
+def _take(store: Store, rid: int, new: list[tuple[NoticeReport, NewEvent | None]], now: datetime) -> None:
     """What the poll wiring does with reports of notices about one record, in one transaction."""
     with store.transaction() as tx:
         reports = store.notice_reports_for(tx, [rid]).get(rid, [])
