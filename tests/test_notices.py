@@ -305,3 +305,11 @@ def test_a_later_report_names_its_source_on_the_stored_event_once() -> None:
     h2.pubmed_event_only(pubmed_event, T0)
     (a,) = h2.take(from_crossref(cx("correction", "10.9/err-1"), T0 + timedelta(days=2)))
     assert a.patch == {"sources": ["PubMed", "publisher notice"]}
+
+
+def test_a_pubmed_update_without_its_link_type_is_still_a_newer_version() -> None:
+    h = History()
+    h.take(from_crossref(cx("new_version", "10.9/published"), T0))
+    report = nt.pubmed_report("update", RID, T0 + timedelta(days=3), notice_pmid="7777")  # UpdateOf on the notice
+    (a,) = h.take((report, NewEvent("update", "version:pubmed:1111:7777")))
+    assert a.event is None and a.report.dedup == "version:pubmed:1111:doi:10.9/published"

@@ -77,14 +77,24 @@ def _type(update_type: str) -> str:
     return update_type.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def family(kind: str, update_type: str = "", dedup: str = "") -> str:
+def family(kind: str, update_type: str = "", dedup: str = "", source: str = "") -> str:
     """What a notice is matched among: its kind, with updates split into newer versions
-    ("version": Crossref `new_version`, PubMed `UpdateIn`) and the rest ("update")."""
+    ("version": Crossref `new_version`; every PubMed update, `UpdateIn`/`UpdateOf`, is
+    one) and the rest ("update": addenda, clarifications, new editions)."""
     if kind != "update":
         return kind
-    if update_type in _VERSION_TYPES or _type(update_type) in _VERSION_TYPES or dedup.startswith("version:"):
+    if (
+        source == PUBMED_SOURCE
+        or update_type in _VERSION_TYPES
+        or _type(update_type) in _VERSION_TYPES
+        or dedup.startswith("version:")
+    ):
         return "version"
     return "update"
+
+
+def _family(r: NoticeReport, dedup: str = "") -> str:
+    return family(r.kind, r.type, dedup or r.dedup, r.source)
 
 
 # --------------------------------------------------------------------------- reports
@@ -189,7 +199,7 @@ def known_notices(reports: Iterable[NoticeReport], events: Iterable[NoticeEvent]
     by: dict[str, Known] = {}
     for r in reports:
         if r.dedup and r.kind != OTHER:
-            by.setdefault(r.dedup, Known(r.dedup, family(r.kind, r.type, r.dedup))).add(r)
+            by.setdefault(r.dedup, Known(r.dedup, _family(r))).add(r)
     for e in events:
         fam = family(e.kind, dedup=e.dedup)
         if e.kind not in NOTICE_KINDS or (fam == "update" and not _names_notice(e.detail)):
@@ -224,7 +234,7 @@ def _identifiers(detail: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 def match(report: NoticeReport, known: Sequence[Known], *, window: timedelta = WINDOW) -> str | None:
     """The dedup key of the stored event `report` is a report of, or None: a new notice."""
-    fam = family(report.kind, report.type)
+    fam = _family(report)
     if fam == OTHER:
         return None
     same = [k for k in known if k.family == fam]
@@ -282,7 +292,7 @@ def attribute(
             continue
         dedup = match(report, known, window=window)
         if dedup is None and not any(k.dedup == event.dedup for k in known):
-            known.append(Known(event.dedup, family(report.kind, report.type, event.dedup)))
+            known.append(Known(event.dedup, _family(report, event.dedup)))
             fresh[event.dedup] = len(out)
             out.append(Attribution(replace(report, dedup=event.dedup), event))
         else:
