@@ -64,6 +64,8 @@ def test_example_config_is_valid() -> None:
     s = load(Path(__file__).resolve().parents[1] / "config" / "litwatch.yaml", env={})
     assert {q.name for q in s.queries} == {"trail-agonists", "multiple-myeloma"}
     assert s.mail.transport == "file"
+    assert s.crossref is not None and s.crossref.every == "1d" and s.crossref.base_url == "https://api.crossref.org/"
+    assert s.crossref.email == "litwatch-demo@example.org"
 
 
 @pytest.mark.parametrize(

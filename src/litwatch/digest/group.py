@@ -77,12 +77,17 @@ class Item:
     newer: list[dict[str, Any]] = field(default_factory=list)  # newer versions (PubMed UpdateIn)
     changes: list[Change] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # who told us: "Retraction Watch", "PubMed"
+    type_label: str = ""  # the notice's own name, when its source gives one: "Correction"
 
     @property
     def label(self) -> str:
+        """ "Retraction — Retraction Watch", "Correction — publisher notice", "Erratum — PubMed"."""
         if self.kind == "update" and self.newer:
-            return "Newer version"  # not an erratum: the paper has a newer version (SPEC.md, Events)
-        return KIND_LABEL[self.kind]
+            base = "Newer version"  # not an erratum: the paper has a newer version (SPEC.md, Events)
+        else:
+            base = self.type_label or KIND_LABEL[self.kind]
+        return f"{base} — {', '.join(self.sources)}" if self.sources else base
 
     @property
     def status(self) -> list[str]:
@@ -234,13 +239,27 @@ def group(
     )
 
 
+NOTICE_KINDS = frozenset(("retraction", "concern", "erratum"))
+
+
 def _merge_detail(item: Item, detail: dict[str, Any]) -> None:
+    sources = [str(s) for s in detail.get("sources") or [detail.get("source_label")] if s]
+    if not sources and item.kind in NOTICE_KINDS:
+        sources = ["PubMed"]  # events from PubMed's CommentsCorrections carry no source
+    for src in sources:
+        if src not in item.sources:
+            item.sources.append(src)
+    if detail.get("label") and not item.type_label:
+        item.type_label = str(detail["label"])
     notice = detail.get("notice")
+    if notice:  # every key the templates read: PubMed's notices have no date, Crossref's no PMID
+        notice = {"pmid": "", "doi": "", "title": "", "url": "", "date": "", **notice}
     if notice and notice not in item.notices:
         item.notices.append(notice)
     for pmid in detail.get("notices", []):
         if not any(n.get("pmid") == pmid for n in item.notices) and not str(pmid).startswith("ref:"):
-            item.notices.append({"pmid": pmid, "url": f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/", "title": ""})
+            url = f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
+            item.notices.append({"pmid": pmid, "url": url, "title": "", "doi": "", "date": ""})
     for newer in detail.get("newer", []):
         if newer not in item.newer:
             item.newer.append(newer)
