@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import approvals
 from .records import (
     CONCERN_NOTICE_TYPES,
     CONCERN_ON_NOTICE,
@@ -154,10 +155,24 @@ def is_approval_title(title: str) -> bool:
 
 
 def classify_new(record: Record, *, approvals_source: bool = False) -> str | None:
-    """The event for a record a query matches for the first time; None for a notice."""
+    """The event for a record a query matches for the first time; None for a notice.
+
+    - a record of a structured regulatory source (kind openfda / ema: ``reg_kind`` set)
+      is what its kind says: an `approval`, or an `update` for a withdrawal, suspension
+      or refusal (`approvals.event_kind`);
+    - an item of an ``approvals: true`` feed (a regulator's press releases) is an
+      `approval` only when it announces one (`approvals.announces_approval`): the same
+      feed carries recalls, warnings and round-ups, which are `new`;
+    - any other record is an `approval` when its title says so ("Aponermin: First
+      Approval"), else `new`.
+    """
     if is_notice(record):
         return None
-    if approvals_source or is_approval_title(record.title):
+    if record.reg_kind:
+        return approvals.event_kind(record) or "new"
+    if approvals_source:
+        return "approval" if approvals.announces_approval(record.title, record.abstract) else "new"
+    if is_approval_title(record.title):
         return "approval"
     return "new"
 

@@ -513,9 +513,17 @@ class Service:
             found = self.store.find_records(tx, ident)
             if not found:
                 raise UsageError(f"no stored record with PMID, DOI or feed entry id {ident!r}")
+            reports = self.store.notice_reports_for(tx, [rid for rid, _, _ in found])
             out = []
             for rid, source, key in found:
-                out.append({"source": source, "key": key, "versions": self.store.versions_of(tx, rid)})
+                out.append(
+                    {
+                        "source": source,
+                        "key": key,
+                        "versions": self.store.versions_of(tx, rid),
+                        "notices": reports.get(rid, []),  # which source reported which notice, and when
+                    }
+                )
             return out
 
     def status(self) -> dict[str, Any]:
