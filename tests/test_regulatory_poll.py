@@ -2,10 +2,9 @@
 (feedkinds.py), against the local openFDA (tests/fake_openfda.py) and a file host
 (tests/feedhost.py) serving EMA's medicines JSON, on SQLite and PostgreSQL.
 
-Event kinds: until `events.classify_new` gives records with a `reg_kind` their
-`approvals.event_kind` (branch i17d), an openfda/ema record's first match is a `new`
-event here; the assertions marked KIND accept both and are to be tightened to the
-kind named in them at the merge."""
+A record's first match is the event its `reg_kind` says (`events.classify_new`,
+`approvals.event_kind`): `approval` for a new application, a new indication, a CHMP
+opinion or an EU authorisation; `update` for a withdrawal."""
 
 from __future__ import annotations
 
@@ -33,9 +32,6 @@ EMA_PATH = "/en/documents/report/medicines-output-medicines_json-report_en.json"
 JSON = "application/json"
 FDA_NOW = datetime(2026, 1, 27, 12, 0)  # naive UTC, as the service's clock
 EMA_NOW = datetime(2026, 10, 5, 8, 0)
-# KIND: the event kinds this branch gives openfda/ema records; at the merge with the
-# classify_new change (i17d) this becomes {"approval"} (and {"update"} for withdrawals).
-APPROVAL_KINDS = {"new", "approval"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -56,7 +52,9 @@ def _medicine(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def settings(tmp_path: Path, store_url: str, feeds: str, queries: str, digest_queries: str) -> Settings:
+def settings(
+    tmp_path: Path, store_url: str, feeds: str, queries: str, digest_queries: str, backfill: str = "30d"
+) -> Settings:
     return loads(
         f"""
 database: "{store_url}"
@@ -74,6 +72,7 @@ digests:
   - name: d
     to: [a@example.org]
     queries: [{digest_queries}]
+    backfill: {backfill}
 """
     )
 
@@ -179,7 +178,7 @@ def test_openfda_new_bla_and_efficacy_supplement_tentative_ignored(
     assert (first.found, first.new, first.events, first.requests) == (2, 2, 2, 2)
     got = events(store_url)
     assert sorted(key for _, _, key in got) == ["BLA761036:SUPPL:85", "BLA761901:ORIG:1"]
-    assert all(q == "myeloma" and kind in APPROVAL_KINDS for q, kind, _ in got)  # KIND: "approval"
+    assert all(q == "myeloma" and kind == "approval" for q, kind, _ in got)
     terms = hits(store_url)
     assert terms[("myeloma", "BLA761901:ORIG:1")] == ["aponermin"]
     assert terms[("myeloma", "BLA761036:SUPPL:85")] == ["daratumumab"]
@@ -214,13 +213,11 @@ def test_openfda_record_that_appears_days_after_its_date(tmp_path: Path, store_u
 
 def test_openfda_record_without_an_openfda_block(tmp_path: Path, store_url: str, fda: FakeOpenFda) -> None:
     """BLA761460 (DECNUPAZ) has no `openfda` block: names come from products."""
-    s = settings(
-        tmp_path, store_url, fda_feed(fda), query("bpdcn", "fda-approvals", "pivekimab OR DECNUPAZ"), "bpdcn"
-    )
+    s = settings(tmp_path, store_url, fda_feed(fda), query("bpdcn", "fda-approvals", "pivekimab OR DECNUPAZ"), "bpdcn")
     result = poll(s, datetime(2026, 6, 1, 12, 0))
     assert result.ok and (result.found, result.events) == (1, 1)
     (ev,) = events(store_url)
-    assert ev[0] == "bpdcn" and ev[2] == "BLA761460:ORIG:1" and ev[1] in APPROVAL_KINDS  # KIND: "approval"
+    assert ev == ("bpdcn", "approval", "BLA761460:ORIG:1")
     assert hits(store_url)[("bpdcn", "BLA761460:ORIG:1")] == ["pivekimab", "DECNUPAZ"]
     store = Store(s.database)
     try:
@@ -230,9 +227,10 @@ def test_openfda_record_without_an_openfda_block(tmp_path: Path, store_url: str,
         store.close()
     assert rec.title == "FDA approval: DECNUPAZ (pivekimab sunirine-pvzy) — new application (BLA761460)"
     assert rec.sponsor == "ABBVIE INC" and rec.regulator == "FDA" and rec.reg_kind == "new application"
-    assert ("approval letter", "https://www.accessdata.fda.gov/drugsatfda_docs/appletter/2026/761460Orig1s000ltr.pdf") in (
-        rec.documents
-    )
+    assert (
+        "approval letter",
+        "https://www.accessdata.fda.gov/drugsatfda_docs/appletter/2026/761460Orig1s000ltr.pdf",
+    ) in (rec.documents)
 
 
 def test_openfda_query_added_later_sees_the_stored_entries(tmp_path: Path, store_url: str, fda: FakeOpenFda) -> None:
@@ -309,7 +307,7 @@ def test_ema_positive_opinion_then_authorisation(tmp_path: Path, store_url: str,
     assert host.hits(EMA_PATH)[-1].headers["If-None-Match"] == '"d2"'
     got = events(store_url)
     assert [key for _, _, key in got] == ["EMEA/H/C/006302#chmp-opinion", "EMEA/H/C/006302#eu-authorisation"]
-    assert all(kind in APPROVAL_KINDS for _, kind, _ in got)  # KIND: "approval" (CHMP opinion, EU authorisation)
+    assert [kind for _, kind, _ in got] == ["approval", "approval"]
     assert hits(store_url)[("myeloma", "EMEA/H/C/006302#eu-authorisation")] == ['"multiple myeloma"', "pomalidomide"]
     st = state(s, "ema-medicines")
     assert (st.etag, st.watermark, st.url) == ('"d2"', "2026-10-04", host.url(EMA_PATH))
@@ -400,3 +398,57 @@ def test_ema_malformed_json_fails_the_feed_and_the_next_poll_recovers(
     assert host.hits(EMA_PATH)[-1].headers["If-None-Match"] == '"m1"'  # the failed answer's validator was not kept
     now = state(s, "ema-medicines")
     assert (now.watermark, now.etag, now.failing_since) == ("2026-10-05", '"m3"', None)
+
+
+def test_ema_withdrawal_is_an_update(tmp_path: Path, store_url: str, host: FeedHost) -> None:
+    doc = _ema()
+    _medicine(doc, "Pomalidomide Teva").update(
+        {
+            "medicine_status": "Withdrawn",
+            "withdrawal_expiry_revocation_lapse_of_marketing_authorisation_date": "30/09/2026",
+        }
+    )
+    _serve(host, doc, '"w1"')
+    s = settings(tmp_path, store_url, ema_feed(host), MYELOMA_EMA, "myeloma")
+    assert poll(s, EMA_NOW).events == 1
+    assert events(store_url) == [("myeloma", "update", "EMEA/H/C/006302#withdrawal")]
+
+
+# ---------------------------------------------------------------------------- the digest
+
+
+def test_digest_shows_both_regulators_approvals_and_the_stale_file(
+    tmp_path: Path, store_url: str, fda: FakeOpenFda, host: FeedHost
+) -> None:
+    """Both kinds feeding one query's digest: the FDA approvals and the EU opinion in the
+    approvals section, each once, with the terms that matched; a stale EMA file in the
+    footer (`Service.stale_sources`)."""
+    doc = _ema()
+    _medicine(doc, "Pomalidomide Teva").update(
+        {"medicine_status": "Opinion", "opinion_adopted_date": "25/09/2026", "marketing_authorisation_date": ""}
+    )
+    _serve(host, doc, '"e1"')
+    feeds = fda_feed(fda) + ema_feed(host, stale_days=14)
+    q = query("myeloma", "fda-approvals, ema-medicines", "myeloma OR aponermin OR daratumumab OR pomalidomide")
+    s = settings(tmp_path, store_url, feeds, q, "myeloma", backfill="365d")
+    for now in (FDA_NOW, EMA_NOW):  # each feed's data is of its own day
+        svc = Service(s, now=lambda now=now: now)
+        try:
+            assert all(r.ok for r in svc.poll(wait=0))
+        finally:
+            svc.close()
+    svc = Service(s, now=lambda: datetime(2026, 10, 30, 8, 0))
+    try:
+        (res,) = svc.digest(dry_run=True)
+    finally:
+        svc.close()
+    text = res.text
+    approvals = text.split("Sources stale")[0]
+    for title in (
+        "FDA approval: TRAILNOVA (aponermin)",
+        "FDA approval: DARZALEX (daratumumab)",
+        "Positive CHMP opinion: Pomalidomide Teva (pomalidomide)",
+    ):
+        assert approvals.count(title) == 1, (title, text)
+    assert "Sources stale" in text and "ema-medicines" in text.split("Sources stale")[1]
+    assert "newest last_updated_date is 2026-10-02" in " ".join(text.split())  # (the text part wraps lines)

@@ -282,6 +282,7 @@ class Service:
             queries=d.queries,
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
+            stale=self.stale_sources(tx, d),
         )
 
     def recipient_since(self, tx: Connection, d: DigestSettings, recipient: str, now: datetime) -> datetime:
