@@ -93,6 +93,8 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(f"  {f['name']}: {state}")
             if f["last_error"]:
                 out.append(f"    failing since {f['failing_since']}: {f['last_error']}")
+            if f.get("stale"):
+                out.append(f"    stale: {f['stale']}")
     out.append("Digests:")
     for d in st["digests"]:
         out.append(

@@ -188,12 +188,16 @@ class Service:
     def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         """Feed sources: each feed is fetched once for all queries using it; one feed's
         failure, whatever it is, is that feed's reported failure and the others still run."""
-        from .feedpoll import poll_feed
+        from .feedkinds import poll_any_feed
 
         names = list(dict.fromkeys(f for q in queries for f in q.feeds))
         return [
             self.isolated(
-                SHARED, f"feed:{n}", n, partial(poll_feed, self.settings, self.store, self.settings.feed(n), self.now())
+                SHARED,
+                f"feed:{n}",
+                n,
+                # openFDA's request budgets are kept in this database, shared by every process
+                partial(poll_any_feed, self.settings, self.store, self.settings.feed(n), self.now(), claims=self.store),
             )
             for n in names
         ]
@@ -278,6 +282,7 @@ class Service:
             queries=d.queries,
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
+            stale=self.stale_sources(tx, d),
         )
 
     def recipient_since(self, tx: Connection, d: DigestSettings, recipient: str, now: datetime) -> datetime:
@@ -322,6 +327,23 @@ class Service:
         since = st.last_sent if st is not None and st.last_sent is not None else self.now() - REPORT_GAPS_FOR
         for o in self.store.overflows(tx, d.queries, since=since):
             out.append({"name": f"{o.query} (pubmed modifications)", "since": o.noted_at, "error": _overflow_text(o)})
+        return out
+
+    def stale_sources(self, tx: Connection, d: DigestSettings) -> list[dict[str, Any]]:
+        """The digest's feeds whose data has stopped moving (kind ema: the file's newest
+        `last_updated_date` is older than `stale_days`), for its footer: {"name", "note"}."""
+        from .feedkinds import stale_note
+
+        names = dict.fromkeys(f for q in d.queries for f in self.settings.query(q).feeds)
+        now = self.now()
+        out = []
+        for name in names:
+            feed = self.settings.feed(name)
+            if feed.kind != "ema":
+                continue
+            note = stale_note(feed, self.store.poll_state(tx, SHARED, f"feed:{name}"), now)
+            if note:
+                out.append({"name": name, "note": note})
         return out
 
     def _build(self, d: DigestSettings, *, dry_run: bool, skip: set[str] = frozenset()) -> list[DigestResult]:  # type: ignore[assignment]
@@ -506,6 +528,8 @@ class Service:
             return out
 
     def status(self) -> dict[str, Any]:
+        from .feedkinds import stale_note
+
         with self.store.transaction() as tx:
             now = _Now(self.now(), self.store.db_now(tx))
             states = {(r.query, r.source): r for r in self.store.all_poll_states(tx)}
@@ -536,6 +560,7 @@ class Service:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "disabled": bool(r.disabled) if r else False,
+                        "stale": stale_note(f, r, now.host),  # kind ema: its data stopped moving
                     }
                 )
             digests = []
