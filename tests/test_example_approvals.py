@@ -58,7 +58,7 @@ def ema_file(opinion: date, authorised: date) -> bytes:
     opinion on `opinion`, the EU authorisation on `authorised`."""
     doc = json.loads((DATA / "ema" / "medicines-excerpt.json").read_text(encoding="utf-8"))
     base = next(m for m in doc["data"] if m["name_of_medicine"] == "Pomalidomide Teva")
-    med = {k: ("no" if v == "yes" else v) for k, v in base.items()}  # not a generic: a new medicine
+    med = {k: ("No" if v == "Yes" else v) for k, v in base.items()}  # not a generic: a new medicine
     med.update(
         name_of_medicine="Trailnova",
         active_substance="aponermin",
