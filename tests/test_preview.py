@@ -148,3 +148,26 @@ def test_check_online_reports_crossref_not_answering(tmp_path: Path, eutils: Fak
     (line,) = [line for line in r.stdout.splitlines() if line.startswith("crossref:")]
     assert line.startswith("crossref: does not answer:") and "503" in line
     assert "Traceback" not in r.stderr
+
+
+def test_check_online_reads_the_regulators_sources_as_a_poll_would(tmp_path: Path, eutils: FakeEutils) -> None:
+    """openfda and ema feeds are checked through their own sources (a Drugs@FDA search
+    over the first poll's window, the EMA medicines file), not read as RSS."""
+    from fake_openfda import FakeOpenFda
+    from test_example_approvals import ema_file, trailnova
+
+    with FakeOpenFda([trailnova(TODAY - timedelta(days=5))]) as fda, FeedHost() as host:
+        host.feed("/medicines.json", ema_file(TODAY - timedelta(days=20), TODAY - timedelta(days=3)))
+        feeds = (
+            f"  - name: fda\n    kind: openfda\n    url: {fda.search_url}\n"
+            f"  - name: ema\n    kind: ema\n    url: {host.url('/medicines.json')}\n"
+        )
+        queries = "queries:\n  - name: trail\n    feeds: [fda, ema]\n    match: aponermin\n"
+        cfg = basic_config(tmp_path, eutils.url, queries=queries, digests="", extra=f"feeds:\n{feeds}")
+        r = run_cli("--config", str(cfg), "check", "--online")
+        asked = len(fda.requests)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr
+    assert "feed fda: answers, 1 items now; trail matches 1" in r.stdout
+    assert "feed ema: answers, 2 items now; trail matches 2" in r.stdout  # the opinion and the authorisation
+    assert asked == 1 and not (tmp_path / "litwatch.db").exists()

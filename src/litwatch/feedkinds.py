@@ -98,8 +98,8 @@ def poll_openfda_feed(
             url=feed.url,
             api_key=key or None,
             lookback_days=feed.first_lookback_days,
-            policy=_policy(feed),
-            max_bytes=_max_bytes(feed, openfda.DEFAULT_MAX_BYTES),
+            policy=source_policy(feed),
+            max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
             budget=budget,
             limiter=limiter,
         )
@@ -139,8 +139,8 @@ def poll_ema_feed(settings: Settings, store: IngestPort, feed: FeedSettings, now
             last_newest_update=newest,
             stale_days=feed.stale_after_days,
             lookback_days=feed.first_lookback_days,
-            max_bytes=_max_bytes(feed, ema.DEFAULT_MAX_BYTES),
-            policy=_policy(feed),
+            max_bytes=max_bytes_for(feed, ema.DEFAULT_MAX_BYTES),
+            policy=source_policy(feed),
         )
     except SourceError as e:
         _failed(store, feed, users, now, result, str(e))
@@ -289,7 +289,7 @@ def _day(value: str | None) -> date | None:
         return None
 
 
-def _policy(feed: FeedSettings) -> RetryPolicy | None:
+def source_policy(feed: FeedSettings) -> RetryPolicy | None:
     """The feed's own retries and time-out when the config sets them; else the source's
     defaults (made for a large file, or openFDA's paging), not those of an RSS feed."""
     if not {"timeout", "retries", "backoff"} & feed.model_fields_set:
@@ -299,5 +299,5 @@ def _policy(feed: FeedSettings) -> RetryPolicy | None:
     )
 
 
-def _max_bytes(feed: FeedSettings, default: int) -> int:
+def max_bytes_for(feed: FeedSettings, default: int) -> int:
     return feed.max_mb * 1_000_000 if "max_mb" in feed.model_fields_set else default

@@ -105,6 +105,8 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
     """One unconditional GET of the feed, parsed as a poll parses it, and for each query
     that scans it how many of its current items that query's `match` selects."""
     out = FeedPreview(feed.name)
+    if feed.kind != "rss":
+        return _preview_regulator(feed, queries, now, out)
     policy = RetryPolicy(
         retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
     )
@@ -124,6 +126,49 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
         if feed.name in q.feeds and q.matcher is not None:
             matcher = q.matcher
             out.matches[q.name] = sum(1 for r in parsed.records if matcher.hits(r.title, r.abstract) is not None)
+    return out
+
+
+def _preview_regulator(
+    feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, out: FeedPreview
+) -> FeedPreview:
+    """An openfda feed: its first poll's window (`lookback_days`), fetched as a poll does;
+    an ema feed: the medicines file, unconditionally. Items are the approvals (and
+    withdrawals) in that window, matched as a poll matches them."""
+    from .feedkinds import max_bytes_for, source_policy
+    from .sources import ema, openfda
+
+    try:
+        if feed.kind == "openfda":
+            key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
+            records = openfda.poll_openfda(
+                name=feed.name,
+                last_until=None,
+                now=now,
+                url=feed.url,
+                api_key=key or None,
+                lookback_days=feed.first_lookback_days,
+                policy=source_policy(feed),
+                max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
+            ).records
+        else:
+            records = ema.poll_ema(
+                name=feed.name,
+                now=now,
+                url=feed.url,
+                stale_days=feed.stale_after_days,
+                lookback_days=feed.first_lookback_days,
+                max_bytes=max_bytes_for(feed, ema.DEFAULT_MAX_BYTES),
+                policy=source_policy(feed),
+            ).records
+    except SourceError as e:
+        out.error = str(e)
+        return out
+    out.items = len(records)
+    for q in queries:
+        if feed.name in q.feeds and q.matcher is not None:
+            matcher = q.matcher
+            out.matches[q.name] = sum(1 for r in records if matcher.hits(r.title, r.abstract) is not None)
     return out
 
 
