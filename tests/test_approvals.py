@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from litwatch.approvals import announces_approval, approval_phrase, event_kind
+from litwatch.events import classify_new, is_approval_title
 from litwatch.parse.feeds import parse_feed
-from litwatch.records import Record
+from litwatch.records import PUBMED, Record
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 
@@ -95,3 +96,79 @@ def test_event_kind_of_regulatory_records() -> None:
     for kind in ("withdrawal", "suspension", "refusal", "negative CHMP opinion", "application withdrawn"):
         assert event_kind(rec(kind)) == "update"
     assert event_kind(rec("")) is None
+
+
+# --------------------------------------------------------------------------- events.classify_new
+
+
+def _press(title: str, summary: str = "") -> Record:
+    slug = "-".join(title.lower().split())[:60]
+    return Record(
+        source="feed:fda-press",
+        key=slug,
+        title=title,
+        abstract=summary,
+        pub_date="2026-01-15T21:05:00Z",
+        url=f"https://www.fda.gov/news-events/press-announcements/{slug}",
+    )
+
+
+# Shaped like items of FDA's press-announcements RSS feed (titles and first sentences
+# as FDA writes them); each mentions myeloma, so a myeloma query matches all three.
+FDA_APPROVAL = _press(
+    "FDA Approves First Cell-Based Gene Therapy for Adult Patients with Multiple Myeloma",
+    "Today, the U.S. Food and Drug Administration approved Abecma (idecabtagene vicleucel) for the treatment of "
+    "adult patients with multiple myeloma who have not responded to, or whose disease has returned after, at "
+    "least four prior lines of therapy.",
+)
+FDA_RECALL = _press(
+    "Example Pharma Issues Voluntary Nationwide Recall of Pomalidomide Capsules, Used to Treat Multiple Myeloma",
+    "Example Pharma is voluntarily recalling one lot of pomalidomide capsules, 4 mg, an FDA-approved treatment "
+    "for multiple myeloma, to the consumer level.",
+)
+FDA_ROUNDUP = _press(
+    "FDA Roundup: January 13, 2026",
+    "Today, the U.S. Food and Drug Administration is providing an at-a-glance summary of news from around the "
+    "agency: On Monday, the FDA approved a new indication for daratumumab in multiple myeloma.",
+)
+
+
+def test_approvals_feed_items_are_approvals_only_when_they_announce_one() -> None:
+    assert classify_new(FDA_APPROVAL, approvals_source=True) == "approval"
+    assert classify_new(FDA_RECALL, approvals_source=True) == "new"  # "FDA-approved" in a recall
+    assert classify_new(FDA_ROUNDUP, approvals_source=True) == "new"  # "FDA approved" inside a round-up
+    # a round-up whose title even says "FDA approves" (which a paper's title rule would take)
+    roundup = _press("FDA Roundup: March 3, 2026 — FDA approves two generics")
+    assert is_approval_title(roundup.title) and classify_new(roundup, approvals_source=True) == "new"
+
+
+def test_items_of_other_feeds_keep_the_title_rule() -> None:
+    assert classify_new(FDA_RECALL) == "new"
+    assert classify_new(_press("FDA Approval Summary: Idecabtagene Vicleucel")) == "approval"
+
+
+def test_a_pubmed_first_approval_stays_an_approval() -> None:
+    paper = Record(source=PUBMED, key="40011873", title="Aponermin: First Approval", pubtypes=("Review",))
+    assert classify_new(paper) == "approval"
+    assert classify_new(Record(source=PUBMED, key="1", title="Aponermin in myeloma: a phase 3 trial")) == "new"
+
+
+@pytest.mark.parametrize(
+    ("reg_kind", "expected"),
+    [
+        ("new application", "approval"),
+        ("new indication", "approval"),
+        ("CHMP opinion", "approval"),
+        ("EU authorisation", "approval"),
+        ("withdrawal", "update"),
+        ("suspension", "update"),
+        ("refusal", "update"),
+        ("negative CHMP opinion", "update"),
+        ("application withdrawn", "update"),
+    ],
+)
+def test_structured_regulatory_records_are_their_kind(reg_kind: str, expected: str) -> None:
+    title = {"approval": "FDA approval: TRAILNOVA (aponermin)", "update": "EU authorisation withdrawn: Xyz (abc)"}
+    rec = Record(source="feed:fda-approvals", key="BLA761901:ORIG:1", title=title[expected], reg_kind=reg_kind)
+    assert classify_new(rec) == expected
+    assert classify_new(rec, approvals_source=True) == expected  # whatever the feed's flag

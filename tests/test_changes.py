@@ -118,12 +118,12 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
     subject, text = second
     assert subject == "d: 1 erratum, 1 retraction, 1 expression of concern, 1 update"
     notices = section(text, "Errata, retractions and concerns")
-    assert notices.index("[Retraction] RETRACTED: DR5 antibody") < notices.index(
-        "[Expression of concern] Old TRAIL review"
+    assert notices.index("[Retraction — PubMed] RETRACTED: DR5 antibody") < notices.index(
+        "[Expression of concern — PubMed] Old TRAIL review"
     )
-    assert notices.index("[Expression of concern]") < notices.index("[Erratum] TRAIL agonist trial")
+    assert notices.index("[Expression of concern — PubMed]") < notices.index("[Erratum — PubMed] TRAIL agonist trial")
     assert "Notice: Erratum: TRAIL agonist trial https://pubmed.ncbi.nlm.nih.gov/901/" in " ".join(notices.split())
-    retraction = notices[: notices.index("[Expression of concern]")]
+    retraction = notices[: notices.index("[Expression of concern — PubMed]")]
     # the title change rides with the retraction
     assert "Changed title:\n     - DR5 antibody in myeloma\n     + RETRACTED: DR5 antibody in myeloma" in retraction
     updates = section(text, "Updates")

@@ -3,6 +3,7 @@ one line per problem and never a traceback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydantic
@@ -11,6 +12,9 @@ import pytest
 from helpers import invoke, write_config
 from litwatch.config import load, loads, parse_every
 from litwatch.errors import ConfigError
+from litwatch.parse.ema import parse_ema
+from litwatch.parse.feeds import parse_feed
+from litwatch.parse.openfda import parse_drugsfda
 
 GOOD = """
 database: sqlite:///x.db
@@ -60,10 +64,56 @@ def test_good_config_loads_frozen() -> None:
         s.database = "other"  # type: ignore[misc]
 
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "litwatch.yaml"
+
+
 def test_example_config_is_valid() -> None:
-    s = load(Path(__file__).resolve().parents[1] / "config" / "litwatch.yaml", env={})
+    s = load(EXAMPLE, env={})
     assert {q.name for q in s.queries} == {"trail-agonists", "multiple-myeloma"}
     assert s.mail.transport == "file"
+    assert s.crossref is not None and s.crossref.every == "1d" and s.crossref.base_url == "https://api.crossref.org/"
+    assert s.crossref.email == "litwatch-demo@example.org"
+    assert invoke("--config", str(EXAMPLE), "check").returncode == 0
+
+
+def test_example_config_watches_the_regulators_data() -> None:
+    """fda-approvals (openfda) and ema-medicines (ema) serve both queries, whose `match`
+    catches the regulators' own records of the test data (Drugs@FDA has names, not
+    indications; EMA has the therapeutic area) and not the FDA's round-up."""
+    s = load(EXAMPLE, env={})
+    fda, ema = s.feed("fda-approvals"), s.feed("ema-medicines")
+    assert (fda.kind, fda.url, ema.kind) == ("openfda", "https://api.fda.gov/drug/drugsfda.json", "ema")
+    assert ema.url.startswith("https://www.ema.europa.eu/") and ema.stale_days == 14
+    assert fda.api_key is not None and fda.api_key.get_secret_value() == ""  # OPENFDA_API_KEY unset: none
+    for q in s.queries:
+        assert {"fda-press", "fda-approvals", "ema-medicines"} <= set(q.feeds), q.name
+    data = Path(__file__).parent / "data"
+    records = {
+        r.key: r
+        for r in parse_drugsfda(
+            (data / "openfda" / "applications.json").read_bytes(), feed_name="fda-approvals"
+        ).records
+    }
+    doc = json.loads((data / "ema" / "medicines-excerpt.json").read_text(encoding="utf-8"))
+    records |= {r.key: r for r in parse_ema(json.dumps(doc).encode(), feed_name="ema-medicines").records}
+    records |= {
+        r.key: r for r in parse_feed((data / "feeds" / "fda-approvals.xml").read_bytes(), feed_name="p").records
+    }
+
+    def matched(query: str) -> set[str]:
+        m = s.query(query).matcher
+        assert m is not None
+        return {k for k, r in records.items() if m.hits(r.title, r.abstract)}
+
+    assert matched("trail-agonists") == {"BLA761901:ORIG:1", "fda-press-2026-0115-aponermin"}  # TRAILNOVA (aponermin)
+    assert matched("multiple-myeloma") == {
+        "BLA761901:ORIG:1",
+        "BLA761036:ORIG:1",  # DARZALEX (daratumumab), and its efficacy supplement
+        "BLA761036:SUPPL:85",
+        "EMEA/H/C/006302#chmp-opinion",  # Pomalidomide Teva: therapeutic area multiple myeloma
+        "EMEA/H/C/006302#eu-authorisation",
+        "fda-press-2026-0115-aponermin",
+    }
 
 
 @pytest.mark.parametrize(

@@ -297,7 +297,9 @@ def test_a_host_whose_clock_runs_fast_delays_no_one(tmp_path: Path, eutils: Fake
     c = _daemon(settings, tmp_path, lambda: utcnow() - hour)
 
     def polls() -> int:
-        return sum(1 for r in eutils.requests if r.utility == "esearch" and r.params.get("datetype") == "edat")
+        from helpers.fake_eutils import is_poll_search
+
+        return sum(1 for r in eutils.requests if is_poll_search(r))
 
     try:
         a._run_task("poll:q0")
@@ -389,3 +391,31 @@ def test_poll_and_digest_wait_for_a_claim_held_elsewhere_then_skip(
     )
     assert all(r.ok for r in results) and "term0" not in searched and "term1" in searched
     assert digests == [] and [(r.recipient, r.sent) for r in after] == [("team@example.org", True)]
+
+
+def test_queries_due_together_under_run_share_one_cycle(tmp_path: Path, eutils: FakeEutils, store_url: str) -> None:
+    """Under `run`, PubMed queries whose jobs fire within seconds of each other share a
+    cycle (issue 15): one search each, one efetch of the union of what they found; their
+    own jobs then find them polled and not due."""
+    for i in range(6):  # each PMID found by two of the three queries
+        eutils.add(str(500 + i), terms={f"term{i % 3}", f"term{(i + 1) % 3}"}, edat=TODAY, title=f"P{i}")
+    from litwatch.service import utcnow
+
+    settings = load(_config_many(tmp_path, eutils, store_url, 3, every="1h"))
+    d = _daemon(settings, tmp_path, utcnow)
+    d.scheduler.start(paused=True)  # real jobs with their next run times; none fires
+    try:
+        d._schedule()
+        d._run_task("poll:q0")
+        after_q0 = [r.utility for r in eutils.requests]
+        d._run_task("poll:q1")
+        d._run_task("poll:q2")
+        after_all = [r.utility for r in eutils.requests]
+        hits = d.service.status()["queries"]
+    finally:
+        d.scheduler.shutdown(wait=False)
+        d.service.close()
+    print(f"\nrequests of the shared cycle: {after_q0}")
+    assert after_q0.count("esearch") == 3 and after_q0.count("efetch") == 1
+    assert after_all == after_q0  # q1 and q2 were polled in q0's cycle: not due again
+    assert [q["records"] for q in hits] == [4, 4, 4]

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import TODAY, Run, basic_config, daemon_env, free_port, invoke, run_cli, wait_for
-from helpers.fake_eutils import FakeEutils
+from helpers.fake_eutils import FakeEutils, is_poll_search
 
 wait_until = wait_for  # the name tests imported from here before tests/helpers/
 
@@ -29,8 +29,12 @@ wait_until = wait_for  # the name tests imported from here before tests/helpers/
 def searches(fake: FakeEutils, term: str) -> list[float]:
     """When each poll of `term` began: its edat esearch (one per poll)."""
     with fake.lock:
-        return [r.at for r in fake.requests if r.utility == "esearch" and r.params.get("term") == term
-                and r.params.get("datetype") == "edat"]  # fmt: skip
+        return [
+            r.at
+            for r in fake.requests
+            if is_poll_search(r)
+            and (r.params.get("term") == term or r.params.get("term", "").startswith(f"({term}) AND ("))
+        ]
 
 
 def emls(directory: Path) -> list[Path]:
@@ -92,7 +96,7 @@ def test_first_mails_repeat_polls_and_sigterm(tmp_path: Path, eutils: FakeEutils
     log = run.log
     print(f"\nfirst mails: {len(emls(tmp_path / 'outbox'))} mails, TRAIL polled {len(searches(eutils, 'TRAIL'))}x")
     assert rc == 0 and took < 10, (rc, took, log[-2000:])
-    assert re.search(r"level=INFO logger=litwatch.service poll query=trail source=pubmed found=\d+", log)
+    assert re.search(r"level=INFO logger=litwatch.pubmedpoll poll query=trail source=pubmed found=\d+", log)
     assert re.search(r"digest name=weekly messages=1 sent=1 failed=0", log)
     assert "stopped instance=" in log and "Traceback" not in log
     later = [p for p in emls(tmp_path / "outbox") if "Later TRAIL paper" in p.read_text(encoding="utf-8")]

@@ -218,7 +218,7 @@ def test_a_store_error_in_one_pubmed_query_is_its_failure_and_the_cycle_goes_on(
     print("\n" + r.stdout + r.stderr[-800:])
     assert "Traceback" not in r.stderr
     assert r.returncode == 1
-    assert "trail [pubmed]: found 0, new 0, changed 0, events 0, errors 1: query trail: could not store" in r.stdout
+    assert "trail [pubmed]: found 1, new 0, changed 0, events 0, errors 1: query trail: could not store" in r.stdout
     assert "myeloma [pubmed]: found 1, new 1, changed 0, events 1, errors 0" in r.stdout
     assert "notices [pubmed]" in r.stdout
     st = json.loads(invoke("--config", str(cfg), "status", "--json").stdout)

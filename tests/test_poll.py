@@ -159,8 +159,10 @@ def test_failed_fetch_stores_nothing_and_exits_1(
     assert r.returncode == 0, r.stderr
     eutils.add("5", terms="TRAIL", edat=TODAY, title="after")
     eutils.faults.append(fault)
-    if fault.utility == "esearch":  # new-record and modification searches go on apart: fail both
-        eutils.faults.append(fault)
+    if fault.utility == "esearch":
+        # the one OR'd search fails, then the new-record and the modification searches
+        # it falls back to (each keeping its own progress): fail all three
+        eutils.faults += [fault, fault]
     records_before = table_count(tmp_path / "litwatch.db", "records")
     r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 1

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from helpers import TODAY, basic_config, invoke
+from helpers.fake_crossref import FakeCrossref
+from helpers.fake_crossref import Fault as CrossrefFault
 from helpers.fake_eutils import FakeEutils, Fault
 from helpers.feedhost import FeedHost, Reply
 
@@ -107,3 +109,65 @@ def test_check_online_reports_each_pubmed_warning_once(tmp_path: Path, eutils: F
     assert [line for line in r.stderr.splitlines() if "PhraseNotFound" in line] == [
         "trail: warning: PhraseNotFound: TRAIL"
     ]
+
+
+def _crossref_config(tmp_path: Path, eutils: FakeEutils, url: str) -> Path:
+    crossref = f"crossref:\n  email: team@example.org\n  base_url: {url}\n  retries: 0\n"
+    return basic_config(tmp_path, eutils.url, extra=crossref)
+
+
+def test_check_online_says_crossref_answers_and_in_which_pool(tmp_path: Path, eutils: FakeEutils) -> None:
+    fake = FakeCrossref().start()
+    try:
+        fake.add_real(indexed=TODAY - timedelta(days=1))  # some of the real works are notices
+        r = invoke("--config", str(_crossref_config(tmp_path, eutils, fake.url)), "check", "--online")
+    finally:
+        fake.stop()
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "crossref: answers; pool polite-array: 3 request(s) per 1s, 3 at once" in lines
+    notices = sum(1 for w in fake.works.values() if w.message.get("update-to"))
+    assert notices > 0
+    assert f"crossref: {notices} update notices indexed in the last 7 days" in lines
+    (req,) = fake.requests  # one request, on the list route polls use, asking for no rows
+    assert req.path == "/works" and req.params["rows"] == ["0"] and req.params["mailto"] == ["team@example.org"]
+    assert "mailto:team@example.org" in req.user_agent
+    assert not (tmp_path / "litwatch.db").exists()
+
+
+def test_check_online_reports_crossref_not_answering(tmp_path: Path, eutils: FakeEutils) -> None:
+    fake = FakeCrossref().start()
+    try:
+        fake.faults.append(CrossrefFault(status=503, body=b"down for maintenance"))
+        r = invoke("--config", str(_crossref_config(tmp_path, eutils, fake.url)), "check", "--online")
+    finally:
+        fake.stop()
+    print(r.stdout, r.stderr)
+    assert r.returncode == 1, r.stderr
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith("crossref:")]
+    assert line.startswith("crossref: does not answer:") and "503" in line
+    assert "Traceback" not in r.stderr
+
+
+def test_check_online_reads_the_regulators_sources_as_a_poll_would(tmp_path: Path, eutils: FakeEutils) -> None:
+    """openfda and ema feeds are checked through their own sources (a Drugs@FDA search
+    over the first poll's window, the EMA medicines file), not read as RSS."""
+    from helpers.fake_openfda import FakeOpenFda
+    from test_example_approvals import ema_file, trailnova
+
+    with FakeOpenFda([trailnova(TODAY - timedelta(days=5))]) as fda, FeedHost() as host:
+        host.feed("/medicines.json", ema_file(TODAY - timedelta(days=20), TODAY - timedelta(days=3)))
+        feeds = (
+            f"  - name: fda\n    kind: openfda\n    url: {fda.search_url}\n"
+            f"  - name: ema\n    kind: ema\n    url: {host.url('/medicines.json')}\n"
+        )
+        queries = "queries:\n  - name: trail\n    feeds: [fda, ema]\n    match: aponermin\n"
+        cfg = basic_config(tmp_path, eutils.url, queries=queries, digests="", extra=f"feeds:\n{feeds}")
+        r = invoke("--config", str(cfg), "check", "--online")
+        asked = len(fda.requests)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr
+    assert "feed fda: answers, 1 items now; trail matches 1" in r.stdout
+    assert "feed ema: answers, 2 items now; trail matches 2" in r.stdout  # the opinion and the authorisation
+    assert asked == 1 and not (tmp_path / "litwatch.db").exists()

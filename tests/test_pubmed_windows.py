@@ -5,6 +5,7 @@ E-utilities server files records under the New York day they were entered/modifi
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -69,11 +70,20 @@ def table_count(store_url: str, table: str) -> int:
 def searches(
     eutils: FakeEutils, since: int, datetype: str, term: str = "TRAIL", until: int | None = None
 ) -> list[tuple[str, str]]:
-    return [
-        (r.params["mindate"], r.params["maxdate"])
-        for r in eutils.requests[since:until]
-        if r.utility == "esearch" and r.params.get("term") == term and r.params.get("datetype") == datetype
-    ]
+    """The (mindate, maxdate) of each search of `datetype` since request `since`: a
+    search of that type alone, or its range in a search ORing the entered and the
+    modified windows (`(TRAIL) AND (A:B[edat] OR C:D[mdat])`)."""
+    out = []
+    for r in eutils.requests[since:until]:
+        if r.utility != "esearch":
+            continue
+        if r.params.get("term") == term and r.params.get("datetype") == datetype:
+            out.append((r.params["mindate"], r.params["maxdate"]))
+        elif r.params.get("term", "").startswith(f"({term}) AND ("):
+            m = re.search(r"(\d{4}/\d\d/\d\d):(\d{4}/\d\d/\d\d)\[" + datetype + r"\]", r.params["term"])
+            if m:
+                out.append((m.group(1), m.group(2)))
+    return out
 
 
 @pytest.mark.parametrize(
@@ -179,7 +189,8 @@ def test_new_record_and_modification_searches_keep_their_own_progress(
     try:
         svc.poll()
         # the next two days one of the two searches is refused; the other goes on
-        eutils.faults.append(Fault("esearch", 400, body=b"refused", term="TRAIL", datetype=failing, times=2))
+        # (each day: the OR'd search, then the failing one of the two it falls back to)
+        eutils.faults.append(Fault("esearch", 400, body=b"refused", term="TRAIL", datetype=failing, times=4))
         eutils.add("2", terms="TRAIL", edat=datetime(2026, 6, 11, 9, 0), title="A new TRAIL paper")
         eutils.change("1", mdat=datetime(2026, 6, 11, 9, 0), title="TRAIL agonist trial", links=(("ErratumIn", "9"),))
         lines = []

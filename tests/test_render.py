@@ -400,7 +400,7 @@ def test_markup_in_records_is_text_in_html(renderer: Renderer) -> None:
 
 def test_markup_in_records_is_verbatim_in_text(renderer: Renderer) -> None:
     text = renderer.text(nasty_digest())
-    assert "[Erratum] plain" in text
+    assert "[Erratum — PubMed] plain" in text
     assert f"TRAIL {NASTY} in myeloma" in text
     assert f"O'Brien {NASTY}, Smith & Wesson" in text
     assert f"Notice: Erratum {NASTY}" in text
@@ -493,3 +493,40 @@ def test_missing_templates_dir_is_a_config_error(tmp_path: Path) -> None:
     cfg = basic_config(tmp_path, "http://127.0.0.1:9/", extra="templates: nowhere")
     with pytest.raises(ConfigError, match="templates.*'nowhere' is not a directory"):
         load(cfg)
+
+
+# ------------------------------------------------------------------------------- notice sources (#16)
+
+
+def test_a_notice_item_names_its_source(renderer: Renderer) -> None:
+    """ "Retraction — Retraction Watch", "Correction — publisher notice", "Erratum — PubMed":
+    from the event's detail (`sources`, `source_label`, `label`); PubMed's events carry none."""
+    from litwatch import notices as nt
+    from litwatch.parse.crossref import Notice
+
+    retracted = Record(source=PUBMED, key="22334455", title="Retracted paper", doi="10.1021/am300292v")
+    corrected = Record(source="feed:blood-toc", key="e-1", title="Corrected paper", doi="10.1/feed", url="https://x/1")
+    rw = Notice("retraction", "retraction", retracted.doi, "10.1021/acsami.9b11759", "retraction-watch", "2019-07-26")
+    fix = Notice("erratum", "correction", corrected.doi, "10.1/fix", "publisher", "2025-03-01", notice_title="Fix")
+    e_rw, e_fix = nt.crossref_event(rw, retracted), nt.crossref_event(fix, corrected)
+    assert e_rw is not None and e_fix is not None
+    merged = {**e_rw.detail, "sources": ["Retraction Watch", "PubMed"]}  # PubMed reported it later
+    d = (
+        Events()
+        .add("retraction", retracted, detail=merged)
+        .add("erratum", corrected, detail=e_fix.detail, queries=("trail",))
+        .add("erratum", Record(source=PUBMED, key="9", title="Plain erratum"), detail=notice("10", "Erratum"))
+        .group()
+    )
+    labels = [i.label for s in d.sections for i in s.items]
+    assert labels == ["Retraction — Retraction Watch, PubMed", "Correction — publisher notice", "Erratum — PubMed"]
+    text = renderer.text(d)
+    assert "[Retraction — Retraction Watch, PubMed] Retracted paper" in text
+    assert "Notice: DOI 10.1021/acsami.9b11759 (2019-07-26)" in text
+    assert "https://doi.org/10.1021/acsami.9b11759" in text
+    assert "[Correction — publisher notice] Corrected paper" in text and "Notice: Fix (2025-03-01)" in text
+    assert "[Erratum — PubMed] Plain erratum" in text
+    doc = parse(renderer.html(d))
+    badges = [b.text_content() for b in by_class(doc, "span", "badge")]
+    assert "Retraction — Retraction Watch, PubMed" in badges and "Correction — publisher notice" in badges
+    assert by_class(doc, "p", "notice")[0].text_content() == "Notice: DOI 10.1021/acsami.9b11759 (2019-07-26)"

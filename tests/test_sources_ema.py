@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from helpers.feedhost import FeedHost, Reply
-from litwatch.errors import SourceError
+from litwatch.errors import ParseError, SourceError
 from litwatch.parse.ema import parse_ema, staleness
 from litwatch.sources.ema import EmaFetcher, poll_ema
 from litwatch.sources.http import RetryPolicy
@@ -155,3 +155,36 @@ def test_poll_ema_batch_200_then_304_and_staleness_after_a_304(host: FeedHost) -
     assert second.since == date(2026, 9, 21)
     assert second.stale is not None and "newest last_updated_date is 2026-10-02, 28 days" in second.stale
     print(f"requests per cycle: {first.requests} (200) and {second.requests} (304)")
+
+
+def test_a_cut_off_download_is_tried_again_and_never_read_as_a_short_file(host: FeedHost) -> None:
+    body = EXCERPT.read_bytes()
+    cut = Reply(body=body, content_type=JSON, etag='"v1"', cut_at=len(body) // 2)
+    host.route(PATH, cut, Reply(body=body, content_type=JSON, etag='"v1"'))
+    with EmaFetcher(name="ema-medicines", policy=FAST) as fetcher:
+        resp = fetcher.fetch(host.url(PATH))
+    assert (resp.status, resp.content, resp.requests) == (200, body, 2)
+    host.route(PATH, cut)  # cut off every time: an error, not half a file
+    with pytest.raises(SourceError, match=r"feed ema-medicines: answer cut off before its end .*gave up after 3"):
+        poll_ema(name="ema-medicines", url=host.url(PATH), now=datetime(2026, 10, 5), policy=FAST)
+
+
+def test_a_page_that_is_not_the_json_file_is_a_parse_error(host: FeedHost) -> None:
+    maintenance = b"<!DOCTYPE html><html><body><h1>Site under maintenance</h1></body></html>"
+    host.route(PATH, Reply(body=maintenance, content_type="text/html; charset=utf-8"))
+    with pytest.raises(ParseError, match="feed ema-medicines: the EMA medicines file is not valid JSON"):
+        poll_ema(name="ema-medicines", url=host.url(PATH), now=datetime(2026, 10, 5), policy=FAST)
+    host.route(PATH, Reply(body=b'{"meta": {}, "items": []}', content_type=JSON))
+    with pytest.raises(ParseError, match='not EMA medicines data \\(no "data" array\\)'):
+        poll_ema(name="ema-medicines", url=host.url(PATH), now=datetime(2026, 10, 5), policy=FAST)
+
+
+def test_a_renamed_field_reaches_the_poll_as_a_warning(host: FeedHost) -> None:
+    doc = _doc()
+    for m in doc["data"]:
+        m["marketing_authorization_date"] = m.pop("marketing_authorisation_date")
+    host.route(PATH, Reply(body=json.dumps(doc).encode(), content_type=JSON))
+    batch = poll_ema(name="ema-medicines", url=host.url(PATH), now=datetime(2026, 10, 5), policy=FAST)
+    assert batch.status == 200 and batch.records == ()  # the authorisation date is not found under its new name
+    (unknown, missing) = batch.warnings[:2]
+    assert "marketing_authorization_date" in unknown and "marketing_authorisation_date (in 6 of 6)" in missing

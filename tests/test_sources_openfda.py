@@ -139,6 +139,50 @@ def test_skip_paging_when_there_is_no_link_header(fda: FakeOpenFda) -> None:
     assert len(set(_keys(result, JAN))) == 2100
 
 
+def _tiny(n: int) -> list[dict[str, Any]]:
+    """n minimal results dated in January 2026: enough for paging, small on the wire."""
+    return [
+        {"application_number": f"ANDA{300000 + i}", "submissions": [{"submission_status_date": "20260115"}]}
+        for i in range(n)
+    ]
+
+
+def test_skip_paging_stops_at_openfdas_skip_cap_instead_of_drawing_a_400(fda: FakeOpenFda) -> None:
+    fda.applications = _tiny(26_500)
+    fda.link_header = False
+    with _client(fda) as client, pytest.raises(SourceError) as err:
+        client.fetch(JAN, now=NOW)
+    assert "26,500 openFDA results for 2026-01-01..2026-01-31 is more than skip paging reaches (25,000)" in str(
+        err.value
+    )
+    skips = [int(r.params.get("skip", "0")) for r in fda.requests]
+    assert skips == list(range(0, 25_001, 1000))  # up to the cap, never past it
+    # with Link headers (search_after) the same window pages to its end
+    fda.requests.clear()
+    fda.link_header = True
+    with _client(fda) as client:
+        result = client.fetch(JAN, now=NOW)
+    assert result.requests == 27 and all("skip" not in r.params or r.params["skip"] == "0" for r in fda.requests)
+    total = sum(len(json.loads(page)["results"]) for page in result.pages)
+    assert total == 26_500
+    print(f"26,500 results: skip paging gives up after {len(skips)} requests; search_after takes {result.requests}")
+
+
+def test_an_invalid_api_key_is_refused_at_once_and_not_shown(fda: FakeOpenFda) -> None:
+    fda.api_keys = {"GOOD-KEY"}
+    with _client(fda, api_key="BAD-KEY-999") as client, pytest.raises(SourceError) as err:
+        client.fetch(JAN, now=NOW)
+    assert "HTTP 403" in str(err.value) and err.value.status == 403
+    assert "BAD-KEY" not in str(err.value) and "BAD-KEY" not in (err.value.url or "")
+    assert len(fda.requests) == 1  # a refused key is not retried
+    with _client(fda, api_key="GOOD-KEY") as client:
+        assert client.fetch(JAN, now=NOW).requests == 1
+    anonymous = requests.get(f"{fda.search_url}?{search_query(JAN)}", timeout=10)
+    assert anonymous.status_code == 200  # openFDA needs no key
+    refused = requests.get(f"{fda.search_url}?{search_query(JAN, api_key='x')}", timeout=10)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "API_KEY_INVALID"
+
+
 def test_not_found_means_no_matches(fda: FakeOpenFda) -> None:
     window = Window(date(2025, 6, 1), date(2025, 6, 30))
     with _client(fda) as client:

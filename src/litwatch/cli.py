@@ -151,7 +151,8 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
 @click.option(
     "--online",
     is_flag=True,
-    help="Also try every query: PubMed's translation, warnings, counts and recent titles; each feed's matches.",
+    help="Also try every query: PubMed's translation, warnings, counts and recent titles; each feed's matches; "
+    "whether Crossref answers, and in which pool.",
 )
 @click.pass_obj
 @handle_errors
@@ -185,6 +186,13 @@ def _check_online(settings: Settings) -> None:
         for line in f.lines():
             click.echo(line)
         failed = failed or f.error is not None
+    if settings.crossref is not None:
+        from .preview import preview_crossref
+
+        crossref = preview_crossref(settings.crossref, datetime.now(UTC).date())
+        for line in crossref.lines():
+            click.echo(line)
+        failed = failed or crossref.error is not None
     if warned:
         sys.exit(2)
     if failed:

@@ -362,6 +362,36 @@ class RequestBudget:
             self.sleep(delay)
 
 
+class DailyRequests:
+    """At most `per_day` requests per UTC day across every process on the database
+    (openFDA: 1,000 a day without an API key). The day's count lives in the request
+    budget row `name`, as ``[day ordinal, requests made]`` in its `starts` column, read
+    and written under the row's lock. Has `sources.openfda.DayBudget`'s interface; the
+    day is the one of the `now` given (UTC)."""
+
+    def __init__(self, store: ClaimsPort, name: str, per_day: int) -> None:
+        self.store = store
+        self.name = name
+        self.per_day = per_day
+
+    def remaining(self, now: datetime) -> int:
+        with self.store.transaction(immediate=True, fenced=False) as tx:
+            return self.per_day - self._used(tx, now)
+
+    def spend(self, n: int, now: datetime) -> None:
+        if n <= 0:
+            return
+        with self.store.transaction(immediate=True, fenced=False) as tx:
+            used = self._used(tx, now)
+            self.store.set_budget_starts(tx, self.name, [float(now.date().toordinal()), float(used + n)])
+
+    def _used(self, tx: Connection, now: datetime) -> int:
+        _, kept = self.store.budget_starts(tx, self.name)
+        if len(kept) == 2 and int(kept[0]) == now.date().toordinal():
+            return int(kept[1])
+        return 0  # another day (or never): nothing used yet
+
+
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -384,6 +414,14 @@ def dead_here(owner: str | None) -> bool:
     return False
 
 
-
-
-__all__ = ["Claim", "Coordinator", "Holding", "LeaseLost", "RequestBudget", "lease_ttl", "skewed", "utcnow"]
+__all__ = [
+    "Claim",
+    "Coordinator",
+    "DailyRequests",
+    "Holding",
+    "LeaseLost",
+    "RequestBudget",
+    "lease_ttl",
+    "skewed",
+    "utcnow",
+]

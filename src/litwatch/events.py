@@ -12,8 +12,11 @@ Dedup keys are shared by the two ways a notice is seen (the original gaining
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from . import approvals
 from .records import (
     CONCERN_NOTICE_TYPES,
     CONCERN_ON_NOTICE,
@@ -33,6 +36,9 @@ from .records import (
     Record,
     content_hash,
 )
+
+if TYPE_CHECKING:
+    from .store.rows import EventRow
 
 # Order carries no meaning in these (MeSH, keywords and publication types are sets
 # in the PubMed DTD; CommentsCorrections order varies between exports).
@@ -149,10 +155,24 @@ def is_approval_title(title: str) -> bool:
 
 
 def classify_new(record: Record, *, approvals_source: bool = False) -> str | None:
-    """The event for a record a query matches for the first time; None for a notice."""
+    """The event for a record a query matches for the first time; None for a notice.
+
+    - a record of a structured regulatory source (kind openfda / ema: ``reg_kind`` set)
+      is what its kind says: an `approval`, or an `update` for a withdrawal, suspension
+      or refusal (`approvals.event_kind`);
+    - an item of an ``approvals: true`` feed (a regulator's press releases) is an
+      `approval` only when it announces one (`approvals.announces_approval`): the same
+      feed carries recalls, warnings and round-ups, which are `new`;
+    - any other record is an `approval` when its title says so ("Aponermin: First
+      Approval"), else `new`.
+    """
     if is_notice(record):
         return None
-    if approvals_source or is_approval_title(record.title):
+    if record.reg_kind:
+        return approvals.event_kind(record) or "new"
+    if approvals_source:
+        return "approval" if approvals.announces_approval(record.title, record.abstract) else "new"
+    if is_approval_title(record.title):
         return "approval"
     return "new"
 
@@ -234,3 +254,98 @@ def notice_event(kind: str, target: Record, notice: Record) -> NewEvent:
         "notice": {"pmid": notice.key, "title": notice.title, "url": notice.web_url, "doi": notice.doi},
     }
     return NewEvent(kind, dedup, detail)
+
+
+# --------------------------------------------------------------------------- the decider
+
+
+@dataclass
+class Saved:
+    """One record of a batch as saving it left it: `status` "created", "changed" or
+    "same"; `old` and `changes` are the previous version and the diff when it changed."""
+
+    record: Record
+    record_id: int
+    n: int
+    old: Record | None
+    changes: list[FieldChange]
+    status: str
+
+
+@dataclass
+class Plan:
+    """What a batch adds besides its versions: the queries' first hits (record id, query,
+    terms) and the events, in order (the first of two with one dedup key wins)."""
+
+    hits: list[tuple[int, str, tuple[str, ...]]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+
+
+def decide(
+    *,
+    saved: Sequence[Saved],
+    matches: Mapping[str, Mapping[int, tuple[str, ...]]],
+    hits: Mapping[int, set[str]],
+    current: Mapping[int, tuple[Record, int]],
+    approvals_source: bool = False,
+    notices: Iterable[tuple[str, int, Record]] = (),
+    first_versions: Mapping[int, Record] | None = None,
+) -> Plan:
+    """The events that follow from what a batch stored, decided on data alone.
+
+    - `saved`: the batch's records after saving; a changed one is news (`classify_change`)
+      to every query that had matched it before this batch (`hits`);
+    - `matches`: {query: {record id: terms}}; a query matching a record for the first time
+      (not in `hits`) gets a hit and `new`/`approval` (`classify_new`; notices get none),
+      on the record's current version from `current` {id: (record, n)};
+    - `notices`: (kind, target id, notice) for the PubMed notices of the batch naming a
+      stored record: an event of the target for every query that matches it, this batch's
+      first hits included — unless the target's first version (`first_versions`) already
+      showed it."""
+    plan = Plan()
+    seen: set[tuple[str, str]] = set()
+
+    def add(record_id: int, query: str, n: int, e: NewEvent) -> None:
+        if (query, e.dedup) not in seen:
+            seen.add((query, e.dedup))
+            plan.events.append(_row(record_id, query, n, e))
+
+    # changes first: a query matching a changed record for the first time learns of it
+    # as new, not as an update of something it never showed
+    for s in saved:
+        if s.old is None:
+            continue
+        for e in classify_change(s.old, s.record, s.changes, s.n):
+            for query in sorted(hits.get(s.record_id, set())):
+                add(s.record_id, query, s.n, e)
+    added: dict[int, set[str]] = {}
+    for query, matched in matches.items():
+        for rid, terms in matched.items():
+            if query in hits.get(rid, set()) or query in added.get(rid, set()):
+                continue
+            added.setdefault(rid, set()).add(query)
+            plan.hits.append((rid, query, terms))
+            record, n = current[rid]
+            kind = classify_new(record, approvals_source=approvals_source)
+            if kind is not None:  # a notice: reported as news about what it names, not as a paper
+                add(rid, query, n, NewEvent(kind, f"first:{record.source}:{record.key}"))
+    first = first_versions or {}
+    for kind, rid, notice in notices:
+        if known_at_first_sight(first[rid], kind, notice.key):
+            continue  # it was a new paper already showing this notice: not news twice
+        target, n = current[rid]
+        e = notice_event(kind, target, notice)
+        for query in sorted(hits.get(rid, set()) | added.get(rid, set())):
+            add(rid, query, n, e)
+    return plan
+
+
+def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> EventRow:
+    return {
+        "record_id": record_id,
+        "query": query,
+        "kind": e.kind,
+        "version_n": version_n,
+        "dedup": e.dedup,
+        "detail": e.detail,
+    }

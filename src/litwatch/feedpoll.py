@@ -17,44 +17,27 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING
 
-from .config import FeedSettings, QuerySettings
+from .config import FeedSettings, QuerySettings, Settings
 from .errors import SourceError, StoreError, first_line
 from .parse.feeds import parse_feed
+from .pipeline import SHARED, Batch, PollResult, Progress, ingest, record_failure
+from .records import Record
 from .sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
 from .sources.http import RetryPolicy
+from .store.ports import IngestPort
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from .records import Record
-    from .service import PollResult, Service
-    from .store.ports import IngestPort
-
 log = logging.getLogger(__name__)
 
 
-def poll_feeds(service: Service, queries: Sequence[QuerySettings]) -> list[PollResult]:
-    """Poll each feed the `queries` scan; one feed's failure, whatever it is, is that
-    feed's reported failure and the others still run."""
-    from .service import SHARED
-
-    names = list(dict.fromkeys(f for q in queries for f in q.feeds))
-    return [
-        service.isolated(SHARED, f"feed:{n}", n, partial(poll_feed, service, service.settings.feed(n), queries))
-        for n in names
-    ]
-
-
-def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySettings]) -> PollResult:
-    from .service import SHARED, PollResult
-
+def poll_feed(settings: Settings, store: IngestPort, feed: FeedSettings, now: datetime) -> PollResult:
+    """Fetch `feed` (conditionally) and ingest what it holds for every query scanning it."""
     source = f"feed:{feed.name}"
     result = PollResult(feed.name, source)
-    store: IngestPort = service.store
-    now = service.now()
     with store.transaction() as tx:
         state = store.poll_state(tx, SHARED, source)
     if state is not None and state.disabled:
@@ -66,7 +49,7 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
     )
     fetcher = FeedFetcher(max_bytes=feed.max_mb * 1_000_000, policy=policy, name=feed.name)
-    users = [q for q in service.settings.queries if feed.name in q.feeds and q.matcher is not None]
+    users = [q for q in settings.queries if feed.name in q.feeds and q.matcher is not None]
     try:
         resp = fetcher.fetch(
             url,
@@ -76,13 +59,11 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
             now=now,
         )
         result.requests = 0 if resp.skipped else 1
+        progress = [Progress(SHARED, source, _validators(resp, feed))]
         if resp.skipped or resp.status == 304:
-
-            def unchanged(tx: Connection) -> None:
-                result.events = _catch_up(service, tx, feed, users, now)
-                store.poll_ok(tx, SHARED, source, now, last_error=None, **_validators(resp, feed))
-
-            store.write(unchanged, what=f"feed {feed.name}")
+            result.events = store.write(
+                lambda tx: _catch_up(store, tx, feed, users, now, progress), what=f"feed {feed.name}"
+            )
             return result
         parsed = parse_feed(
             resp.content, feed_name=feed.name, base_url=resp.final_url or url, content_type=resp.content_type
@@ -90,31 +71,27 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
         result.warnings += list(parsed.warnings)
         result.found = len(parsed.records)
 
-        def apply(tx: Connection) -> None:
-            saved = service.save_records(tx, parsed.records, now)
-            result.new = sum(1 for s in saved if s.status == "created")
-            result.changed = sum(1 for s in saved if s.status == "changed")
-            result.events = service.emit_for_changes(tx, saved, now)
-            ids = {s.record.key: s.record_id for s in saved}
-            store.set_feed_entries(tx, source, ids.values(), now)
-            result.events += _match(service, tx, feed, users, parsed.records, ids, generation=now, now=now)
-            store.poll_ok(tx, SHARED, source, now, last_error=None, **_validators(resp, feed))
+        def entries(tx: Connection, ids: dict[tuple[str, str], int]) -> None:
+            store.set_feed_entries(tx, source, list(dict.fromkeys(ids[(r.source, r.key)] for r in parsed.records)), now)
 
-        store.write(apply, what=f"feed {feed.name}")
+        batch = _matched(feed, users, parsed.records, generation=now)
+        batch.records, batch.progress, batch.bookkeeping = parsed.records, progress, [entries]
+        done = store.write(lambda tx: ingest(store, tx, batch, now), what=f"feed {feed.name}")
+        result.new, result.changed, result.events = done.new, done.changed, done.events
     except FeedGoneError as e:
         result.error = str(e)
         with store.transaction() as tx:
             store.poll_failed(tx, SHARED, source, str(e), now, disabled=True)
     except SourceError as e:
         result.error = str(e)
-        service._record_failure(SHARED, source, str(e), now)
-        _catch_up_alone(service, feed, users, now, result)
+        record_failure(store, SHARED, source, str(e), now)
+        _catch_up_alone(store, feed, users, now, result)
     except StoreError as e:
         # what this feed sent, the database refused: this feed's failure, not the cycle's
         result.error = f"feed {feed.name}: could not store its entries: {first_line(e)}"
         log.warning("poll feed=%s: %s", feed.name, result.error)
         result.new = result.changed = result.events = 0
-        service._record_failure(SHARED, source, result.error, now)
+        record_failure(store, SHARED, source, result.error, now)
     finally:
         fetcher.close()
     log.info(
@@ -129,64 +106,59 @@ def poll_feed(service: Service, feed: FeedSettings, queries: Sequence[QuerySetti
     return result
 
 
-def _match(
-    service: Service,
-    tx: Connection,
-    feed: FeedSettings,
-    queries: Sequence[QuerySettings],
-    entries: Sequence[Record],
-    ids: dict[str, int],
-    *,
-    generation: datetime,
-    now: datetime,
-) -> int:
-    """Match `entries` (the feed's answer of `generation`) against `queries`; each notes
-    that it has. Returns how many events that made."""
+def _matched(
+    feed: FeedSettings, queries: Sequence[QuerySettings], entries: Sequence[Record], *, generation: datetime
+) -> Batch:
+    """A batch of what each of `queries` matches among `entries` (the feed's answer of
+    `generation`), and the note that each has matched that answer."""
     source = f"feed:{feed.name}"
-    events = 0
+    batch = Batch(feed.name, source, approvals=feed.approvals)
     for q in queries:
         assert q.matcher is not None
-        matched: dict[str, int] = {}
-        terms: dict[str, tuple[str, ...]] = {}
+        matched: dict[tuple[str, str], tuple[str, ...]] = {}
         for rec in entries:
             hit = q.matcher.hits(rec.title, rec.abstract)
-            if hit is not None and rec.key in ids:
-                matched[rec.key] = ids[rec.key]
-                terms[rec.key] = hit
-        events += service.emit_for_matches(tx, q.name, matched, now, approvals_source=feed.approvals, terms=terms)
-        service.store.note_matched(tx, q.name, source, _marker(generation, q))
-    return events
+            if hit is not None:
+                matched[(rec.source, rec.key)] = hit
+        batch.matches[q.name] = matched
+        batch.marks.append((q.name, source, _marker(generation, q)))
+    return batch
 
 
 def _catch_up(
-    service: Service, tx: Connection, feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime
+    store: IngestPort,
+    tx: Connection,
+    feed: FeedSettings,
+    queries: Sequence[QuerySettings],
+    now: datetime,
+    progress: Sequence[Progress] = (),
 ) -> int:
     """Match the feed's stored current entries against the queries that have not yet."""
     source = f"feed:{feed.name}"
-    generation, record_ids = service.store.feed_entries(tx, source)
-    if generation is None:
-        return 0
+    generation, record_ids = store.feed_entries(tx, source)
     behind = []
-    for q in queries:
-        row = service.store.poll_state(tx, q.name, source)
-        if row is None or row.watermark != _marker(generation, q):
-            behind.append(q)
+    if generation is not None:
+        for q in queries:
+            row = store.poll_state(tx, q.name, source)
+            if row is None or row.watermark != _marker(generation, q):
+                behind.append(q)
     if not behind:
-        return 0
-    current = service.store.current_by_id(tx, record_ids)
-    entries = [current[rid].record for rid in record_ids if rid in current]
-    ids = {current[rid].record.key: rid for rid in record_ids if rid in current}
-    return _match(service, tx, feed, behind, entries, ids, generation=generation, now=now)
+        batch = Batch(feed.name, source, progress=list(progress))
+    else:
+        assert generation is not None
+        current = store.current_by_id(tx, record_ids)
+        entries = [current[rid].record for rid in record_ids if rid in current]
+        batch = _matched(feed, behind, entries, generation=generation)
+        batch.progress = list(progress)
+    return ingest(store, tx, batch, now).events
 
 
 def _catch_up_alone(
-    service: Service, feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, result: PollResult
+    store: IngestPort, feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, result: PollResult
 ) -> None:
     """After a failed fetch: queries that have not matched the stored entries still do."""
     try:
-        result.events = service.store.write(
-            lambda tx: _catch_up(service, tx, feed, queries, now), what=f"feed {feed.name}"
-        )
+        result.events = store.write(lambda tx: _catch_up(store, tx, feed, queries, now), what=f"feed {feed.name}")
     except StoreError as e:
         log.warning("poll feed=%s: could not match the stored entries: %s", feed.name, first_line(e))
 
@@ -196,7 +168,6 @@ def _marker(generation: datetime, q: QuerySettings) -> str:
     `match` (edit the expression, and the entries are matched again, like a new query)."""
     digest = hashlib.sha256((q.match or "").encode("utf-8")).hexdigest()[:16]
     return f"{generation.replace(microsecond=0).isoformat()} {digest}"
-
 
 
 def _validators(resp: FeedResponse, feed: FeedSettings) -> dict[str, object]:

@@ -1,9 +1,10 @@
 """`litwatch check --online`: what each query would find, asked of the real sources
 before the first poll, so a query can be tuned before its first digest goes out.
 
-Reads PubMed and the feeds and stores nothing: no database is opened (or created),
-no watermark or validator is kept. PubMed windows are the ones a poll of a new query
-uses (`Service.poll_pubmed`: entry date, `first_lookback_days` back to today)."""
+Reads PubMed, the feeds and Crossref (when `crossref:` is configured) and stores
+nothing: no database is opened (or created), no watermark or validator is kept.
+PubMed windows are the ones a poll of a new query uses (`Service.poll_pubmed`: entry
+date, `first_lookback_days` back to today)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from .config import FeedSettings, QuerySettings, Settings
+from .config import CrossrefSettings, FeedSettings, QuerySettings, Settings
 from .errors import SourceError
 from .parse.feeds import parse_feed
 from .parse.pubmed import parse_pubmed
@@ -104,6 +105,8 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
     """One unconditional GET of the feed, parsed as a poll parses it, and for each query
     that scans it how many of its current items that query's `match` selects."""
     out = FeedPreview(feed.name)
+    if feed.kind != "rss":
+        return _preview_regulator(feed, queries, now, out)
     policy = RetryPolicy(
         retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
     )
@@ -124,6 +127,91 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
             matcher = q.matcher
             out.matches[q.name] = sum(1 for r in parsed.records if matcher.hits(r.title, r.abstract) is not None)
     return out
+
+
+def _preview_regulator(
+    feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, out: FeedPreview
+) -> FeedPreview:
+    """An openfda feed: its first poll's window (`lookback_days`), fetched as a poll does;
+    an ema feed: the medicines file, unconditionally. Items are the approvals (and
+    withdrawals) in that window, matched as a poll matches them."""
+    from .feedkinds import max_bytes_for, source_policy
+    from .sources import ema, openfda
+
+    try:
+        if feed.kind == "openfda":
+            key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
+            records = openfda.poll_openfda(
+                name=feed.name,
+                last_until=None,
+                now=now,
+                url=feed.url,
+                api_key=key or None,
+                lookback_days=feed.first_lookback_days,
+                policy=source_policy(feed),
+                max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
+            ).records
+        else:
+            records = ema.poll_ema(
+                name=feed.name,
+                now=now,
+                url=feed.url,
+                stale_days=feed.stale_after_days,
+                lookback_days=feed.first_lookback_days,
+                max_bytes=max_bytes_for(feed, ema.DEFAULT_MAX_BYTES),
+                policy=source_policy(feed),
+            ).records
+    except SourceError as e:
+        out.error = str(e)
+        return out
+    out.items = len(records)
+    for q in queries:
+        if feed.name in q.feeds and q.matcher is not None:
+            matcher = q.matcher
+            out.matches[q.name] = sum(1 for r in records if matcher.hits(r.title, r.abstract) is not None)
+    return out
+
+
+@dataclass
+class CrossrefPreview:
+    """Whether Crossref answers, the pool it put litwatch in (`x-api-pool`: "polite"
+    with the configured `email`), that pool's limits, and the notices of the last week."""
+
+    pool: str = ""
+    limit: int = 0
+    interval: float = 0.0
+    concurrency: int = 0
+    recent: int | None = None
+    error: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.error:
+            return [f"crossref: does not answer: {_unprefixed(self.error, 'Crossref: ')}"]
+        pool = self.pool or "not said (no x-api-pool header)"
+        pace = f"{self.limit} request(s) per {self.interval:g}s, {self.concurrency} at once"
+        out = [f"crossref: answers; pool {pool}: {pace}"]
+        if self.pool and not self.pool.startswith("polite"):
+            out.append("crossref: not in the polite pool: check crossref.email")
+        if self.recent is not None:
+            out.append(f"crossref: {self.recent} update notices indexed in the last {RECENT_DAYS} days")
+        return out
+
+
+def preview_crossref(cfg: CrossrefSettings, today: date) -> CrossrefPreview:
+    """One request to Crossref's list route (the one polls use), `rows=0`."""
+    from .sources.crossref import CrossrefClient
+
+    policy = RetryPolicy(retries=cfg.retries, backoff=cfg.backoff, timeout=cfg.timeout, deadline=min(cfg.deadline, 120))
+    client = CrossrefClient(
+        email=cfg.email, base_url=cfg.base_url, policy=policy, max_bytes=cfg.max_response_mb * 1_000_000
+    )
+    try:
+        probe = client.probe(today - timedelta(days=RECENT_DAYS))
+    except SourceError as e:
+        return CrossrefPreview(error=str(e))
+    finally:
+        client.close()
+    return CrossrefPreview(probe.pool, probe.limit, probe.interval, probe.concurrency, probe.total)
 
 
 class _NoSearchWarnings(logging.Filter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 PUBMED = "pubmed"
@@ -163,4 +164,41 @@ class NewEvent:
 
     kind: str
     dedup: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoticeReport:
+    """One source's report of one notice (erratum, retraction, concern, update, or a
+    type litwatch does not know: "other") about one stored record: who told us
+    (`source`: "pubmed", "publisher", "retraction-watch"), which notice (its DOI, lower
+    case, and/or the PubMed PMID of the notice record), when it was issued and when
+    litwatch learnt it, and the event's dedup key it was attributed to ("" for "other":
+    recorded, never mailed). Kept in `notice_reports` (0007); `notices.py` decides."""
+
+    record_id: int
+    kind: str  # erratum | retraction | concern | update | other
+    type: str  # the source's own name: corrigendum, partial_retraction, ErratumIn, ...
+    source: str
+    notice_doi: str = ""
+    notice_key: str = ""  # the notice's PMID
+    notice_date: str = ""  # ISO date, or a prefix of one ("2019-07"), or ""
+    reported_at: datetime | None = None
+    dedup: str = ""
+
+    @property
+    def ident(self) -> str:
+        """What names the notice: its DOI, else its PMID (the table's uniqueness)."""
+        return self.notice_doi or self.notice_key
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """A stored event of a notice kind, as `notices.py` matches a new report against it
+    (one per record and dedup key, whatever the queries: the earliest `created_at`)."""
+
+    record_id: int
+    kind: str
+    dedup: str
+    created_at: datetime
     detail: dict[str, Any] = field(default_factory=dict)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records import NoticeReport
 
 
 def _value(v: Any, limit: int = 300) -> str:
@@ -26,8 +29,34 @@ def format_history(found: list[dict[str, Any]]) -> str:
             for fname, old, new in v.changes:
                 out.append(f"      {fname}: {_value(old)}")
                 out.append(f"      {' ' * len(fname)}→ {_value(new)}")
+        out += _notice_lines(rec.get("notices", []))
         out.append("")
     return "\n".join(out)
+
+
+def _notice_lines(reports: list[NoticeReport]) -> list[str]:
+    """Each notice once (one event, however many sources told us), then who reported it
+    and when: "Retraction Watch (retraction) 2026-11-25 12:00:00Z"."""
+    if not reports:
+        return []
+    from .notices import source_label  # only `history` needs it (it imports the Crossref parser)
+
+    by: dict[str, list[NoticeReport]] = {}
+    for r in reports:
+        by.setdefault(r.dedup or f"{r.kind}:{r.ident}", []).append(r)
+    out = [f"  notices: {len(by)}"]
+    for group in by.values():
+        first = group[0]
+        names = [f"DOI {d}" for d in dict.fromkeys(r.notice_doi for r in group if r.notice_doi)]
+        names += [f"PMID {k}" for k in dict.fromkeys(r.notice_key for r in group if r.notice_key)]
+        issued = next((r.notice_date for r in group if r.notice_date), "")
+        what = first.kind if first.kind != "other" else f"other ({first.type}: recorded, not mailed)"
+        head = ", ".join([what, *names] + ([f"issued {issued}"] if issued else []))
+        out.append(f"    {head}")
+        for r in group:
+            when = f"{r.reported_at:%Y-%m-%d %H:%M:%S}Z" if r.reported_at else ""
+            out.append(f"      {source_label(r.source)} ({r.type or r.kind}) {when}".rstrip())
+    return out
 
 
 def _gaps(q: dict[str, Any]) -> list[str]:
@@ -64,6 +93,8 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(f"  {f['name']}: {state}")
             if f["last_error"]:
                 out.append(f"    failing since {f['failing_since']}: {f['last_error']}")
+            if f.get("stale"):
+                out.append(f"    stale: {f['stale']}")
     out.append("Digests:")
     for d in st["digests"]:
         out.append(

@@ -40,7 +40,8 @@ from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
 from .outbox import DigestResult
-from .service import NOTICES, SHARED, PollResult, Service
+from .pipeline import NOTICES, SHARED, PollResult
+from .service import Service
 from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 OUTBOX_EVERY = timedelta(seconds=60)  # queued mail is retried this often (each message has its own backoff)
 STOP_GRACE = 8.0  # seconds a running job may finish after SIGTERM; exit 0 within 10 s
 FEED_WAIT = 10.0  # seconds a query waits for another instance fetching the same feed
+# PubMed queries due within this long of each other share one cycle: one fetch of the
+# union of what they found (pubmedpoll.py) instead of one per query
+SHARE_CYCLE = timedelta(seconds=5)
 
 
 def run_forever(config: str | None) -> int:
@@ -310,7 +314,8 @@ class Daemon:
                             self._wake_when_due(task, claim.last_run, claim.now)
                         return
                     held.next_run = task.plan.after(claim.now, tz)
-                    self._do(task, svc)
+                    with contextlib.ExitStack() as company:
+                        self._do(task, svc, self._companions(task, svc, company))
             except LeaseLost as e:
                 self.metrics.add("job_errors")
                 log.warning("task=%s stopped: %s", name, e)
@@ -346,7 +351,33 @@ class Daemon:
         due = task.plan.after(last_run, self.settings.timezone) + (self.clock() - db_now)
         self._fire_at(task.name, max(_aware(due), datetime.now(UTC) + timedelta(milliseconds=200)))
 
-    def _do(self, task: Task, svc: Service) -> None:
+    def _companions(self, task: Task, svc: Service, stack: contextlib.ExitStack) -> list[QuerySettings]:
+        """Other PubMed queries whose jobs fire within `SHARE_CYCLE`: claimed here (in this
+        process and by lease, due by the same check their own job makes) for the block of
+        `stack`, so they poll in this cycle; their own job then finds them not due."""
+        if task.query is None or not task.query.pubmed:
+            return []
+        horizon = datetime.now(UTC) + SHARE_CYCLE
+        out = []
+        tz = self.settings.timezone
+        for job in self.scheduler.get_jobs():
+            other = self.tasks.get(job.id)
+            if other is None or other is task or other.query is None or not other.query.pubmed:
+                continue
+            if job.next_run_time is None or job.next_run_time > horizon:
+                continue
+            if not stack.enter_context(self._local_hold(other.name)):
+                continue  # its own job is running it
+            anchor = _state_anchor(other, *svc.task_anchors())
+            held = stack.enter_context(self.coordination.hold(other.name, due=self._due(other, anchor)))
+            if held.claim.won and held.mine:
+                held.next_run = other.plan.after(held.claim.now, tz)
+                out.append(other.query)
+        if out:
+            log.info("poll query=%s: sharing the cycle with %s", task.query.name, ", ".join(q.name for q in out))
+        return out
+
+    def _do(self, task: Task, svc: Service, companions: list[QuerySettings] | None = None) -> None:
         for attempt in (1, 2):
             try:
                 if task.kind == "digest":
@@ -356,7 +387,7 @@ class Daemon:
                     self._polled(svc.poll_notices(), log_it=True)
                 else:
                     assert task.query is not None
-                    self._poll(svc, task.query)
+                    self._poll(svc, task.query, companions or [])
                 return
             except StoreConflict as e:  # (LeaseLost is not retried)
                 # Another instance stored the same record a moment earlier (two queries
@@ -365,9 +396,15 @@ class Daemon:
                     raise
                 log.info("task=%s: concurrent write (%s), retrying once", task.name, _first_line(e))
 
-    def _poll(self, svc: Service, q: QuerySettings) -> None:
-        if q.pubmed:
-            self._polled(svc.poll_pubmed(q))
+    def _poll(self, svc: Service, q: QuerySettings, companions: list[QuerySettings]) -> None:
+        for r in svc.poll_pubmed_cycle([q, *companions]):
+            self._polled(r)
+        for other in companions:
+            if other.feeds:
+                self._poll_feeds(svc, other)
+        self._poll_feeds(svc, q)
+
+    def _poll_feeds(self, svc: Service, q: QuerySettings) -> None:
         if q.feeds:
             with contextlib.ExitStack() as stack:
                 for f in q.feeds:

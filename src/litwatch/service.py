@@ -7,28 +7,26 @@ sends, then marks the row sent."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
-from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection
 
-from . import events as ev
 from .config import DigestSettings, QuerySettings, Settings
 from .coordination import Coordinator, RequestBudget
-from .errors import LitwatchError, SourceError, StoreError, UsageError, first_line
-from .parse.pubmed import parse_pubmed
-from .records import PUBMED, FieldChange, NewEvent, Record
-from .sources.eutils import ESEARCH_CAP, EutilsClient, SearchResult, prefetched, pubmed_day, window_start
-from .store import Current, PendingEvent, Store
+from .errors import LitwatchError, StoreError, UsageError, first_line
+from .pipeline import NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
+from .records import PUBMED
+from .sources.eutils import ESEARCH_CAP, EutilsClient
+from .store import PendingEvent, Store
 from .store.ports import ServicePort
-from .store.rows import EventRow, Lease, OutboxMessage, Overflow, PollState
+from .store.rows import Lease, OutboxMessage, Overflow, PollState
 
 # A poll needs none of the digest side (Jinja2, css-inline, the mail transports, the
 # outbox): it is imported where a digest is built or sent, so `litwatch poll` (and each
@@ -41,15 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTICE_TERM = (
-    '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt]'
-    ' OR "expression of concern"[pt]'
-)
-NOTICES = "notices"  # poll_state source of the shared notice search
-SHARED = "*"  # poll_state query of sources shared by all queries
-# A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
-# for this long, then given up (PubMed does delete records) and shown so in `status`.
-MISSING_GIVE_UP = timedelta(days=3)
 # `status` shows skipped days and given-up records this long; a digest that never went
 # out shows the skipped days of this long
 REPORT_GAPS_FOR = timedelta(days=30)
@@ -66,84 +55,6 @@ def utcnow() -> datetime:
 CLAIM_WAIT = 60.0
 
 
-@dataclass
-class PollResult:
-    name: str
-    source: str
-    found: int = 0
-    new: int = 0
-    changed: int = 0
-    events: int = 0
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    requests: int = 0
-    missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
-    gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
-    overflowed: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
-    skipped: str | None = None  # why this poll did not run (another process had it)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def line(self) -> str:
-        if self.skipped:
-            return f"{self.name} [{self.source}]: skipped: {self.skipped}"
-        head = (
-            f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
-            f"events {self.events}"
-        )
-        if self.missing:
-            head += f", missing {self.missing} (fetched again at the next poll)"
-        if self.gave_up:
-            days = MISSING_GIVE_UP.days
-            head += f", gave up on {len(self.gave_up)} missing for {days} days ({_some(self.gave_up)})"
-        for day, count in self.overflowed:
-            head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
-        if self.error:
-            return f"{head}, errors 1: {self.error}"
-        return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
-
-
-@dataclass
-class _Searched:
-    entered: list[SearchResult] | None  # None: the search failed
-    modified: list[SearchResult] | None
-    error: str  # "" when both ran
-    marks: dict[str, str]  # the watermarks the searches that ran may move to
-    searched: str = ""  # the windows searched, for a person watching (PollProgress)
-
-
-@dataclass
-class _Fetched:
-    records: list[Record]
-    warnings: list[str]
-    missing: list[str] = field(default_factory=list)  # asked for, never answered
-
-
-class PollProgress(Protocol):
-    """What a poll tells a person watching it, per query (`name`): what it searched and
-    how many records it will fetch, each batch of records fetched, and what it stored.
-    `litwatch poll` draws it as a progress bar on a terminal (cli.py); by default nothing."""
-
-    def searched(self, name: str, searched: str, total: int) -> None: ...
-
-    def fetched(self, name: str, n: int) -> None: ...
-
-    def stored(self, name: str, summary: str) -> None: ...
-
-
-class _Quiet:
-    def searched(self, name: str, searched: str, total: int) -> None:
-        pass
-
-    def fetched(self, name: str, n: int) -> None:
-        pass
-
-    def stored(self, name: str, summary: str) -> None:
-        pass
-
-
 class Service:
     def __init__(
         self,
@@ -157,7 +68,7 @@ class Service:
         self.store: ServicePort = store or Store(settings.database)
         self.now = now  # the host's clock (injectable); claims use the database's
         self.coordination = coordination or Coordinator(self.store, clock=now)
-        self.progress: PollProgress = progress or _Quiet()
+        self.progress: PollProgress = progress or Quiet()
         self._eutils: EutilsClient | None = None
 
     @cached_property
@@ -215,7 +126,7 @@ class Service:
                 if not h.claim.won:
                     busy_feeds.add(f)
                     results.append(PollResult(f, f"feed:{f}", skipped=_busy(h.claim.holder)))
-            results += [self.isolated(q.name, PUBMED, q.name, partial(self.poll_pubmed, q)) for q in held if q.pubmed]
+            results += self._isolated_cycle(held)
             results += self.poll_feeds([q for q in held if not busy_feeds & set(q.feeds)])
             if any(q.pubmed for q in held) and self.settings.pubmed.notices:
                 h = stack.enter_context(claims.hold(NOTICES_TASK, start=True, wait=wait))
@@ -239,380 +150,62 @@ class Service:
         except Exception as e:  # noqa: BLE001 - a bug in one source must not end the cycle; logged with its traceback
             log.exception("poll query=%s source=%s: unexpected error", query, source)
             error = f"{what}: unexpected error: {type(e).__name__}: {first_line(e)}"
-        self._record_failure(query, source, error, self.now())
+        record_failure(self.store, query, source, error, self.now())
         return PollResult(name, PUBMED if source in (PUBMED, NOTICES) else source, error=error)
 
     def _select_queries(self, names: Sequence[str]) -> list[QuerySettings]:
         return _select("query", "queries", self.settings.queries, names)
 
-    def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
-        """Feed sources: each feed is fetched once for all queries using it."""
-        if not any(q.feeds for q in queries):
-            return []
-        from .feedpoll import poll_feeds
+    def poll_pubmed_cycle(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
+        """The PubMed side of a cycle (pubmedpoll.py): one search per query, one fetch of
+        the union of what they need, then each query's batch in its own transaction."""
+        from .pubmedpoll import PubmedCycle
 
-        return poll_feeds(self, queries)
+        todo = [q for q in queries if q.pubmed]
+        if not todo:
+            return []
+        return PubmedCycle(self.settings, self.store, self.eutils, self.now(), self.progress).run(todo)
+
+    def _isolated_cycle(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
+        """The PubMed cycle under `poll`: what it raises (a bug) fails its queries, which
+        are recorded as failing; the feeds and the notice search still run."""
+        try:
+            return self.poll_pubmed_cycle(queries)
+        except Exception as e:  # noqa: BLE001 - logged with its traceback, shown per query
+            log.exception("poll pubmed: unexpected error")
+            error = f"unexpected error: {type(e).__name__}: {first_line(e)}"
+            out = []
+            for q in queries:
+                if q.pubmed:
+                    record_failure(self.store, q.name, PUBMED, f"query {q.name}: {error}", self.now())
+                    out.append(PollResult(q.name, PUBMED, error=f"query {q.name}: {error}"))
+            return out
 
     def poll_pubmed(self, q: QuerySettings) -> PollResult:
-        """Search new records (EDAT) and modified ones (MDAT) since their watermarks, fetch
-        what is new or modified plus the PMIDs earlier answers left out, and store it all
-        with the watermarks in one transaction. The two searches keep their own progress:
-        one failing (or a day of modifications over PubMed's cap, which is reported and
-        skipped) does not hold the other back."""
-        assert q.pubmed
-        result = PollResult(q.name, PUBMED)
-        now = self.now()
-        what = f"query {q.name}"
-        before = self.eutils.requests_made
-        with self.store.transaction() as tx:
-            state = self.store.poll_state(tx, q.name, PUBMED)
-            # PMIDs earlier answers left out: {pmid: first missing}; given-up ones are not
-            # asked for again, but stay given up if a search brings them back
-            gaps = self.store.missing_pmids(tx, q.name, given_up=True)
-            retry = self.store.missing_pmids(tx, q.name)
-        found = self._search_pubmed(q.pubmed, state, pubmed_day(now), what)
-        try:
-            if found.entered is None and found.modified is None:
-                raise SourceError(found.error)
-            for r in (*(found.entered or ()), *(found.modified or ())):
-                result.warnings += [f"{what}: {w}" for w in r.warnings]
-            result.overflowed = [(r.overflow_day.isoformat(), r.count) for r in found.modified or () if r.overflow_day]
-            entered_ids = _ids(found.entered or [])
-            modified_ids = _ids(found.modified or [])
-            result.found = len(set(entered_ids) | set(modified_ids))
-            with self.store.transaction() as tx:
-                known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
-            fetched = self._fetch_pubmed(
-                found.entered or [], entered_ids, known, modified_ids, list(retry), what, q.name, found.searched
+        """One query's PubMed poll: a cycle of one."""
+        return self.poll_pubmed_cycle([q])[0]
+
+    def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
+        """Feed sources: each feed is fetched once for all queries using it; one feed's
+        failure, whatever it is, is that feed's reported failure and the others still run."""
+        from .feedkinds import poll_any_feed
+
+        names = list(dict.fromkeys(f for q in queries for f in q.feeds))
+        return [
+            self.isolated(
+                SHARED,
+                f"feed:{n}",
+                n,
+                # openFDA's request budgets are kept in this database, shared by every process
+                partial(poll_any_feed, self.settings, self.store, self.settings.feed(n), self.now(), claims=self.store),
             )
-            result.warnings += fetched.warnings
-            gave_up = self._count_missing(result, fetched.missing, gaps, now, what)
-            known_unfetched = [i for i in entered_ids if i in known]
-
-            def apply(tx: Connection) -> None:
-                self._apply_pubmed(tx, q, fetched.records, known_unfetched, now, result)
-                self.store.found_missing(tx, q.name, [r.key for r in fetched.records])
-                self.store.note_missing(tx, q.name, fetched.missing, now)
-                self.store.give_up_missing(tx, q.name, gave_up, now)
-                for day, count in result.overflowed:
-                    self.store.note_overflow(tx, q.name, day, count, now)
-                if found.error:  # one search failed: the other's progress is kept, the failure shown
-                    self.store.poll_failed(tx, q.name, PUBMED, found.error, now, **found.marks)
-                else:
-                    self.store.poll_ok(tx, q.name, PUBMED, now, last_error=None, **found.marks)
-
-            self.store.write(apply, what=what)
-            result.error = found.error or None
-        except SourceError as e:
-            result.error = str(e)
-            self._record_failure(q.name, PUBMED, str(e), now)
-        result.requests = self.eutils.requests_made - before
-        self.progress.stored(q.name, _stored(result))
-        log.info(
-            "poll query=%s source=pubmed found=%d new=%d changed=%d events=%d missing=%d skipped_days=%d "
-            "requests=%d error=%s",
-            q.name,
-            result.found,
-            result.new,
-            result.changed,
-            result.events,
-            result.missing,
-            len(result.overflowed),
-            result.requests,
-            result.error or "-",
-        )
-        return result
-
-    def _search_pubmed(self, term: str, state: PollState | None, today: date, what: str) -> _Searched:
-        """The new-record and the modification search, each from its own watermark
-        (minus the overlap) to NCBI's `today`; a failed one is None, its error noted."""
-        errors: list[str] = []
-        mdat_from: date | None = None
-        if state is None or not state.watermark:
-            entered_from = today - timedelta(days=self.settings.pubmed.first_lookback_days)
-            entered = self._search(term, what, "edat", entered_from, today, errors)
-            # a first look-back fetches every record it finds: nothing known can have changed
-            modified: list[SearchResult] | None = [] if entered is not None else None
-        else:
-            entered_from = window_start(state.watermark)
-            entered = self._search(term, what, "edat", entered_from, today, errors)
-            # Known records the query matches that changed since the watermark (errata,
-            # retractions, new titles): PubMed bumps their modification date.
-            mdat_from = window_start(state.mdat_watermark or state.watermark)
-            modified = self._search(term, what, "mdat", mdat_from, today, errors, skip_overflow=True)
-        searched = f"entered {_window(entered_from, today)}"
-        if mdat_from is not None:
-            searched += f", modified {_window(mdat_from, today)}"
-        marks = {"watermark": today.isoformat()} if entered is not None else {}
-        if modified is not None:
-            marks["mdat_watermark"] = today.isoformat()
-        return _Searched(entered, modified, "; ".join(dict.fromkeys(errors)), marks, searched)
-
-    def _count_missing(
-        self, result: PollResult, missing: list[str], gaps: dict[str, datetime], now: datetime, what: str
-    ) -> list[str]:
-        """Say how many records the answers left out; return those to give up now."""
-        gave_up = sorted(p for p in missing if now - gaps.get(p, now) >= MISSING_GIVE_UP)
-        waiting = [p for p in missing if p not in gave_up]
-        result.missing, result.gave_up = len(waiting), gave_up
-        if waiting:
-            result.warnings.append(
-                f"{what}: PubMed left {len(waiting)} record(s) out of its answers ({_some(waiting)}): "
-                "asked for again at the next poll"
-            )
-        if gave_up:
-            result.warnings.append(
-                f"{what}: PubMed has not answered {_some(gave_up)} for {MISSING_GIVE_UP.days} days: "
-                "given up (deleted from PubMed?)"
-            )
-        return gave_up
-
-    def _search(
-        self,
-        term: str,
-        what: str,
-        datetype: str,
-        start: date,
-        end: date,
-        errors: list[str],
-        *,
-        skip_overflow: bool = False,
-    ) -> list[SearchResult] | None:
-        """One dated search; None (and the error noted) when it failed. Errors say which
-        search failed: each keeps its own progress."""
-        what += " (new records)" if datetype == "edat" else " (modifications)"
-        try:
-            return self.eutils.search_window(
-                term, what=what, datetype=datetype, start=start, end=end, skip_overflow=skip_overflow
-            )
-        except SourceError as e:
-            errors.append(str(e))
-            return None
-
-    def _fetch_pubmed(
-        self,
-        entered: list[SearchResult],
-        entered_ids: list[str],
-        known: set[str],
-        modified_ids: list[str],
-        retry: list[str],
-        what: str,
-        name: str = "",
-        searched: str = "",
-    ) -> _Fetched:
-        """efetch what is new or modified, with as few requests as possible: from the
-        history server when every entered id is new, else by id (POST when long). Then
-        compare with what was asked: efetch can answer 200 with records left out, so the
-        missing PMIDs are asked for once more by id, and what is still missing is
-        returned in `missing` for the caller to keep and retry."""
-        problems: list[str] = []
-        records: list[Record] = []
-        modified_set = set(modified_ids)
-        entered_set = set(entered_ids)
-        eutils = self.eutils
-        history: Iterable[bytes] = ()
-        if not known and all(r.webenv and r.query_key for r in entered):
-            history = (b for r in entered if r.count for b in eutils.efetch_history(r, what=what))
-            wanted = list(dict.fromkeys([*entered_ids, *modified_ids, *retry]))
-            extra = [i for i in wanted if i not in entered_set]
-        else:
-            wanted = [i for i in dict.fromkeys([*entered_ids, *modified_ids]) if i not in known or i in modified_set]
-            wanted = list(dict.fromkeys([*wanted, *retry]))
-            extra = wanted
-        self.progress.searched(name, searched, len(wanted))
-
-        def parse_all(bodies: Iterable[bytes]) -> None:
-            # the next batch is fetched while this one is parsed (issue 15); the same
-            # requests in the same order, through the same client and request budget
-            for body in prefetched(bodies):
-                n = len(records)
-                records.extend(parse_pubmed(body, what=what, problems=problems))
-                self.progress.fetched(name, len(records) - n)
-
-        parse_all(chain(history, eutils.efetch_ids(extra, what=what) if extra else ()))
-        got = {r.key for r in records if r.source == PUBMED}
-        again = [i for i in wanted if i not in got]
-        if again:
-            log.warning("%s: efetch left out %d of %d records; asking for them again", what, len(again), len(wanted))
-            parse_all(eutils.efetch_ids(again, what=f"{what} (records left out)"))
-            got = {r.key for r in records if r.source == PUBMED}
-        return _Fetched(records, problems, [i for i in wanted if i not in got])
-
-    def _apply_pubmed(
-        self,
-        tx: Connection,
-        q: QuerySettings,
-        records: list[Record],
-        known_unfetched: list[str],
-        now: datetime,
-        result: PollResult,
-    ) -> None:
-        saved = self.save_records(tx, records, now)
-        result.new = sum(1 for s in saved if s.status == "created")
-        result.changed = sum(1 for s in saved if s.status == "changed")
-        result.events = 0
-        # records the query matches: fetched ones plus stored ones not fetched again
-        matched = {r.key: saved_id for r, saved_id in ((s.record, s.record_id) for s in saved)}
-        if known_unfetched:
-            matched.update(self.store.records_by_pmid(tx, known_unfetched))
-        # changes first: a query matching a changed record for the first time learns of
-        # it as new, not as an update of something it never showed
-        result.events += self.emit_for_changes(tx, saved, now)
-        # what this poll just wrote is the current version of those records: not read back
-        stored = {s.record_id: (s.record, s.n) for s in saved if s.status != "same"}
-        result.events += self.emit_for_matches(tx, q.name, matched, now, approvals_source=False, stored=stored)
-        result.events += self.emit_for_notices(tx, [s.record for s in saved], now)
-
-    # ------------------------------------------------------------------ shared by every source
-
-    def save_records(self, tx: Connection, records: Iterable[Record], now: datetime) -> list[Saved]:
-        """Store what is new or changed; an unchanged record writes nothing."""
-        by_source: dict[str, dict[str, Record]] = {}
-        for r in records:
-            by_source.setdefault(r.source, {})[r.key] = r  # the last parse of a key wins
-        saved: list[Saved] = []
-        for source, recs in by_source.items():
-            current = self.store.current(tx, source, recs)
-            new: list[tuple[Record, str]] = []
-            changed: list[tuple[Current, Record, str, list[list[Any]]]] = []
-            for key, rec in recs.items():
-                h = ev.fingerprint(rec)
-                cur = current.get(key)
-                if cur is None:
-                    new.append((rec, h))
-                elif cur.hash != h:
-                    changes = ev.diff(cur.record, rec)
-                    changed.append((cur, rec, h, [[c.field, c.old, c.new] for c in changes]))
-                    saved.append(Saved(rec, cur.record_id, cur.n + 1, cur.record, changes, status="changed"))
-                else:
-                    saved.append(Saved(rec, cur.record_id, cur.n, None, [], status="same"))
-            ids = self.store.insert_records(tx, new, now)
-            self.store.add_versions(tx, changed, now)
-            saved += [Saved(rec, ids[rec.key], 1, None, [], status="created") for rec, _ in new]
-        return saved
-
-    def emit_for_matches(
-        self,
-        tx: Connection,
-        query: str,
-        matched: dict[str, int],
-        now: datetime,
-        *,
-        approvals_source: bool,
-        terms: dict[str, tuple[str, ...]] | None = None,
-        stored: dict[int, tuple[Record, int]] | None = None,
-    ) -> int:
-        """`new`/`approval` for records the query matches for the first time. `stored`:
-        the current version (record, n) of records the caller has just written, so a first
-        poll's thousands of new records are not read back and decoded again (issue 15)."""
-        if not matched:
-            return 0
-        hit_before = self.store.hits_for(tx, matched.values())
-        first = {key: rid for key, rid in matched.items() if query not in hit_before.get(rid, set())}
-        if not first:
-            return 0
-        terms = terms or {}
-        self.store.add_hits(tx, [(rid, query, terms.get(key, ())) for key, rid in first.items()], now)
-        stored = stored or {}
-        current = self.store.current_by_id(tx, [rid for rid in first.values() if rid not in stored])
-        rows = []
-        for rid in first.values():
-            record, n = stored[rid] if rid in stored else (current[rid].record, current[rid].n)
-            kind = ev.classify_new(record, approvals_source=approvals_source)
-            if kind is None:
-                continue  # a notice: reported as news about what it names, not as a paper
-            rows.append(_row(rid, query, n, NewEvent(kind, f"first:{record.source}:{record.key}")))
-        return self.store.add_events(tx, rows, now)
-
-    def emit_for_changes(self, tx: Connection, saved: list[Saved], now: datetime) -> int:
-        """Change events to every query that ever matched a changed record."""
-        changed = [s for s in saved if s.old is not None]
-        if not changed:
-            return 0
-        queries = self.store.hits_for(tx, [s.record_id for s in changed])
-        rows = []
-        for s in changed:
-            assert s.old is not None
-            for e in ev.classify_change(s.old, s.record, s.changes, s.n):
-                for query in sorted(queries.get(s.record_id, set())):
-                    rows.append(_row(s.record_id, query, s.n, e))
-        return self.store.add_events(tx, rows, now)
-
-    def emit_for_notices(self, tx: Connection, records: Iterable[Record], now: datetime) -> int:
-        """Notices (errata, retraction notices, expressions of concern) become events of
-        the stored records they name, for every query that matched those."""
-        pairs = [(kind, pmid, r) for r in records if r.source == PUBMED for kind, pmid in ev.notice_targets(r)]
-        if not pairs:
-            return 0
-        targets = self.store.records_by_pmid(tx, [pmid for _, pmid, _ in pairs])
-        if not targets:
-            return 0
-        current = self.store.current_by_id(tx, targets.values())
-        first = self.store.first_versions(tx, targets.values())
-        queries = self.store.hits_for(tx, targets.values())
-        rows = []
-        for kind, pmid, notice in pairs:
-            rid = targets.get(pmid)
-            if rid is None or ev.known_at_first_sight(first[rid], kind, notice.key):
-                continue  # it was a new paper already showing this notice: not news twice
-            e = ev.notice_event(kind, current[rid].record, notice)
-            for query in sorted(queries.get(rid, set())):
-                rows.append(_row(rid, query, current[rid].n, e))
-        return self.store.add_events(tx, rows, now)
-
-    def _record_failure(self, query: str, source: str, error: str, now: datetime) -> None:
-        try:
-            with self.store.transaction() as tx:
-                self.store.poll_failed(tx, query, source, error, now)
-        except Exception:  # noqa: BLE001 - the failure is reported anyway; don't mask it
-            log.exception("could not record the failure of %s/%s", query, source)
-
-    # ------------------------------------------------------------------ notices
+            for n in names
+        ]
 
     def poll_notices(self) -> PollResult:
-        """One search per cycle for erratum, retraction and concern notices entered since
-        the watermark; those naming stored records become events. The first cycle only
-        sets the watermark: records fetched now already carry their earlier notices."""
-        result = PollResult("notices", PUBMED)
-        now = self.now()
-        today = pubmed_day(now)  # NCBI's day: US Eastern
-        before = self.eutils.requests_made
-        with self.store.transaction() as tx:
-            state = self.store.poll_state(tx, SHARED, NOTICES)
-        try:
-            if state is None or not state.watermark:
-                with self.store.transaction() as tx:
-                    self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat())
-                return result
-            start = window_start(state.watermark)  # a day of overlap: stored notices cost nothing
-            found = self.eutils.search_window(
-                NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today
-            )
-            ids = _ids(found)
-            result.found = len(ids)
-            with self.store.transaction() as tx:
-                stored = set(self.store.records_by_pmid(tx, ids))
-            todo = [i for i in ids if i not in stored]
-            notices: list[Record] = []
-            problems: list[str] = []
-            for body in prefetched(self.eutils.efetch_ids(todo, what="notice search")) if todo else ():
-                notices += parse_pubmed(body, what="notice search", problems=problems)
-            result.warnings += problems
+        from .pubmedpoll import poll_notices
 
-            def apply(tx: Connection) -> None:
-                targets = self.store.records_by_pmid(tx, [p for r in notices for _, p in ev.notice_targets(r)])
-                relevant = [r for r in notices if any(p in targets for _, p in ev.notice_targets(r))]
-                saved = self.save_records(tx, relevant, now)
-                result.new = sum(1 for s in saved if s.status == "created")
-                result.events = self.emit_for_notices(tx, relevant, now)
-                self.store.poll_ok(tx, SHARED, NOTICES, now, watermark=today.isoformat(), last_error=None)
-
-            self.store.write(apply, what="notice search")
-        except SourceError as e:
-            result.error = str(e)
-            self._record_failure(SHARED, NOTICES, str(e), now)
-        result.requests = self.eutils.requests_made - before
-        return result
+        return poll_notices(self.store, self.eutils, self.now())
 
     # ================================================================== digest
 
@@ -689,6 +282,7 @@ class Service:
             queries=d.queries,
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
+            stale=self.stale_sources(tx, d),
         )
 
     def recipient_since(self, tx: Connection, d: DigestSettings, recipient: str, now: datetime) -> datetime:
@@ -733,6 +327,23 @@ class Service:
         since = st.last_sent if st is not None and st.last_sent is not None else self.now() - REPORT_GAPS_FOR
         for o in self.store.overflows(tx, d.queries, since=since):
             out.append({"name": f"{o.query} (pubmed modifications)", "since": o.noted_at, "error": _overflow_text(o)})
+        return out
+
+    def stale_sources(self, tx: Connection, d: DigestSettings) -> list[dict[str, Any]]:
+        """The digest's feeds whose data has stopped moving (kind ema: the file's newest
+        `last_updated_date` is older than `stale_days`), for its footer: {"name", "note"}."""
+        from .feedkinds import stale_note
+
+        names = dict.fromkeys(f for q in d.queries for f in self.settings.query(q).feeds)
+        now = self.now()
+        out = []
+        for name in names:
+            feed = self.settings.feed(name)
+            if feed.kind != "ema":
+                continue
+            note = stale_note(feed, self.store.poll_state(tx, SHARED, f"feed:{name}"), now)
+            if note:
+                out.append({"name": name, "note": note})
         return out
 
     def _build(self, d: DigestSettings, *, dry_run: bool, skip: set[str] = frozenset()) -> list[DigestResult]:  # type: ignore[assignment]
@@ -903,12 +514,22 @@ class Service:
             found = self.store.find_records(tx, ident)
             if not found:
                 raise UsageError(f"no stored record with PMID, DOI or feed entry id {ident!r}")
+            reports = self.store.notice_reports_for(tx, [rid for rid, _, _ in found])
             out = []
             for rid, source, key in found:
-                out.append({"source": source, "key": key, "versions": self.store.versions_of(tx, rid)})
+                out.append(
+                    {
+                        "source": source,
+                        "key": key,
+                        "versions": self.store.versions_of(tx, rid),
+                        "notices": reports.get(rid, []),  # which source reported which notice, and when
+                    }
+                )
             return out
 
     def status(self) -> dict[str, Any]:
+        from .feedkinds import stale_note
+
         with self.store.transaction() as tx:
             now = _Now(self.now(), self.store.db_now(tx))
             states = {(r.query, r.source): r for r in self.store.all_poll_states(tx)}
@@ -939,6 +560,7 @@ class Service:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "disabled": bool(r.disabled) if r else False,
+                        "stale": stale_note(f, r, now.host),  # kind ema: its data stopped moving
                     }
                 )
             digests = []
@@ -1045,16 +667,6 @@ class _Now:
     db: datetime
 
 
-@dataclass
-class Saved:
-    record: Record
-    record_id: int
-    n: int
-    old: Record | None  # the previous version when this one changed it
-    changes: list[FieldChange]
-    status: str  # "created", "changed" or "same"
-
-
 _Named = TypeVar("_Named", QuerySettings, DigestSettings)
 
 
@@ -1081,36 +693,6 @@ def recipient_start(*, sent_before: bool, last_run: datetime | None, now: dateti
 
 def _busy(holder: str) -> str:
     return f"another litwatch process ({holder or 'unknown'}) is working on it"
-
-
-def _stored(result: PollResult) -> str:
-    """What a poll stored, for a person watching it (PollProgress.stored)."""
-    if result.error:
-        return f"failed: {result.error}"
-    return f"stored: new {result.new}, changed {result.changed}, events {result.events}"
-
-
-def _window(start: date, end: date) -> str:
-    return f"{start.isoformat()}..{end.isoformat()}"
-
-
-def _ids(results: list[SearchResult]) -> list[str]:
-    return list(dict.fromkeys(i for r in results for i in r.ids))
-
-
-def _row(record_id: int, query: str, version_n: int, e: NewEvent) -> EventRow:
-    return {
-        "record_id": record_id,
-        "query": query,
-        "kind": e.kind,
-        "version_n": version_n,
-        "dedup": e.dedup,
-        "detail": e.detail,
-    }
-
-
-def _some(pmids: Sequence[str], limit: int = 10) -> str:
-    return ", ".join(pmids[:limit]) + (f" and {len(pmids) - limit} more" if len(pmids) > limit else "")
 
 
 def _overflow_text(o: Overflow) -> str:

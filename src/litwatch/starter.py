@@ -41,13 +41,22 @@ mail:
   # username: litwatch
   # password: ${SMTP_PASSWORD}
 
-# RSS/Atom feeds, scanned with each query's `match`.
+# Sources of items, scanned with each query's `match`: RSS/Atom feeds, and the
+# regulators' own data (kind openfda: Drugs@FDA; kind ema: EMA's medicines file).
 feeds:
   - name: fda-press
     url: https://www.fda.gov/about-fda/contact-fda/stay-informed/rss-feeds/press-releases/rss.xml
-    approvals: true             # its items that match a query are approvals
+    approvals: true             # its items that announce an approval are approvals
   - name: blood-toc
     url: https://ashpublications.org/rss/site_1000001/1000001.xml
+  - name: fda-approvals
+    kind: openfda               # Drugs@FDA: new applications and new indications
+    api_key: ${OPENFDA_API_KEY:-} # optional: 120,000 requests a day instead of 1,000
+    lookback_days: 30           # how far back the first poll reaches
+  - name: ema-medicines
+    kind: ema                   # EMA medicines data: positive CHMP opinions, EU authorisations
+    stale_days: 14              # report the file stale when its dates stop moving this long
+    lookback_days: 30
 
 # A query has a PubMed search (`pubmed`), or feeds and a `match`, or both.
 # `match`: AND, OR, NOT, "phrases", parentheses, a trailing * (agonist*); case-insensitive,
@@ -55,14 +64,20 @@ feeds:
 queries:
   - name: trail-agonists
     pubmed: '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) AND (agonist*[tiab] OR antibod*[tiab])'
-    feeds: [fda-press]
-    match: 'TRAIL OR aponermin OR "death receptor 5" OR DR5'
+    feeds: [fda-press, fda-approvals, ema-medicines]
+    # Drugs@FDA items carry names and the pharmacologic class, not indications
+    match: 'TRAIL OR aponermin OR Apo2L OR "death receptor 5" OR DR5 OR TNFSF10 OR "apoptosis-inducing ligand"'
     every: 6h                   # 30s, 15m, 6h, 1d; or cron: "0 */6 * * *"
 
   - name: multiple-myeloma
     pubmed: '"multiple myeloma"[mh] AND (therap*[tiab] OR trial[pt])'
-    feeds: [fda-press, blood-toc]
-    match: '"multiple myeloma" OR myeloma'
+    feeds: [fda-press, blood-toc, fda-approvals, ema-medicines]
+    # EMA items name the therapeutic area; Drugs@FDA items only the drug, so the
+    # myeloma drugs are named (not those with many generics, each an approval)
+    match: >-
+      myeloma OR daratumumab OR isatuximab OR elotuzumab OR carfilzomib OR ixazomib
+      OR selinexor OR teclistamab OR elranatamab OR talquetamab OR linvoseltamab
+      OR belantamab OR idecabtagene OR ciltacabtagene OR aponermin
     every: 12h
 
 # Who gets mailed what, and when. Events: new, approval, erratum, retraction,

@@ -10,6 +10,7 @@ US Eastern time: pass a `datetime` to say when in New York it was entered or mod
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -136,6 +137,17 @@ class FakeEutils:
         datetype = params.get("datetype")
         lo = _date(params.get("mindate"))
         hi = _date(params.get("maxdate"))
+        # PubMed's range syntax in the term, as litwatch ORs the entry and modification
+        # windows into one search: `(TERM) AND (A:B[edat] OR C:D[mdat])`
+        ranges: dict[str, tuple[date, date]] = {}
+        m = _DATED.match(term)
+        if m:
+            term = m.group("term")
+            for clause in m.group("dates").split(" OR "):
+                r = _RANGE.fullmatch(clause.strip())
+                if r is None:
+                    raise ValueError(f"fake esearch: cannot read the date clause {clause!r}")
+                ranges[r.group(3).lower()] = (_date(r.group(1)), _date(r.group(2)))  # type: ignore[assignment]
         with self.lock:
             ids = []
             for rec in self.records.values():
@@ -143,6 +155,10 @@ class FakeEutils:
                     continue
                 when = rec.mdat if datetype == "mdat" else rec.edat
                 if lo and hi and not (lo <= when <= hi):
+                    continue
+                if ranges and not any(
+                    a <= (rec.mdat if kind == "mdat" else rec.edat) <= b for kind, (a, b) in ranges.items()
+                ):
                     continue
                 ids.append(rec.pmid)
         ids.sort(key=int, reverse=True)
@@ -214,8 +230,12 @@ class FakeEutils:
                             f
                             for f in fake.faults
                             if f.utility in (utility, "*")
-                            and (f.term is None or params.get("term", "").startswith(f.term))
-                            and (f.datetype is None or params.get("datetype") == f.datetype)
+                            and (f.term is None or _inner(params.get("term", "")).startswith(f.term))
+                            and (
+                                f.datetype is None
+                                or params.get("datetype") == f.datetype
+                                or f"[{f.datetype}]" in params.get("term", "").lower()
+                            )
                         ),
                         None,
                     )
@@ -281,6 +301,24 @@ def _date(value: str | None) -> date | None:
         return None
     y, m, d = (int(x) for x in value.split("/"))
     return date(y, m, d)
+
+
+_DATED = re.compile(r"^\((?P<term>.*)\) AND \((?P<dates>[0-9/:\[\]a-zA-Z ]+)\)$", re.DOTALL)
+_RANGE = re.compile(r"(\d{4}/\d{2}/\d{2}):(\d{4}/\d{2}/\d{2})\[(edat|mdat)\]", re.IGNORECASE)
+
+
+def is_poll_search(r: Request) -> bool:
+    """An esearch of new records: `datetype=edat`, or a term with an `[edat]` range (the
+    one search litwatch makes per query, ORing the entered and modified windows)."""
+    return r.utility == "esearch" and (
+        r.params.get("datetype") == "edat" or "[edat]" in r.params.get("term", "").lower()
+    )
+
+
+def _inner(term: str) -> str:
+    """A search's own term, without the date clause litwatch ANDs to it."""
+    m = _DATED.match(term)
+    return m.group("term") if m else term
 
 
 def _or_terms(term: str) -> list[str]:

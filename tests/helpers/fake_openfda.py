@@ -11,7 +11,8 @@ Supported: ``search=submissions.submission_status_date:[YYYYMMDD TO YYYYMMDD]`` 
 application matches when any of its submissions has a status date in the range, as in
 openFDA, which does not match nested fields within one submission), ``limit`` (default
 1, at most 1000), ``skip`` (at most 25000), ``search_after`` (from the ``Link`` header),
-``api_key`` (taken by the api.data.gov gateway, never seen by the API).
+``api_key`` (taken by the api.data.gov gateway, never seen by the API; with
+``api_keys`` set, a key not in it is refused with 403 API_KEY_INVALID).
 
 The query string is decoded like a form (``+`` is a space). A ``+`` that arrives as
 ``%2B`` stays a literal "+" in the search, which Elasticsearch cannot parse: openFDA then
@@ -42,6 +43,15 @@ META = {
     "license": "https://open.fda.gov/license/",
     "last_updated": "2026-01-27",
 }
+# api.data.gov, the gateway in front of openFDA, refuses a key it does not know with 403
+# before the API sees the request (the body as captured from other api.data.gov APIs,
+# api.nasa.gov and api.congress.gov, whose message names the API's host).
+API_KEY_INVALID = {
+    "error": {
+        "code": "API_KEY_INVALID",
+        "message": "An invalid api_key was supplied. Get one at https://api.fda.gov:443",
+    }
+}
 OVER_RATE_LIMIT = {
     "error": {
         "code": "OVER_RATE_LIMIT",
@@ -71,6 +81,7 @@ class FakeOpenFda:
         self.applications: list[dict[str, Any]] = list(applications)
         self.requests: list[Request] = []
         self.link_header = True  # False: an old-style API without Link (clients page by skip)
+        self.api_keys: set[str] | None = None  # a set: the gateway refuses (403) any other key
         self._canned: list[_Canned] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -123,7 +134,9 @@ class FakeOpenFda:
         if path != PATH:
             return 404, {}, {}  # not the API: an empty 404, no openFDA error object
         params = _form(raw_query)
-        params.pop("api_key", None)  # the api.data.gov gateway consumes it
+        key = params.pop("api_key", None)  # the api.data.gov gateway consumes it
+        if key is not None and self.api_keys is not None and key not in self.api_keys:
+            return 403, API_KEY_INVALID, {}
         try:
             limit, skip = _check(params)
         except _BadRequest as e:

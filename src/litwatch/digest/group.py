@@ -3,7 +3,17 @@
 Sections in order: approvals; errata, retractions and concerns; new papers; updates.
 A record stands once per kind with every query that matched it; a feed entry and a
 PubMed record with the same DOI are one item with both links. `max_items` caps the
-items of one mail; the events of the items left out stay pending for the next one."""
+items of one mail; the events of the items left out stay pending for the next one.
+
+One approval, one line (issue 17): an item of a regulator's own data (an openfda or ema
+feed: ``Record.regulator`` set) shows regulator, product, substance, sponsor, date,
+kind, flags and its documents. A press release that announces the same approval (same
+regulator — a press item linking to fda.gov counts as FDA, to ema.europa.eu as EMA —, the
+record's substance or brand named in the release's title or summary, dates at most
+`SAME_APPROVAL_DAYS` apart) joins that line with its link; a PubMed "First Approval"
+paper whose title names a substance or brand approved in the same digest is placed
+right after it (`Item.about`). Sources whose data has stopped moving (`stale`) are
+listed in the footer next to the failing ones."""
 
 from __future__ import annotations
 
@@ -11,8 +21,9 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..events import flags
 from ..records import PUBMED, Record
@@ -50,6 +61,11 @@ _KIND_FLAG = {
 }
 _LINK_RANK = {"PubMed": 0, "DOI": 1}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
+SAME_APPROVAL_DAYS = 14  # a press release and the regulator's record of one approval
+# A press release's site tells whose it is: (host suffix, regulator as Record.regulator says it).
+_PRESS_HOSTS = (("fda.gov", "FDA"), ("ema.europa.eu", "EMA"))
+_BIOLOGIC_SUFFIX = re.compile(r"-[a-z]{4}$")  # FDA's four-letter suffix: "pivekimab sunirine-pvzy"
+_MIN_NAME = 4  # shorter names ("AB") would match words by chance
 
 
 @dataclass
@@ -77,12 +93,71 @@ class Item:
     newer: list[dict[str, Any]] = field(default_factory=list)  # newer versions (PubMed UpdateIn)
     changes: list[Change] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # who told us: "Retraction Watch", "PubMed"
+    type_label: str = ""  # the notice's own name, when its source gives one: "Correction"
+    regulator: str = ""  # "FDA", "EMA": a regulator's record, or a press release from its site
+    announced: list[tuple[str, str]] = field(default_factory=list)  # (title, url): press releases joined in
+    about: str = ""  # a paper placed after the approval it names: the name they share
+
+    @property
+    def regulatory(self) -> bool:
+        """A record of a regulator's own data (openfda / ema), not a press release."""
+        return bool(self.record.regulator)
+
+    @property
+    def reg_kind(self) -> str:
+        """What was decided, as a reader says it: "new molecular entity", "new
+        indication", "CHMP opinion", "EU authorisation", …; "press release" for a
+        release on its own."""
+        r = self.record
+        if not r.regulator:
+            return "press release" if self.regulator else ""
+        if r.reg_kind == "new application":
+            for flag in ("new molecular entity", "new active ingredient"):
+                if flag in r.reg_flags:
+                    return flag
+        return r.reg_kind
+
+    @property
+    def reg_flags(self) -> list[str]:
+        return [f for f in self.record.reg_flags if f != self.reg_kind]
+
+    @property
+    def reg_date(self) -> str:
+        d = _day(self.record.pub_date)
+        return d.isoformat() if d else ""
+
+    @property
+    def reg_summary(self) -> str:
+        """Regulator, date, kind and flags: "FDA, 2026-01-15: new application (priority review, orphan)"."""
+        if not self.regulator:
+            return ""
+        head = ", ".join(p for p in (self.regulator, self.reg_date) if p)
+        flags = f" ({', '.join(self.reg_flags)})" if self.reg_flags else ""
+        return f"{head}: {self.reg_kind}{flags}" if self.reg_kind else head
+
+    @property
+    def product_line(self) -> str:
+        """Product, substance and sponsor: "TRAILNOVA (aponermin); sponsor: EXAMPLE BIOSCIENCES INC"."""
+        r = self.record
+        substance = r.substance.lower() if r.substance.isupper() else r.substance
+        if r.product and substance and substance.casefold() != r.product.casefold():
+            what = f"{r.product} ({substance})"
+        else:
+            what = r.product or substance
+        parts = [what] if what else []
+        if r.sponsor:
+            parts.append(f"sponsor: {r.sponsor}")
+        return "; ".join(parts)
 
     @property
     def label(self) -> str:
+        """ "Retraction — Retraction Watch", "Correction — publisher notice", "Erratum — PubMed"."""
         if self.kind == "update" and self.newer:
-            return "Newer version"  # not an erratum: the paper has a newer version (SPEC.md, Events)
-        return KIND_LABEL[self.kind]
+            base = "Newer version"  # not an erratum: the paper has a newer version (SPEC.md, Events)
+        else:
+            base = self.type_label or KIND_LABEL[self.kind]
+        return f"{base} — {', '.join(self.sources)}" if self.sources else base
 
     @property
     def status(self) -> list[str]:
@@ -92,6 +167,8 @@ class Item:
 
     @property
     def url(self) -> str:
+        if self.regulatory and self.record.url:
+            return self.record.url  # the Drugs@FDA or EMA page, not the letter's PDF
         return self.links[0][1] if self.links else ""
 
     @property
@@ -131,6 +208,7 @@ class DigestData:
     queries: list[str]
     failing: list[dict[str, Any]] = field(default_factory=list)
     config: str = ""
+    stale: list[dict[str, Any]] = field(default_factory=list)  # {"name", "note"}: sources whose data stopped moving
 
     @property
     def items(self) -> int:
@@ -153,6 +231,12 @@ def summary_line(counts: dict[str, int]) -> str:
 
 def _links(r: Record) -> list[tuple[str, str]]:
     out = []
+    if r.regulator:
+        # the regulator's documents: approval letter, label, Drugs@FDA or EMA page
+        out = [(label[:1].upper() + label[1:], url) for label, url in r.documents]
+        if r.url and all(url != r.url for _, url in out):
+            out.append((r.source.removeprefix("feed:"), r.url))
+        return out
     if r.source == PUBMED:
         out.append(("PubMed", r.web_url))
     elif r.url:
@@ -176,6 +260,7 @@ def group(
     queries: Sequence[str] = (),
     failing: Sequence[dict[str, Any]] = (),
     config: str = "",
+    stale: Sequence[dict[str, Any]] = (),
 ) -> DigestData:
     items: dict[tuple[str, str], Item] = {}
     for e in events:
@@ -191,6 +276,7 @@ def group(
                 event_ids=[],
                 created_at=e.created_at,
                 flags=flags(e.record),
+                regulator=_regulator(e.record, e.kind),
             )
         elif e.record.source == PUBMED and item.record.source != PUBMED:
             # one paper, one line: prefer the PubMed record's metadata, keep both links
@@ -205,7 +291,8 @@ def group(
             if t not in item.terms:
                 item.terms.append(t)
         _merge_detail(item, e.detail)
-    ordered = sorted(items.values(), key=lambda i: (_KIND_ORDER[i.kind], i.created_at, i.event_ids[0]))
+    ordered = sorted(items.values(), key=_order)
+    ordered = join_approvals(ordered)
     for item in ordered:
         # PubMed, then DOI, then feed links, whichever event came first: the title links the first
         item.links.sort(key=lambda lk: _LINK_RANK.get(lk[0], len(_LINK_RANK)))
@@ -231,16 +318,156 @@ def group(
         queries=list(queries),
         failing=list(failing),
         config=config,
+        stale=list(stale),
     )
 
 
+NOTICE_KINDS = frozenset(("retraction", "concern", "erratum"))
+
+
+def _order(i: Item) -> tuple[int, datetime, int]:
+    return (_KIND_ORDER[i.kind], i.created_at, i.event_ids[0])
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+def join_approvals(ordered: list[Item]) -> list[Item]:
+    """The approvals of `ordered` (sorted by `_order`) made one line per approval: each
+    press release that announces a regulator's record of the digest is joined to it, and
+    each paper naming what such a record approved follows it. Other items are untouched."""
+    approvals = [i for i in ordered if i.kind == "approval"]
+    if not any(i.regulatory for i in approvals):
+        return ordered
+    records = [i for i in approvals if i.regulatory]
+    joined: set[int] = set()
+    for press in approvals:
+        if press.regulatory or not press.regulator or press.record.source == PUBMED:
+            continue
+        target = _same_approval(press, records)
+        if target is not None:
+            _join(target, press)
+            joined.add(id(press))
+    rest = sorted((i for i in approvals if id(i) not in joined), key=_order)
+    papers: dict[int, list[Item]] = {}
+    placed: set[int] = set()
+    for paper in rest:
+        if paper.regulatory or paper.record.source != PUBMED:
+            continue
+        for rec in records:
+            name = _named_in(_names(rec.record), paper.record.title)
+            if name:
+                paper.about = name
+                papers.setdefault(id(rec), []).append(paper)
+                placed.add(id(paper))
+                break
+    line: list[Item] = []
+    for item in rest:
+        if id(item) in placed:
+            continue
+        line.append(item)
+        line.extend(papers.get(id(item), []))
+    return line + [i for i in ordered if i.kind != "approval"]  # approvals come first
+
+
+def _same_approval(press: Item, records: Sequence[Item]) -> Item | None:
+    """The regulator's record a press release announces: same regulator, its substance
+    or brand in the release's title or summary, dates `SAME_APPROVAL_DAYS` apart at most;
+    the nearest in date of several."""
+    when = _day(press.record.pub_date) or press.created_at.date()
+    text = f"{press.record.title}\n{press.record.abstract}"
+    best: tuple[int, Item] | None = None
+    for rec in records:
+        decided = _day(rec.record.pub_date)
+        if rec.record.regulator != press.regulator or decided is None:
+            continue
+        apart = abs((decided - when).days)
+        if apart > SAME_APPROVAL_DAYS or not _named_in(_names(rec.record), text):
+            continue
+        if best is None or apart < best[0]:
+            best = (apart, rec)
+    return best[1] if best else None
+
+
+def _join(target: Item, press: Item) -> None:
+    if (press.record.title, press.record.url) not in target.announced:
+        target.announced.append((press.record.title, press.record.url))
+    if press.record.url and all(url != press.record.url for _, url in target.links):
+        target.links.append((f"{press.regulator} press release", press.record.url))
+    target.event_ids = sorted(target.event_ids + press.event_ids)
+    for q in press.queries:
+        if q not in target.queries:
+            target.queries.append(q)
+    for t in press.terms:
+        if t not in target.terms:
+            target.terms.append(t)
+    target.created_at = min(target.created_at, press.created_at)
+
+
+def _names(r: Record) -> list[str]:
+    """The names an approval goes by: brands, then substances (FDA's "-xxxx" suffix of
+    biologics also without it), longest first within each."""
+    out: list[str] = []
+    for group in (r.product.split(" / "), r.substance.split(";")):
+        names: list[str] = []
+        for n in group:
+            n = " ".join(n.split())
+            names.append(n)
+            short = _BIOLOGIC_SUFFIX.sub("", n.lower())
+            if short != n.lower():
+                names.append(short)
+        out.extend(sorted((n for n in names if len(n) >= _MIN_NAME), key=len, reverse=True))
+    return out
+
+
+def _named_in(names: Sequence[str], text: str) -> str:
+    """The first of `names` that `text` names as a whole word (case-insensitive), or ""."""
+    for name in names:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
+            return name.lower() if name.isupper() else name
+    return ""
+
+
+def _regulator(r: Record, kind: str) -> str:
+    """Whose decision an item reports: the record's regulator, or for a press release
+    announcing an approval, the regulator whose site it is on."""
+    if r.regulator:
+        return r.regulator
+    if kind != "approval" or r.source == PUBMED or not r.url:
+        return ""
+    host = (urlsplit(r.url).hostname or "").lower()
+    for suffix, regulator in _PRESS_HOSTS:
+        if host == suffix or host.endswith("." + suffix):
+            return regulator
+    return ""
+
+
+def _day(value: str) -> date | None:
+    """The day of an ISO date or date-time ("2026-01-15", "2026-01-15T21:05:00Z")."""
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
 def _merge_detail(item: Item, detail: dict[str, Any]) -> None:
+    sources = [str(s) for s in detail.get("sources") or [detail.get("source_label")] if s]
+    if not sources and item.kind in NOTICE_KINDS:
+        sources = ["PubMed"]  # events from PubMed's CommentsCorrections carry no source
+    for src in sources:
+        if src not in item.sources:
+            item.sources.append(src)
+    if detail.get("label") and not item.type_label:
+        item.type_label = str(detail["label"])
     notice = detail.get("notice")
+    if notice:  # every key the templates read: PubMed's notices have no date, Crossref's no PMID
+        notice = {"pmid": "", "doi": "", "title": "", "url": "", "date": "", **notice}
     if notice and notice not in item.notices:
         item.notices.append(notice)
     for pmid in detail.get("notices", []):
         if not any(n.get("pmid") == pmid for n in item.notices) and not str(pmid).startswith("ref:"):
-            item.notices.append({"pmid": pmid, "url": f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/", "title": ""})
+            url = f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
+            item.notices.append({"pmid": pmid, "url": url, "title": "", "doi": "", "date": ""})
     for newer in detail.get("newer", []):
         if newer not in item.newer:
             item.newer.append(newer)

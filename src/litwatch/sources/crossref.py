@@ -122,6 +122,18 @@ class CrossrefBatch:
     pool: str = ""  # x-api-pool of the last answer: polite-array, public-array, ...
 
 
+@dataclass(frozen=True)
+class CrossrefProbe:
+    """What `CrossrefClient.probe` learnt: Crossref answers, in which pool, how fast."""
+
+    total: int | None  # update notices indexed since the day asked
+    pool: str  # x-api-pool: polite-array, public-array, ... ("" when not said)
+    limit: int  # requests per `interval` seconds
+    interval: float
+    concurrency: int
+    requests: int
+
+
 class CrossrefClient:
     def __init__(
         self,
@@ -210,6 +222,22 @@ class CrossrefClient:
             checked=frozenset(checked & asked),
             missing=frozenset(asked - checked),
             pool=self.lists.pool,
+        )
+
+    def probe(self, since: date) -> CrossrefProbe:
+        """One cheap request (`rows=0`): how many update notices Crossref indexed since
+        `since`, and which pool it put litwatch in, with that pool's limits
+        (`litwatch check --online`)."""
+        before = self._requests
+        params = {"filter": f"is-update:true,from-index-date:{since.isoformat()}", "rows": 0}
+        page = self._list(params, what="Crossref")
+        return CrossrefProbe(
+            total=page.total,
+            pool=self.lists.pool,
+            limit=self.lists.per_second,
+            interval=self.lists.interval,
+            concurrency=self.lists.concurrency,
+            requests=self._requests - before,
         )
 
     def work(self, doi: str) -> WorksPage | None:

@@ -165,6 +165,18 @@ class EutilsClient:
             term, what=what, datetype=datetype, start=middle + timedelta(days=1), end=end, skip_overflow=skip_overflow
         )
 
+    def search_changed(
+        self, term: str, *, what: str, entered_from: date, modified_from: date, end: date
+    ) -> SearchResult | None:
+        """One esearch for the records `term` finds that were entered in [entered_from,
+        end] or modified in [modified_from, end] (US Eastern days): PubMed's search
+        syntax ORs the two date ranges, so a poll needs one search, not two. None when
+        the answer reaches the 10,000-id cap: the caller then searches each range on its
+        own, where a window over the cap is split by date."""
+        dated = f"({term}) AND ({_range(entered_from, end, 'edat')} OR {_range(modified_from, end, 'mdat')})"
+        result = self.esearch(dated, what=what)
+        return result if result.count < ESEARCH_CAP else None
+
     # ------------------------------------------------------------------ efetch
 
     def efetch_history(self, result: SearchResult, *, what: str) -> Iterator[bytes]:
@@ -234,6 +246,11 @@ def prefetched(items: Iterable[_T]) -> Iterator[_T]:
 
 def _d(day: date) -> str:
     return day.strftime("%Y/%m/%d")
+
+
+def _range(start: date, end: date, datetype: str) -> str:
+    """A date range in a search term, PubMed's way: `2026/11/01:2026/11/30[edat]`."""
+    return f"{_d(start)}:{_d(end)}[{datetype}]"
 
 
 def parse_esearch(content: bytes, what: str) -> SearchResult:

@@ -176,12 +176,14 @@ class HttpClient:
                 ) from e
             except requests.TooManyRedirects as e:
                 raise SourceError(f"{what}: too many redirects from {redact(url)}", url=redact(url)) from e
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 problem = f"{type(e).__name__}"
                 if isinstance(e, requests.Timeout):
                     problem = f"timed out after {policy.timeout:g}s"
                 elif isinstance(e, requests.ConnectionError):
                     problem = "connection failed"
+                else:  # the server hung up before the end of the body: a cut-off download, try again
+                    problem = "answer cut off before its end"
                 delay = None
                 status = None
             except requests.RequestException as e:

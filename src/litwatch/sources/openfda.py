@@ -16,9 +16,10 @@ tests/data/openfda/MANIFEST):
 * 404 ``{"error": {"code": "NOT_FOUND"}}`` means no matches: not a failure.
 * 240 requests a minute and 1,000 a day per IP without an API key; a key allows
   120,000 a day (https://open.fda.gov/apis/authentication/). The minute limit is
-  a process-wide `RateLimiter` (4 a second); the day limit is `DailyBudget`. Both are
-  per process: across processes sharing a database the budget belongs in
-  coordination (ARCHITECTURE.md rule 6), which does not exist yet.
+  a process-wide `RateLimiter` (4 a second) unless the caller passes a `limiter`; the
+  day limit is `DailyBudget`, or any `DayBudget`. The poll pipeline (feedkinds.py)
+  passes the database's: `coordination.RequestBudget` and `coordination.DailyRequests`,
+  shared by every process on the database (ARCHITECTURE.md rule 6).
 * Windows: Drugs@FDA learns of a decision days after it is made, so each window starts
   two weeks before the end of the last one (`plan_window`); identities make the overlap
   free. Days are US Eastern calendar days, the FDA's.
@@ -32,6 +33,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -41,11 +43,12 @@ from requests.utils import parse_header_links
 from ..errors import SourceError
 from ..parse.openfda import parse_drugsfda
 from ..records import Record
-from .http import Fetched, HttpClient, RetryPolicy, redact, shared_limiter
+from .http import Fetched, HttpClient, Limiter, RetryPolicy, redact, shared_limiter
 
 __all__ = [
     "DEFAULT_URL",
     "DailyBudget",
+    "DayBudget",
     "OpenFdaBatch",
     "OpenFdaClient",
     "OpenFdaResult",
@@ -103,6 +106,16 @@ def requests_per_cycle(applications_in_window: int) -> int:
     return max(1, math.ceil(applications_in_window / PAGE_LIMIT))
 
 
+class DayBudget(Protocol):
+    """A daily request budget: `DailyBudget` in one process, or one kept in the database."""
+
+    per_day: int
+
+    def remaining(self, now: datetime) -> int: ...
+
+    def spend(self, n: int, now: datetime) -> None: ...
+
+
 class DailyBudget:
     """At most `per_day` requests per UTC day, counted in this process; `now` is given."""
 
@@ -156,18 +169,19 @@ class OpenFdaClient:
         policy: RetryPolicy | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         per_second: int = PER_SECOND,
-        budget: DailyBudget | None = None,
+        budget: DayBudget | None = None,
         max_pages: int = 50,
+        limiter: Limiter | None = None,
     ) -> None:
         self.url = url
         self.api_key = api_key or None
         self.name = name
         self.max_pages = max_pages
-        self.budget = budget or shared_budget(PER_DAY_WITH_KEY if self.api_key else PER_DAY_WITHOUT_KEY)
+        self.budget: DayBudget = budget or shared_budget(PER_DAY_WITH_KEY if self.api_key else PER_DAY_WITHOUT_KEY)
         self.client = HttpClient(
             policy=policy or RetryPolicy(retries=4, backoff=1.0, max_delay=120.0, timeout=60.0, deadline=600.0),
             max_bytes=max_bytes,
-            limiter=shared_limiter(_host(url), per_second),
+            limiter=limiter or shared_limiter(_host(url), per_second),
         )
 
     def close(self) -> None:
@@ -281,11 +295,14 @@ def poll_openfda(
     lookback_days: int = 30,
     policy: RetryPolicy | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    budget: DailyBudget | None = None,
+    budget: DayBudget | None = None,
+    limiter: Limiter | None = None,
 ) -> OpenFdaBatch:
     """One poll: plan the window, fetch every page, parse; `SourceError` if any of it fails."""
     window = plan_window(last_until, now, lookback_days=lookback_days)
-    with OpenFdaClient(url=url, api_key=api_key, name=name, policy=policy, max_bytes=max_bytes, budget=budget) as c:
+    with OpenFdaClient(
+        url=url, api_key=api_key, name=name, policy=policy, max_bytes=max_bytes, budget=budget, limiter=limiter
+    ) as c:
         result = c.fetch(window, now=now)
     records: dict[str, Record] = {}
     warnings: list[str] = []

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from ..records import Record
+from ..records import NoticeEvent, NoticeReport, Record
 from .rows import (
     Current,
     DigestState,
@@ -81,6 +81,21 @@ class IngestPort(Transactions, Protocol):
     def note_overflow(self, tx: Connection, query: str, day: str, count: int, now: datetime) -> bool: ...
     def set_feed_entries(self, tx: Connection, source: str, record_ids: Iterable[int], seen_at: datetime) -> None: ...
     def feed_entries(self, tx: Connection, source: str) -> tuple[datetime | None, list[int]]: ...
+
+
+class NoticesPort(Protocol):
+    """What attributing a notice to one event needs (`litwatch.notices` decides): the
+    reports stored of each record's notices, the events of notice kinds to match a new
+    report against, and recording reports (one per record, source, kind and notice)."""
+
+    def add_notice_reports(
+        self, tx: Connection, reports: Sequence[NoticeReport], now: datetime
+    ) -> list[NoticeReport]: ...
+    def notice_reports_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, list[NoticeReport]]: ...
+    def notice_events_for(
+        self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
+    ) -> dict[int, list[NoticeEvent]]: ...
+    def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
 
 
 class OutboxPort(Transactions, Protocol):
@@ -193,9 +208,18 @@ class StatusPort(Protocol):
     def versions_of(self, tx: Connection, record_id: int) -> list[StoredVersion]: ...
 
 
-class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, Protocol):
+class ServicePort(IngestPort, NoticesPort, DigestPort, ClaimsPort, StatusPort, Protocol):
     """Everything the service's use cases reach (it hands the parts on: `ClaimsPort` to
     coordination, `OutboxPort` to the outbox)."""
 
 
-__all__ = ["ClaimsPort", "DigestPort", "IngestPort", "OutboxPort", "ServicePort", "StatusPort", "Transactions"]
+__all__ = [
+    "ClaimsPort",
+    "DigestPort",
+    "IngestPort",
+    "NoticesPort",
+    "OutboxPort",
+    "ServicePort",
+    "StatusPort",
+    "Transactions",
+]

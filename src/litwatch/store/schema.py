@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0006_outbox_states"
+SCHEMA_HEAD = "0007_notice_reports"
 
 metadata = sa.MetaData()
 
@@ -192,4 +192,26 @@ request_budget = sa.Table(
     # JSON list of the last `rate` request starts reserved, seconds since the epoch on the
     # database's clock (coordination.RequestBudget)
     sa.Column("starts", sa.Text, nullable=False, server_default="[]"),
+)
+
+# Each report of a notice about a stored record, by each source that made it (0007): the
+# same retraction from Crossref and from PubMed is one event (`dedup`) and two rows
+# here, which `history` shows. `notice_ident` is coalesce(notice_doi, notice_key) in its
+# lookup form, kept as a column so the unique constraint is a plain one on both backends
+# (an expression index is not compared by Alembic, and a DOI has no length limit).
+notice_reports = sa.Table(
+    "notice_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id"), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # erratum | retraction | concern | update | other
+    sa.Column("type", sa.Text, nullable=False),  # the source's name: corrigendum, ErratumIn, ...
+    sa.Column("source", sa.String(200), nullable=False),  # pubmed | publisher | retraction-watch | ...
+    sa.Column("notice_doi", sa.Text),  # lower case, whole
+    sa.Column("notice_key", sa.Text),  # the notice's PMID
+    sa.Column("notice_ident", sa.String(400), nullable=False),  # lookup form of coalesce(notice_doi, notice_key)
+    sa.Column("notice_date", sa.Text, nullable=False, server_default=""),
+    sa.Column("reported_at", sa.DateTime, nullable=False),
+    sa.Column("dedup", sa.String(400)),  # lookup form of the event's dedup; NULL: not an event ("other")
+    sa.UniqueConstraint("record_id", "source", "kind", "notice_ident", name="uq_notice_reports_notice"),
 )

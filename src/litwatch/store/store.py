@@ -5,6 +5,7 @@ SQLAlchemy Core. Each concern is a module of its own, whose part of `Store` is a
   where SQLAlchemy's exceptions become `StoreError`
 - versions.py — records and versions
 - events.py — hits and events, and the events still to deliver
+- notices.py — each source's report of a notice, and the notice events to match it against
 - outbox.py — outbox messages and their deliveries
 - progress.py — poll state, PubMed's missing records and overflowed days, feed
   entries, digest state and recipients
@@ -23,15 +24,16 @@ from .claims import ClaimsStore
 from .engine import guard_public, make_engine
 from .events import EventsStore
 from .keys import DEDUP_LIMIT, DOI_LIMIT, dumps, key_hash, lookup_form
+from .notices import NoticesStore
 from .outbox import OutboxStore
 from .progress import ProgressStore
 from .versions import RecordsStore
 
-PARTS = (RecordsStore, EventsStore, OutboxStore, ProgressStore, ClaimsStore)
+PARTS = (RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore)
 
 
 @guard_public
-class Store(RecordsStore, EventsStore, OutboxStore, ProgressStore, ClaimsStore):
+class Store(RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore):
     """The database of one litwatch: `Store(url)` creates or migrates its schema.
     Every public method raises `StoreError` (`StoreConflict` for a conflict a rerun
     resolves) for a database error, never a SQLAlchemy exception."""

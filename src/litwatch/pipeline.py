@@ -1,0 +1,281 @@
+"""The poll pipeline: every source — PubMed queries, the notice search, feeds — does
+its I/O and returns a `Batch` of plain data (what it fetched, which queries matched
+which records and why, the progress to record, warnings); `ingest` stores a batch in
+the caller's one transaction: versions first, then the events that the pure decider
+(`events.decide`) says follow, then the progress. Nothing else about sources differs,
+so a source added later (Crossref, openFDA, EMA) is a function returning a `Batch`.
+
+Rule (ARCHITECTURE.md): a batch's records, hits, events and progress commit together
+or not at all — a watermark never moves past what was stored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from . import events as ev
+from .records import PUBMED, Record
+from .store.ports import IngestPort
+from .store.rows import Current
+
+log = logging.getLogger(__name__)
+
+SHARED = "*"  # poll_state query of sources shared by all queries
+NOTICES = "notices"  # poll_state source of the shared notice search
+# A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
+# for this long, then given up (PubMed does delete records) and shown so in `status`.
+MISSING_GIVE_UP = timedelta(days=3)
+ESEARCH_CAP = 10_000  # (sources.eutils.ESEARCH_CAP; repeated so results need no HTTP import)
+
+
+# ====================================================================== results
+
+
+@dataclass
+class PollResult:
+    name: str
+    source: str
+    found: int = 0
+    new: int = 0
+    changed: int = 0
+    events: int = 0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    requests: int = 0
+    missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
+    gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
+    overflowed: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
+    skipped: str | None = None  # why this poll did not run (another process had it)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.name} [{self.source}]: skipped: {self.skipped}"
+        head = (
+            f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
+            f"events {self.events}"
+        )
+        if self.missing:
+            head += f", missing {self.missing} (fetched again at the next poll)"
+        if self.gave_up:
+            days = MISSING_GIVE_UP.days
+            head += f", gave up on {len(self.gave_up)} missing for {days} days ({some(self.gave_up)})"
+        for day, count in self.overflowed:
+            head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
+        if self.error:
+            return f"{head}, errors 1: {self.error}"
+        return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
+
+
+class PollProgress(Protocol):
+    """What a poll tells a person watching it, per query (`name`): what it searched and
+    how many records it will fetch, each batch of records fetched, and what it stored.
+    `litwatch poll` draws it as a progress bar on a terminal (cli.py); by default nothing."""
+
+    def searched(self, name: str, searched: str, total: int) -> None: ...
+
+    def fetched(self, name: str, n: int) -> None: ...
+
+    def stored(self, name: str, summary: str) -> None: ...
+
+
+class Quiet:
+    def searched(self, name: str, searched: str, total: int) -> None:
+        pass
+
+    def fetched(self, name: str, n: int) -> None:
+        pass
+
+    def stored(self, name: str, summary: str) -> None:
+        pass
+
+
+# ====================================================================== batches
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One poll_state row to move: `ok` (values set, error cleared) or failed with `error`
+    (values still set: what did run keeps its progress)."""
+
+    query: str
+    source: str
+    values: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """What one source's poll found, as plain data.
+
+    - `records`: what it fetched, stored as versions (unchanged ones write nothing);
+    - `matches`: {query: {(source, key): terms}} — the records each query matched,
+      fetched now or stored before (a PubMed search finds known PMIDs it need not fetch);
+      a query matching a record for the first time gets `new` (or `approval`);
+    - `approvals`: the records come from a feed marked `approvals: true`;
+    - `notices`: PubMed notice records among `records` make events of the records
+      they name (errata, retractions, concerns, newer versions);
+    - `progress`: poll_state rows to move; `marks`: (query, source, marker) notes of
+      which feed answer a query has matched;
+    - `bookkeeping`: source-specific writes in the same transaction (missing PMIDs,
+      overflowed days, a feed's current entries), given the ids of what was saved."""
+
+    name: str
+    source: str
+    records: Sequence[Record] = ()
+    matches: dict[str, dict[tuple[str, str], tuple[str, ...]]] = field(default_factory=dict)
+    approvals: bool = False
+    notices: bool = False
+    progress: list[Progress] = field(default_factory=list)
+    marks: list[tuple[str, str, str]] = field(default_factory=list)
+    bookkeeping: list[Callable[[Connection, dict[tuple[str, str], int]], None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    new: int
+    changed: int
+    events: int
+    saved: tuple[ev.Saved, ...] = ()
+
+
+def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> Ingested:
+    """Store `batch` in `tx`: versions, hits, the events `events.decide` plans, progress."""
+    saved = save_records(store, tx, batch.records, now)
+    ids = {(s.record.source, s.record.key): s.record_id for s in saved}
+    _resolve(store, tx, ids, [k for m in batch.matches.values() for k in m if k not in ids])
+    matches = {q: {ids[k]: terms for k, terms in m.items() if k in ids} for q, m in batch.matches.items()}
+    # notices: the stored records they name, as they are now and as first seen
+    pairs = (
+        [
+            (kind, pmid, s.record)
+            for s in saved
+            if s.record.source == PUBMED
+            for kind, pmid in ev.notice_targets(s.record)
+        ]
+        if batch.notices
+        else []
+    )
+    targets = store.records_by_pmid(tx, [pmid for _, pmid, _ in pairs]) if pairs else {}
+    changed_ids = [s.record_id for s in saved if s.old is not None]
+    matched_ids = {rid for m in matches.values() for rid in m}
+    hits = (
+        store.hits_for(tx, {*changed_ids, *matched_ids, *targets.values()})
+        if (changed_ids or matched_ids or targets)
+        else {}
+    )
+    # what this poll just wrote is the current version of those records: not read back
+    fresh = {s.record_id: (s.record, s.n) for s in saved if s.status != "same"}
+    first = {rid for q, m in matches.items() for rid in m if q not in hits.get(rid, set())}
+    wanted = {rid for rid in first if rid not in fresh} | set(targets.values())
+    current = {rid: (c.record, c.n) for rid, c in _current_by_id(store, tx, wanted).items()}
+    plan = ev.decide(
+        saved=saved,
+        matches=matches,
+        hits=hits,
+        current={**current, **fresh},
+        approvals_source=batch.approvals,
+        notices=[(kind, targets[pmid], notice) for kind, pmid, notice in pairs if pmid in targets],
+        first_versions=store.first_versions(tx, targets.values()) if targets else {},
+    )
+    if plan.hits:
+        store.add_hits(tx, plan.hits, now)
+    n_events = store.add_events(tx, plan.events, now) if plan.events else 0
+    for book in batch.bookkeeping:
+        book(tx, ids)
+    for query, source, marker in batch.marks:
+        store.note_matched(tx, query, source, marker)
+    for p in batch.progress:
+        if p.error is None:
+            store.poll_ok(tx, p.query, p.source, now, last_error=None, **p.values)
+        else:
+            store.poll_failed(tx, p.query, p.source, p.error, now, **p.values)
+    return Ingested(
+        new=sum(1 for s in saved if s.status == "created"),
+        changed=sum(1 for s in saved if s.status == "changed"),
+        events=n_events,
+        saved=tuple(saved),
+    )
+
+
+def _resolve(
+    store: IngestPort, tx: Connection, ids: dict[tuple[str, str], int], keys: Iterable[tuple[str, str]]
+) -> None:
+    """Ids of stored records matched but not fetched now (keys only for PubMed)."""
+    by_source: dict[str, list[str]] = {}
+    for source, key in keys:
+        by_source.setdefault(source, []).append(key)
+    for source, wanted in by_source.items():
+        if source == PUBMED:
+            found = store.records_by_pmid(tx, wanted)
+        else:
+            found = {k: c.record_id for k, c in store.current(tx, source, wanted).items()}
+        ids.update({(source, k): rid for k, rid in found.items()})
+
+
+def _current_by_id(store: IngestPort, tx: Connection, record_ids: set[int]) -> dict[int, Current]:
+    return store.current_by_id(tx, record_ids) if record_ids else {}
+
+
+def save_records(store: IngestPort, tx: Connection, records: Iterable[Record], now: datetime) -> list[ev.Saved]:
+    """Store what is new or changed; an unchanged record writes nothing."""
+    by_source: dict[str, dict[str, Record]] = {}
+    for r in records:
+        by_source.setdefault(r.source, {})[r.key] = r  # the last parse of a key wins
+    saved: list[ev.Saved] = []
+    for source, recs in by_source.items():
+        current = store.current(tx, source, recs)
+        new: list[tuple[Record, str]] = []
+        changed: list[tuple[Current, Record, str, list[list[Any]]]] = []
+        for key, rec in recs.items():
+            h = ev.fingerprint(rec)
+            cur = current.get(key)
+            if cur is None:
+                new.append((rec, h))
+            elif cur.hash != h:
+                changes = ev.diff(cur.record, rec)
+                changed.append((cur, rec, h, [[c.field, c.old, c.new] for c in changes]))
+                saved.append(ev.Saved(rec, cur.record_id, cur.n + 1, cur.record, changes, status="changed"))
+            else:
+                saved.append(ev.Saved(rec, cur.record_id, cur.n, None, [], status="same"))
+        ids = store.insert_records(tx, new, now)
+        store.add_versions(tx, changed, now)
+        saved += [ev.Saved(rec, ids[rec.key], 1, None, [], status="created") for rec, _ in new]
+    return saved
+
+
+def record_failure(store: IngestPort, query: str, source: str, error: str, now: datetime) -> None:
+    """A source's failure, in its own transaction (what it fetched stored nothing)."""
+    try:
+        with store.transaction() as tx:
+            store.poll_failed(tx, query, source, error, now)
+    except Exception:  # noqa: BLE001 - the failure is reported anyway; don't mask it
+        log.exception("could not record the failure of %s/%s", query, source)
+
+
+def some(keys: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+__all__ = [
+    "NOTICES",
+    "SHARED",
+    "Batch",
+    "Ingested",
+    "PollProgress",
+    "PollResult",
+    "Progress",
+    "Quiet",
+    "ingest",
+    "record_failure",
+    "save_records",
+]
