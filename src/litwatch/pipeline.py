@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SHARED = "*"  # poll_state query of sources shared by all queries
 NOTICES = "notices"  # poll_state source of the shared notice search
+CROSSREF = "crossref"  # poll_state source of the Crossref source's new notices (crossrefpoll.py)
+CROSSREF_RECHECK = "crossref-recheck"  # ... and of its re-check of every stored DOI
 # A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
 # for this long, then given up (PubMed does delete records) and shown so in `status`.
 MISSING_GIVE_UP = timedelta(days=3)
@@ -400,6 +402,8 @@ def some(keys: Sequence[str], limit: int = 10) -> str:
 
 
 __all__ = [
+    "CROSSREF",
+    "CROSSREF_RECHECK",
     "NOTICES",
     "attribute_notices",
     "SHARED",
