@@ -10,15 +10,22 @@ import copy
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
+from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import TODAY, basic_config
-from fake_crossref import FakeCrossref, real_works
+from fake_crossref import FakeCrossref, Fault, real_works
 from fake_eutils import FakeEutils
 from feedhost import FeedHost
+from litwatch import events as ev
 from litwatch.config import load
+from litwatch.records import Record
+from litwatch.report import format_status
+from litwatch.scheduler import build_tasks
 from litwatch.service import Service
+from litwatch.tasks import CROSSREF_TASK, plan_of
 from test_changes import NOTICE_TERM, messages, section
 
 RETRACTED = "10.1021/am300292v"  # retracted 2019, Retraction Watch's entry (tests/data/crossref/MANIFEST)
@@ -340,3 +347,68 @@ def test_a_retraction_the_first_version_showed_is_no_news(run: Run, eutils: Fake
     (first,) = run.mail()
     assert first[0] == "d: 1 new paper"
     assert history(run, "22334455") == [("retraction", "retraction-watch", "")]
+
+
+# ------------------------------------------------------------------------ status, run, cost
+
+
+def test_status_shows_the_source_and_a_failure_stores_nothing(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    retracted_paper(eutils, run.clock.day(0))
+    run.poll(0)
+    run.mail()
+    (src,) = run.svc.status()["sources"]
+    assert src["name"] == "crossref" and src["last_success"] and src["last_recheck"] and not src["last_error"]
+    crossref.add(WORKS[RETRACTED], indexed=run.clock.day(1))
+    crossref.faults += [Fault(route="works", status=500) for _ in range(6)]  # past the retries
+    run.clock.to_day(1)
+    results = {r.name: r for r in run.svc.poll()}
+    assert results["trail"].ok and results["chitosan"].ok  # the other sources went on
+    assert not results["crossref"].ok and "HTTP 500" in (results["crossref"].error or "")
+    (src,) = run.svc.status()["sources"]
+    assert src["failing_since"] and "HTTP 500" in src["last_error"]
+    assert "Sources:\n  crossref: last success" in format_status(run.svc.status())
+    assert run.mail() == []  # nothing stored, the watermarks stayed
+    crossref.faults.clear()
+    assert run.poll(1)["crossref"].events == 2  # type: ignore[attr-defined]
+    assert run.svc.status()["sources"][0]["last_error"] is None
+
+
+def test_run_has_its_own_crossref_task_and_a_shared_budget(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    tasks = build_tasks(run.svc.settings, run.clock())
+    assert tasks[CROSSREF_TASK].kind == "crossref" and tasks[CROSSREF_TASK].plan == plan_of(run.svc.settings.queries[0])
+    retracted_paper(eutils, run.clock.day(0))
+    run.poll(0)
+    with run.svc.store.transaction() as tx:
+        _, starts = run.svc.store.budget_starts(tx, f"crossref:{urlsplit(crossref.url).netloc}")
+    assert starts  # every process on the database paces Crossref's list route together
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", [10, 3], ids=["10-per-s", "polite-3-per-s"])
+def test_cost_of_a_daily_recheck_of_ten_thousand_stored_dois(
+    tmp_path: Path, eutils: FakeEutils, crossref: FakeCrossref, limit: int
+) -> None:
+    """The figure for README: requests and time of one cycle re-checking 10,000 stored
+    DOIs, the fake advertising `limit` requests a second (x-rate-limit-interval 1s,
+    3 at once), through `Service.poll_crossref` (its shared budget included)."""
+    crossref.limits["polite-array"] = (limit, 1.0, 3)
+    run = Run(config(tmp_path, eutils, crossref, f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path)
+    try:
+        rows = [Record(source="feed:x", key=str(i), title="t", doi=f"10.5555/stored.{i}") for i in range(10_000)]
+        with run.svc.store.transaction() as tx:
+            run.svc.store.insert_records(tx, [(r, ev.fingerprint(r)) for r in rows], run.clock())
+        started = monotonic()
+        res = run.svc.poll_crossref()
+        took = monotonic() - started
+    finally:
+        run.close()
+    computed = (res.requests - 1) / limit
+    print(
+        f"10,000 stored DOIs at {limit}/1s: {res.requests} requests, {took:.1f}s measured, "
+        f"{computed:.1f}s at the advertised rate, {crossref.rejected} refused, max {crossref.max_in_flight} at once"
+    )
+    assert res.ok and res.requests == 200 and crossref.rejected == 0
