@@ -27,6 +27,8 @@ from litwatch.scheduler import build_tasks
 from litwatch.service import Service
 from litwatch.tasks import CROSSREF_TASK, plan_of
 from test_changes import NOTICE_TERM, messages, section
+from test_daemon import Run as DaemonRun
+from test_daemon import wait_until
 
 RETRACTED = "10.1021/am300292v"  # retracted 2019, Retraction Watch's entry (tests/data/crossref/MANIFEST)
 RETRACTION = "10.1021/acsami.9b11759"
@@ -412,3 +414,24 @@ def test_cost_of_a_daily_recheck_of_ten_thousand_stored_dois(
         f"{computed:.1f}s at the advertised rate, {crossref.rejected} refused, max {crossref.max_in_flight} at once"
     )
     assert res.ok and res.requests == 200 and crossref.rejected == 0
+
+
+def test_run_polls_crossref_as_its_own_task(tmp_path: Path, eutils: FakeEutils, crossref: FakeCrossref) -> None:
+    """`litwatch run`: the Crossref task runs as often as the queries; the notice that
+    Crossref indexed today about a paper the queries stored is mailed once."""
+    retracted_paper(eutils, TODAY)
+    crossref.add(WORKS[RETRACTION], indexed=TODAY)
+    queries = "queries:\n  - name: trail\n    pubmed: TRAIL\n    every: 2s\n"
+    digests = "digests:\n  - name: d\n    to: [a@example.org]\n    queries: [trail]\n    every: 2s\n"
+    cfg = config(tmp_path, eutils, crossref, f"sqlite:///{tmp_path / 'litwatch.db'}", queries=queries, digests=digests)
+    daemon = DaemonRun(cfg, tmp_path / "run.log")
+    try:
+        daemon.wait_log(r"source=crossref found=1 new=0 events=1", timeout=30)
+        wait_until(lambda: len(messages(tmp_path / "outbox", set())) >= 2, 30, "the retraction mailed")
+        daemon.wait_log(r"source=crossref found=1 new=0 events=0", timeout=30)  # seen again: no news
+        rc, _ = daemon.stop()
+    finally:
+        daemon.kill()
+    assert rc == 0
+    texts = [t for _, t in messages(tmp_path / "outbox", set())]
+    assert sum("[Retraction — Retraction Watch]" in t for t in texts) == 1
