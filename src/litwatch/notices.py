@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import events as ev
 from .parse.crossref import OTHER, SOURCE_LABELS, Notice, kind_of
 from .records import NewEvent, NoticeEvent, NoticeReport, Record
 
@@ -165,6 +166,25 @@ def crossref_event(notice: Notice, target: Record) -> NewEvent | None:
     if kind == "retraction":
         return NewEvent(kind, f"retraction:{ident}", detail)
     return NewEvent(kind, f"{kind}:{ident}:doi:{doi}", detail)
+
+
+def shown_at_first_sight(first: Record, kind: str, update_type: str = "") -> bool:
+    """Whether the first stored version of a record already showed a notice of this
+    kind (PubMed's CommentsCorrections, a "RETRACTED:" title): it was then a new paper
+    shown with its standing, so Crossref's report of such a notice is no news (like
+    `events.known_at_first_sight`). Crossref names the notice by DOI and PubMed's
+    links by PMID, so this goes by kind: a record first seen with one erratum takes a
+    second one from Crossref as known too (history still records it). A feed item's
+    first version names no notice: every notice about it is news."""
+    if kind == "retraction":
+        return ev.is_retracted(first)
+    if kind == "erratum":
+        return bool(ev.erratum_notices(first))
+    if kind == "concern":
+        return bool(ev.concern_notices(first))
+    if kind == "update" and family(kind, update_type) == "version":
+        return bool(ev.newer_versions(first))
+    return False
 
 
 # --------------------------------------------------------------------------- matching

@@ -5,6 +5,12 @@ the caller's one transaction: versions first, then the events that the pure deci
 (`events.decide`) says follow, then the progress. Nothing else about sources differs,
 so a source added later (Crossref, openFDA, EMA) is a function returning a `Batch`.
 
+One event per notice, whatever told us: the notice events `decide` plans (PubMed) and
+the notices a Crossref batch carries are reports of a notice about a stored record;
+`notices.attribute` decides, against the reports and events stored of that record,
+whether each is a new event or another source's report of one already made (then
+named in its detail's `sources`), and the reports are kept for `history`.
+
 Rule (ARCHITECTURE.md): a batch's records, hits, events and progress commit together
 or not at all — a watermark never moves past what was stored."""
 
@@ -19,14 +25,18 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 
 from . import events as ev
-from .records import PUBMED, Record
+from . import notices as nt
+from .parse.crossref import Notice
+from .records import PUBMED, NewEvent, NoticeReport, Record
 from .store.ports import IngestPort
-from .store.rows import Current
+from .store.rows import Current, EventRow
 
 log = logging.getLogger(__name__)
 
 SHARED = "*"  # poll_state query of sources shared by all queries
 NOTICES = "notices"  # poll_state source of the shared notice search
+CROSSREF = "crossref"  # poll_state source of the Crossref source's new notices (crossrefpoll.py)
+CROSSREF_RECHECK = "crossref-recheck"  # ... and of its re-check of every stored DOI
 # A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
 # for this long, then given up (PubMed does delete records) and shown so in `status`.
 MISSING_GIVE_UP = timedelta(days=3)
@@ -123,6 +133,9 @@ class Batch:
     - `approvals`: the records come from a feed marked `approvals: true`;
     - `notices`: PubMed notice records among `records` make events of the records
       they name (errata, retractions, concerns, newer versions);
+    - `crossref`: Crossref's notices (`parse.crossref.Notice`) about stored DOIs: each
+      becomes a report, and an event of every record with the target DOI for every
+      query that matched it, unless another source told of it already;
     - `progress`: poll_state rows to move; `marks`: (query, source, marker) notes of
       which feed answer a query has matched;
     - `bookkeeping`: source-specific writes in the same transaction (missing PMIDs,
@@ -134,6 +147,7 @@ class Batch:
     matches: dict[str, dict[tuple[str, str], tuple[str, ...]]] = field(default_factory=dict)
     approvals: bool = False
     notices: bool = False
+    crossref: Sequence[Notice] = ()
     progress: list[Progress] = field(default_factory=list)
     marks: list[tuple[str, str, str]] = field(default_factory=list)
     bookkeeping: list[Callable[[Connection, dict[tuple[str, str], int]], None]] = field(default_factory=list)
@@ -189,7 +203,10 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
     )
     if plan.hits:
         store.add_hits(tx, plan.hits, now)
-    n_events = store.add_events(tx, plan.events, now) if plan.events else 0
+    rows, patches = attribute_notices(store, tx, plan.events, batch.crossref, hits, now)
+    n_events = store.add_events(tx, rows, now) if rows else 0
+    for rid, dedup, patch in patches:
+        store.patch_event_detail(tx, rid, dedup, patch)
     for book in batch.bookkeeping:
         book(tx, ids)
     for query, source, marker in batch.marks:
@@ -205,6 +222,124 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
         events=n_events,
         saved=tuple(saved),
     )
+
+
+# events of these dedup prefixes are notices (events.py); "update:" and "first:" are not
+_NOTICE_PREFIXES = ("erratum:", "retraction:", "concern:", "version:")
+# how PubMed named what it reported (history): on the original, or as the notice record
+_ON_ORIGINAL = {"retraction": "RetractionIn", "erratum": "ErratumIn", "concern": "ExpressionOfConcernIn"}
+_NOTICE_RECORD = {
+    "retraction": "Retraction of Publication",
+    "erratum": "Published Erratum",
+    "concern": "Expression of Concern",
+}
+
+
+def attribute_notices(
+    store: IngestPort,
+    tx: Connection,
+    planned: Sequence[EventRow],
+    crossref: Sequence[Notice],
+    hits: dict[int, set[str]],
+    now: datetime,
+) -> tuple[list[EventRow], list[tuple[int, str, dict[str, object]]]]:
+    """One event per notice: the notice events `decide` planned (PubMed's) and the
+    batch's Crossref notices, as reports attributed by `notices.attribute` against what
+    is stored of each record. Returns the event rows to add and the details to patch
+    (record id, dedup, patch). A batch with neither reads nothing."""
+    groups: dict[tuple[int, str], list[EventRow]] = {}
+    for row in planned:
+        if row["dedup"].startswith(_NOTICE_PREFIXES):
+            groups.setdefault((row["record_id"], row["dedup"]), []).append(row)
+    if not groups and not crossref:
+        return list(planned), []
+    # Crossref: each notice about every record stored with its target DOI
+    by_doi = store.records_by_doi(tx, {n.target_doi for n in crossref}) if crossref else {}
+    targets = {rid for ids in by_doi.values() for rid in ids}
+    current = _current_by_id(store, tx, targets)
+    first = store.first_versions(tx, targets) if targets else {}
+    if targets:
+        hits = {**hits, **store.hits_for(tx, targets - set(hits))}
+    new: dict[int, list[tuple[NoticeReport, NewEvent | None]]] = {}
+    planned_as: dict[int, list[str]] = {}  # per record, parallel to `new`: the key decide() gave ("" Crossref)
+    for (rid, dedup), rows in groups.items():
+        new.setdefault(rid, []).append(_pubmed_report(rows[0], now))
+        planned_as.setdefault(rid, []).append(dedup)
+    for notice in crossref:
+        for rid in by_doi.get(notice.target_doi, []):
+            if rid not in current:
+                continue
+            event = nt.crossref_event(notice, current[rid].record)
+            if event is not None and nt.shown_at_first_sight(first[rid], event.kind, notice.type):
+                event = None  # the record was new with it: recorded, not news
+            new.setdefault(rid, []).append((nt.crossref_report(notice, rid, now), event))
+            planned_as.setdefault(rid, []).append("")
+    reports = store.notice_reports_for(tx, new)
+    stored = store.notice_events_for(tx, new, nt.NOTICE_KINDS)
+    decided = [
+        (rid, dedup, a)
+        for rid, items in new.items()
+        for dedup, a in zip(
+            planned_as[rid], nt.attribute(items, reports.get(rid, []), stored.get(rid, [])), strict=True
+        )
+    ]
+    store.add_notice_reports(tx, [a.report for _, _, a in decided], now)
+    keep: dict[tuple[int, str], dict[str, Any] | None] = {}  # planned notice events kept (a new detail)
+    added: list[EventRow] = []
+    patches: list[tuple[int, str, dict[str, object]]] = []
+    for rid, planned_key, a in decided:
+        if a.patch:
+            patches.append((rid, a.report.dedup, a.patch))
+        if planned_key:  # PubMed's
+            if a.event is not None:  # news: as planned, its detail naming every source of this batch
+                keep[(rid, planned_key)] = a.event.detail
+            elif a.report.dedup == planned_key:
+                keep[(rid, planned_key)] = None  # the stored event's own key: a query lacking it gets it
+            # else: another source's report of an event stored under another key: not again
+        elif a.event is not None:
+            n = current[rid].n
+            added += [
+                {
+                    "record_id": rid,
+                    "query": q,
+                    "kind": a.event.kind,
+                    "version_n": n,
+                    "dedup": a.event.dedup,
+                    "detail": a.event.detail,
+                }
+                for q in sorted(hits.get(rid, set()))
+            ]
+    out: list[EventRow] = []
+    for row in planned:
+        key = (row["record_id"], row["dedup"])
+        if key not in groups:
+            out.append(row)
+        elif key in keep:
+            detail = keep[key]
+            out.append(row if detail is None else {**row, "detail": detail})
+    return out + added, patches
+
+
+def _pubmed_report(row: EventRow, now: datetime) -> tuple[NoticeReport, NewEvent]:
+    """PubMed's report of the notice a planned event tells of (`events.classify_change`
+    on the original's CommentsCorrections, or `events.notice_event` for the notice record)."""
+    kind, dedup = row["kind"], row["dedup"]
+    detail = row.get("detail", {})
+    notice = detail.get("notice") or {}
+    newer = (detail.get("newer") or [{}])[0]
+    listed = [str(p) for p in detail.get("notices", []) if p]
+    if kind == "retraction":
+        key = str(notice.get("pmid") or (listed[0] if listed else ""))
+    else:
+        key = dedup.split(":", 3)[3] if dedup.count(":") >= 3 else ""
+    doi = str(notice.get("doi") or newer.get("doi") or "")
+    ref_type = (
+        ("UpdateOf" if newer.get("pmid") == key and "changes" not in detail else "UpdateIn")
+        if kind == "update"
+        else (_NOTICE_RECORD if notice else _ON_ORIGINAL)[kind]
+    )
+    report = nt.pubmed_report(kind, row["record_id"], now, notice_pmid=key, notice_doi=doi, ref_type=ref_type)
+    return report, NewEvent(kind, dedup, detail)
 
 
 def _resolve(
@@ -267,7 +402,10 @@ def some(keys: Sequence[str], limit: int = 10) -> str:
 
 
 __all__ = [
+    "CROSSREF",
+    "CROSSREF_RECHECK",
     "NOTICES",
+    "attribute_notices",
     "SHARED",
     "Batch",
     "Ingested",

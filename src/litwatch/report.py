@@ -95,6 +95,15 @@ def format_status(st: dict[str, Any]) -> str:
                 out.append(f"    failing since {f['failing_since']}: {f['last_error']}")
             if f.get("stale"):
                 out.append(f"    stale: {f['stale']}")
+    if st.get("sources"):
+        out.append("Sources:")
+        for src in st["sources"]:
+            line = f"  {src['name']}: last success {src['last_success'] or 'never'}"
+            if src.get("last_recheck") is not None or src["name"] == "crossref":
+                line += f", stored DOIs last re-checked {src.get('last_recheck') or 'never'}"
+            out.append(line)
+            if src["last_error"]:
+                out.append(f"    failing since {src['failing_since']}: {src['last_error']}")
     out.append("Digests:")
     for d in st["digests"]:
         out.append(

@@ -40,9 +40,20 @@ from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
 from .outbox import DigestResult
-from .pipeline import NOTICES, SHARED, PollResult
+from .pipeline import CROSSREF, NOTICES, SHARED, PollResult
 from .service import Service
-from .tasks import NOTICES_TASK, Plan, PlanTrigger, digest_task, first_run, notices_plan, plan_of, poll_task
+from .tasks import (
+    CROSSREF_TASK,
+    NOTICES_TASK,
+    Plan,
+    PlanTrigger,
+    crossref_plan,
+    digest_task,
+    first_run,
+    notices_plan,
+    plan_of,
+    poll_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +74,7 @@ def run_forever(config: str | None) -> int:
 @dataclass(frozen=True)
 class Task:
     name: str  # the lease key (tasks.py)
-    kind: str  # "poll" | "notices" | "digest"
+    kind: str  # "poll" | "notices" | "crossref" | "digest"
     plan: Plan
     query: QuerySettings | None = None
     digest: DigestSettings | None = None
@@ -74,6 +85,9 @@ def build_tasks(settings: Settings, now: datetime) -> dict[str, Task]:
     notices = notices_plan(settings, now)
     if notices is not None:
         tasks.append(Task(NOTICES_TASK, "notices", notices))
+    crossref = crossref_plan(settings, now)
+    if crossref is not None:
+        tasks.append(Task(CROSSREF_TASK, "crossref", crossref))
     tasks += [Task(digest_task(d.name), "digest", plan_of(d), digest=d) for d in settings.digests]
     return {t.name: t for t in tasks}
 
@@ -385,6 +399,8 @@ class Daemon:
                     self._digest(svc, task.digest)
                 elif task.kind == "notices":
                     self._polled(svc.poll_notices(), log_it=True)
+                elif task.kind == "crossref":
+                    self._polled(svc.isolated(SHARED, CROSSREF, "crossref", svc.poll_crossref), log_it=True)
                 else:
                     assert task.query is not None
                     self._poll(svc, task.query, companions or [])
@@ -560,6 +576,8 @@ def _state_anchor(
         return digests.get(task.digest.name)
     if task.kind == "notices":
         return states.get((SHARED, NOTICES))
+    if task.kind == "crossref":
+        return states.get((SHARED, CROSSREF))
     assert task.query is not None
     q = task.query
     keys = ([(q.name, "pubmed")] if q.pubmed else []) + [(SHARED, f"feed:{f}") for f in q.feeds]

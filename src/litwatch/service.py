@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from .config import DigestSettings, QuerySettings, Settings
 from .coordination import Coordinator, RequestBudget
 from .errors import LitwatchError, StoreError, UsageError, first_line
-from .pipeline import NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
+from .pipeline import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
 from .records import PUBMED
 from .sources.eutils import ESEARCH_CAP, EutilsClient
 from .store import PendingEvent, Store
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .digest.group import DigestData
     from .mail import Transport
     from .outbox import DigestResult, Outbox, Part
+    from .sources.crossref import CrossrefClient
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Service:
         self.coordination = coordination or Coordinator(self.store, clock=now)
         self.progress: PollProgress = progress or Quiet()
         self._eutils: EutilsClient | None = None
+        self._crossref: CrossrefClient | None = None
 
     @cached_property
     def renderer(self) -> Renderer:
@@ -90,6 +92,8 @@ class Service:
     def close(self) -> None:
         if self._eutils is not None:
             self._eutils.close()
+        if self._crossref is not None:
+            self._crossref.close()
         self.coordination.close()
         self.store.close()
 
@@ -102,12 +106,35 @@ class Service:
             self._eutils = EutilsClient(self.settings.pubmed, limiter=budget)
         return self._eutils
 
+    @property
+    def crossref(self) -> CrossrefClient:
+        """The Crossref client (`crossref:` configured): Crossref's own limits from its
+        answers, and its list route's pace shared with every process on this database."""
+        if self._crossref is None:
+            from .sources.crossref import CrossrefClient
+            from .sources.http import RetryPolicy
+
+            cfg = self.settings.crossref
+            if cfg is None:
+                raise UsageError("no `crossref:` section in the config")
+            host = urlsplit(cfg.base_url).netloc
+            policy = RetryPolicy(retries=cfg.retries, backoff=cfg.backoff, timeout=cfg.timeout, deadline=cfg.deadline)
+            self._crossref = CrossrefClient(
+                email=cfg.email,
+                base_url=cfg.base_url,
+                batch_size=cfg.batch_size,
+                policy=policy,
+                max_bytes=cfg.max_response_mb * 1_000_000,
+                budget=RequestBudget(self.store, f"crossref:{host}", 1),
+            )
+        return self._crossref
+
     # ================================================================== poll
 
     def poll(self, names: Sequence[str] = (), *, wait: float = CLAIM_WAIT) -> list[PollResult]:
         """`litwatch poll`: each query under the claim the daemon's job takes (waiting up
         to `wait` seconds for one another process holds, then skipping it)."""
-        from .tasks import NOTICES_TASK, poll_task
+        from .tasks import CROSSREF_TASK, NOTICES_TASK, poll_task
 
         queries = self._select_queries(names)
         results: list[PollResult] = []
@@ -135,13 +162,21 @@ class Service:
                     if h.claim.won
                     else PollResult("notices", PUBMED, skipped=_busy(h.claim.holder))
                 )
+            if held and self.settings.crossref is not None:
+                # after the queries and feeds: what they stored this cycle is watched too
+                h = stack.enter_context(claims.hold(CROSSREF_TASK, start=True, wait=wait))
+                results.append(
+                    self.isolated(SHARED, CROSSREF, "crossref", self.poll_crossref)
+                    if h.claim.won
+                    else PollResult("crossref", CROSSREF, skipped=_busy(h.claim.holder))
+                )
         return results
 
     def isolated(self, query: str, source: str, name: str, poll: Callable[[], PollResult]) -> PollResult:
         """One source's poll. What it raises — a store error its data causes (a value
         the database refuses), or a bug — is that source's recorded failure: the cycle
         goes on with the other sources (issue 13, case 5)."""
-        what = {PUBMED: f"query {name}", NOTICES: "notice search"}.get(source, f"feed {name}")
+        what = {PUBMED: f"query {name}", NOTICES: "notice search", CROSSREF: "Crossref"}.get(source, f"feed {name}")
         try:
             return poll()
         except StoreError as e:
@@ -206,6 +241,14 @@ class Service:
         from .pubmedpoll import poll_notices
 
         return poll_notices(self.store, self.eutils, self.now())
+
+    def poll_crossref(self) -> PollResult:
+        """The Crossref source's cycle (crossrefpoll.py): new notices, and the re-check
+        of every stored DOI when `crossref.every` has passed."""
+        from .crossrefpoll import poll_crossref
+
+        assert self.settings.crossref is not None
+        return poll_crossref(self.store, self.crossref, self.now(), self.settings.crossref.interval)
 
     # ================================================================== digest
 
@@ -316,7 +359,9 @@ class Service:
         feeds = {f"feed:{f}" for q in d.queries for f in self.settings.query(q).feeds}
         out = []
         for row in self.store.all_poll_states(tx):
-            mine = row.query in d.queries or (row.query == SHARED and (row.source in feeds or row.source == NOTICES))
+            mine = row.query in d.queries or (
+                row.query == SHARED and (row.source in feeds or row.source in (NOTICES, CROSSREF))
+            )
             if mine and row.failing_since is not None:
                 name = row.query if row.query != SHARED else row.source
                 if row.query != SHARED:
@@ -563,6 +608,19 @@ class Service:
                         "stale": stale_note(f, r, now.host),  # kind ema: its data stopped moving
                     }
                 )
+            sources = []
+            if self.settings.crossref is not None:
+                r = states.get((SHARED, CROSSREF))
+                checked = states.get((SHARED, CROSSREF_RECHECK))
+                sources.append(
+                    {
+                        "name": "crossref",
+                        "last_success": _iso(r.last_ok) if r else None,
+                        "last_error": r.last_error if r and r.failing_since else None,
+                        "failing_since": _iso(r.failing_since) if r else None,
+                        "last_recheck": _iso(checked.last_ok) if checked else None,
+                    }
+                )
             digests = []
             for d in self.settings.digests:
                 st = self.store.digest_state(tx, d.name)
@@ -597,6 +655,7 @@ class Service:
         return {
             "queries": queries,
             "feeds": feeds,
+            "sources": sources,
             "digests": digests,
             "outbox": {
                 "queued": box.queued,

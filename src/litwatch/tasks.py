@@ -2,7 +2,8 @@
 the task last ran, by any instance) and `now`, shared by `scheduler` and `status`.
 
 Task names are the keys of the `leases` table: `poll:<query>`, `poll:*notices` (the
-shared erratum/retraction notice search) and `digest:<name>`. Query and digest names
+shared erratum/retraction notice search), `poll:*crossref` (the Crossref source) and
+`digest:<name>`. Query and digest names
 cannot contain `*` or `:` (config `_NAME`), so the names never collide."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from apscheduler.triggers.base import BaseTrigger
 from .config import DigestSettings, QuerySettings, Settings
 
 NOTICES_TASK = "poll:*notices"
+CROSSREF_TASK = "poll:*crossref"
 DEFAULT_DIGEST_EVERY = timedelta(days=1)  # a digest with neither `every` nor `cron`
 MAX_TOLERANCE = timedelta(seconds=5)
 
@@ -127,6 +129,15 @@ def notices_plan(settings: Settings, now: datetime) -> Plan | None:
     """The shared notice search runs as often as the most frequent PubMed query."""
     plans = [plan_of(q) for q in settings.queries if q.pubmed]
     if not plans or not settings.pubmed.notices:
+        return None
+    return min(plans, key=lambda p: p.period(settings.timezone, now))
+
+
+def crossref_plan(settings: Settings, now: datetime) -> Plan | None:
+    """The Crossref source runs as often as the most frequent query (PubMed or feeds:
+    both store DOIs); its re-check of every stored DOI keeps its own `crossref.every`."""
+    plans = [plan_of(q) for q in settings.queries]
+    if not plans or settings.crossref is None:
         return None
     return min(plans, key=lambda p: p.period(settings.timezone, now))
 

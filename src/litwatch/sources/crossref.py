@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from .. import __version__
@@ -46,12 +46,31 @@ MAX_PAGES = 10_000  # 10 million notices a day: a server that never ends its cur
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 
+class SharedBudget(Protocol):
+    """The request budget every process on one database shares (`coordination.RequestBudget`):
+    at most `per_second` request starts in any second, across processes."""
+
+    per_second: int
+
+    def wait(self) -> None: ...
+
+
 class PoolLimiter(RateLimiter):
     """The pace and the connections one of Crossref's pools allows, as its last answer
     said: at most `limit` request starts in any `interval` seconds, at most
-    `concurrency` requests at once. Until an answer says otherwise: 1, 1 s, 1."""
+    `concurrency` requests at once. Until an answer says otherwise: 1, 1 s, 1. With a
+    `budget`, each start also takes one from the budget shared by every process on the
+    database, kept at the pace the pool's answers state (so processes together keep
+    to one pool's rate)."""
 
-    def __init__(self, limit: int = 1, interval: float = 1.0, concurrency: int = 1, margin: float = 0.1) -> None:
+    def __init__(
+        self,
+        limit: int = 1,
+        interval: float = 1.0,
+        concurrency: int = 1,
+        margin: float = 0.1,
+        budget: SharedBudget | None = None,
+    ) -> None:
         # `margin` is a share of the interval: Crossref counts arrivals, and a start
         # reserved here reaches the wire a little later (threads, a loaded host)
         super().__init__(limit, margin)
@@ -62,6 +81,12 @@ class PoolLimiter(RateLimiter):
         self._gate = threading.Condition()
         self._starts: deque[float] = deque()
         self._pace = threading.Lock()
+        self.budget = budget
+        if budget is not None:
+            budget.per_second = self._budget_rate()
+
+    def _budget_rate(self) -> int:
+        return max(1, int(self.per_second / self.interval))
 
     def wait(self) -> None:
         with self._pace:
@@ -73,6 +98,8 @@ class PoolLimiter(RateLimiter):
                     now = time.monotonic()
                 self._starts.popleft()
             self._starts.append(now)
+        if self.budget is not None:
+            self.budget.wait()  # and the other processes' starts
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -98,6 +125,8 @@ class PoolLimiter(RateLimiter):
                 self.per_second = limit
             if interval:
                 self.interval = interval
+            if self.budget is not None:
+                self.budget.per_second = self._budget_rate()
         with self._gate:
             if concurrency:
                 self.concurrency = concurrency
@@ -144,7 +173,11 @@ class CrossrefClient:
         policy: RetryPolicy | None = None,
         max_bytes: int = 64_000_000,
         max_connections: int = 3,
+        budget: SharedBudget | None = None,
     ) -> None:
+        """`budget`: the list route's request budget shared with every process on the
+        database (`coordination.RequestBudget`, keyed "crossref:<host>"); by default
+        this process's pace only."""
         self.email = email
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.batch_size = max(1, min(batch_size, ROWS_MAX))
@@ -153,7 +186,7 @@ class CrossrefClient:
         self.max_connections = max(1, max_connections)
         # Crossref's own advice: name the tool and a contact in the User-Agent
         self.user_agent = f"litwatch/{__version__} (+https://github.com/litwatch/litwatch; mailto:{email})"
-        self.lists = PoolLimiter()  # /works?filter=…: the "array" pools
+        self.lists = PoolLimiter(budget=budget)  # /works?filter=…: the "array" pools
         self.single = PoolLimiter()  # /works/{doi}: the "single" pools
         self._clients: list[HttpClient] = []
         self._local = threading.local()

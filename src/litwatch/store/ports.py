@@ -50,9 +50,25 @@ class Transactions(Protocol):
         ...
 
 
-class IngestPort(Transactions, Protocol):
+class NoticesPort(Protocol):
+    """What attributing a notice to one event needs (`litwatch.notices` decides): the
+    reports stored of each record's notices, the events of notice kinds to match a new
+    report against, and recording reports (one per record, source, kind and notice)."""
+
+    def add_notice_reports(
+        self, tx: Connection, reports: Sequence[NoticeReport], now: datetime
+    ) -> list[NoticeReport]: ...
+    def notice_reports_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, list[NoticeReport]]: ...
+    def notice_events_for(
+        self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
+    ) -> dict[int, list[NoticeEvent]]: ...
+    def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
+
+
+class IngestPort(Transactions, NoticesPort, Protocol):
     """What polling needs: save what a source fetched as versions, see what is stored,
-    note which queries matched it, add the events that follow, move the progress."""
+    note which queries matched it, add the events that follow (notices attributed to
+    one event per notice, `NoticesPort`), move the progress."""
 
     # records and versions
     def current(self, tx: Connection, source: str, keys: Iterable[str]) -> dict[str, Current]: ...
@@ -61,6 +77,8 @@ class IngestPort(Transactions, Protocol):
     def insert_records(self, tx: Connection, new: Sequence[tuple[Record, str]], now: datetime) -> dict[str, int]: ...
     def add_versions(self, tx: Connection, changed: Sequence[Change], now: datetime) -> None: ...
     def records_by_pmid(self, tx: Connection, pmids: Iterable[str]) -> dict[str, int]: ...
+    def stored_dois(self, tx: Connection) -> set[str]: ...
+    def records_by_doi(self, tx: Connection, dois: Iterable[str]) -> dict[str, list[int]]: ...
 
     # hits and events
     def hits_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, set[str]]: ...
@@ -81,21 +99,6 @@ class IngestPort(Transactions, Protocol):
     def note_overflow(self, tx: Connection, query: str, day: str, count: int, now: datetime) -> bool: ...
     def set_feed_entries(self, tx: Connection, source: str, record_ids: Iterable[int], seen_at: datetime) -> None: ...
     def feed_entries(self, tx: Connection, source: str) -> tuple[datetime | None, list[int]]: ...
-
-
-class NoticesPort(Protocol):
-    """What attributing a notice to one event needs (`litwatch.notices` decides): the
-    reports stored of each record's notices, the events of notice kinds to match a new
-    report against, and recording reports (one per record, source, kind and notice)."""
-
-    def add_notice_reports(
-        self, tx: Connection, reports: Sequence[NoticeReport], now: datetime
-    ) -> list[NoticeReport]: ...
-    def notice_reports_for(self, tx: Connection, record_ids: Iterable[int]) -> dict[int, list[NoticeReport]]: ...
-    def notice_events_for(
-        self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
-    ) -> dict[int, list[NoticeEvent]]: ...
-    def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
 
 
 class OutboxPort(Transactions, Protocol):
@@ -208,7 +211,7 @@ class StatusPort(Protocol):
     def versions_of(self, tx: Connection, record_id: int) -> list[StoredVersion]: ...
 
 
-class ServicePort(IngestPort, NoticesPort, DigestPort, ClaimsPort, StatusPort, Protocol):
+class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, Protocol):
     """Everything the service's use cases reach (it hands the parts on: `ClaimsPort` to
     coordination, `OutboxPort` to the outbox)."""
 

@@ -151,6 +151,24 @@ class RecordsStore(StoreCore):
             out.update({row.key: row.id for row in tx.execute(q)})
         return out
 
+    def stored_dois(self, tx: Connection) -> set[str]:
+        """Every DOI stored (lower case), of PubMed records and feed items alike: what
+        the Crossref source watches, read once a cycle (a set, not a request a notice).
+        A DOI over `DOI_LIMIT` characters is kept only as its hash and is left out."""
+        q = sa.select(records.c.doi).where(records.c.doi.is_not(None)).distinct()
+        return {row.doi for row in tx.execute(q) if row.doi and not row.doi.startswith("sha256:")}
+
+    def records_by_doi(self, tx: Connection, dois: Iterable[str]) -> dict[str, list[int]]:
+        """The stored records of each of `dois` (lower case): a PubMed record and a
+        feed item may share one. DOI → record ids, oldest first."""
+        out: dict[str, list[int]] = {}
+        for part in chunks(sorted({d.lower() for d in dois if d})):
+            stored = {lookup_form(d, DOI_LIMIT): d for d in part}
+            q = sa.select(records.c.id, records.c.doi).where(records.c.doi.in_(list(stored))).order_by(records.c.id)
+            for row in tx.execute(q):
+                out.setdefault(stored[row.doi], []).append(row.id)
+        return out
+
     def find_records(self, tx: Connection, ident: str) -> list[tuple[int, str, str]]:
         """Records whose PMID, DOI or feed key is `ident`: [(id, source, key)]."""
         ident = ident.strip()
