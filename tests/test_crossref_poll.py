@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import TODAY, basic_config
-from fake_crossref import FakeCrossref, Fault, real_works
-from fake_eutils import FakeEutils
-from feedhost import FeedHost
+from helpers import TODAY, basic_config, wait_for
+from helpers.fake_crossref import FakeCrossref, Fault, real_works
+from helpers.fake_eutils import FakeEutils
+from helpers.feedhost import FeedHost
 from litwatch import events as ev
 from litwatch.config import load
 from litwatch.records import Record
@@ -28,7 +28,6 @@ from litwatch.service import Service
 from litwatch.tasks import CROSSREF_TASK, plan_of
 from test_changes import NOTICE_TERM, messages, section
 from test_daemon import Run as DaemonRun
-from test_daemon import wait_until
 
 RETRACTED = "10.1021/am300292v"  # retracted 2019, Retraction Watch's entry (tests/data/crossref/MANIFEST)
 RETRACTION = "10.1021/acsami.9b11759"
@@ -427,7 +426,7 @@ def test_run_polls_crossref_as_its_own_task(tmp_path: Path, eutils: FakeEutils, 
     daemon = DaemonRun(cfg, tmp_path / "run.log")
     try:
         daemon.wait_log(r"source=crossref found=1 new=0 events=1", timeout=30)
-        wait_until(lambda: len(messages(tmp_path / "outbox", set())) >= 2, 30, "the retraction mailed")
+        wait_for(lambda: len(messages(tmp_path / "outbox", set())) >= 2, 30, "the retraction mailed")
         daemon.wait_log(r"source=crossref found=1 new=0 events=0", timeout=30)  # seen again: no news
         rc, _ = daemon.stop()
     finally:
