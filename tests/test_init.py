@@ -21,7 +21,8 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
     assert written.read_text(encoding="utf-8") == STARTER
     line = written.read_text(encoding="utf-8").splitlines()[email_line() - 1]
     assert line.startswith("  email: you@example.org") and "FILL IN" in line
-    assert f"fill in your contact address at line {email_line()} (pubmed.email)" in r.stdout
+    assert f"fill in your contact address at line {email_line()} (pubmed.email) and line" in r.stdout
+    assert "(crossref.email)" in r.stdout
     r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
     print(r.stdout, r.stderr)
     assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 4 feeds, 2 digests\n", r.stderr
@@ -51,5 +52,6 @@ def test_starter_is_the_example_with_an_address_to_fill_in() -> None:
     example = load(ROOT / "config" / "litwatch.yaml", env={})
     starter = loads(STARTER, "starter", env={})
     assert starter.pubmed.email == "you@example.org"
-    drop = {"source": True, "pubmed": {"email"}}
+    assert starter.crossref is not None and starter.crossref.email == "you@example.org"
+    drop = {"source": True, "pubmed": {"email"}, "crossref": {"email"}}
     assert starter.model_dump(exclude=drop) == example.model_dump(exclude=drop)

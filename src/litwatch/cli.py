@@ -205,12 +205,14 @@ def _check_online(settings: Settings) -> None:
 @handle_errors
 def init(obj: Ctx, path: Path | None) -> None:
     """Write a starter config to PATH (default: --config, $LITWATCH_CONFIG, ./litwatch.yaml); never overwrite."""
-    from .starter import write_starter
+    from .starter import email_lines, write_starter
 
     target = path or find_config(obj.config_arg)
     line = write_starter(target)
+    crossref = [n for n in email_lines() if n != line]
+    also = f" and line {crossref[0]} (crossref.email)" if crossref else ""
     click.echo(
-        f"wrote {target}: fill in your contact address at line {line} (pubmed.email), "
+        f"wrote {target}: fill in your contact address at line {line} (pubmed.email){also}, "
         f"then try its queries with: litwatch --config {target} check --online"
     )
 

@@ -41,6 +41,12 @@ mail:
   # username: litwatch
   # password: ${SMTP_PASSWORD}
 
+# Corrections, retractions (with Retraction Watch's) and expressions of concern by DOI,
+# from Crossref, for every stored paper and feed item with a DOI. Delete to go without.
+crossref:
+  email: you@example.org   # FILL IN your address: Crossref's polite pool
+  every: 1d                     # stored DOIs are checked again once a day
+
 # Sources of items, scanned with each query's `match`: RSS/Atom feeds, and the
 # regulators' own data (kind openfda: Drugs@FDA; kind ema: EMA's medicines file).
 feeds:
@@ -102,7 +108,12 @@ timezone: Europe/Berlin         # for cron schedules; default UTC
 
 def email_line() -> int:
     """The 1-based line of `pubmed.email` in STARTER: where the user fills in."""
-    return next(n for n, line in enumerate(STARTER.splitlines(), 1) if line.startswith(EMAIL_KEY))
+    return email_lines()[0]
+
+
+def email_lines() -> list[int]:
+    """The 1-based lines of the contact addresses to fill in: pubmed.email, crossref.email."""
+    return [n for n, line in enumerate(STARTER.splitlines(), 1) if line.startswith(EMAIL_KEY)]
 
 
 def write_starter(path: Path) -> int:
