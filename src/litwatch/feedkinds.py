@@ -45,7 +45,7 @@ from .parse.ema import staleness
 from .pipeline import SHARED, Batch, Ingested, PollResult, Progress, ingest, record_failure
 from .records import Record
 from .sources import ema, openfda
-from .sources.http import RetryPolicy
+from .sources.http import Limiter, RetryPolicy
 from .store.ports import ClaimsPort, IngestPort
 
 if TYPE_CHECKING:
@@ -91,17 +91,8 @@ def poll_openfda_feed(
         who = hashlib.sha256(key.encode()).hexdigest()[:12] if key else "no-key"
         budget = DailyRequests(claims, f"openfda-day:{host}:{who}", per_day)
     try:
-        got = openfda.poll_openfda(
-            name=feed.name,
-            last_until=_day(state.watermark) if state is not None else None,
-            now=now,
-            url=feed.url,
-            api_key=key or None,
-            lookback_days=feed.first_lookback_days,
-            policy=source_policy(feed),
-            max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
-            budget=budget,
-            limiter=limiter,
+        got = fetch_openfda(
+            feed, now, _day(state.watermark) if state is not None else None, budget=budget, limiter=limiter
         )
     except SourceError as e:
         _failed(store, feed, users, now, result, str(e))
@@ -113,6 +104,31 @@ def poll_openfda_feed(
     _store_answer(store, feed, users, got.records, progress, now, result)
     _log(feed, result, f"window={got.window.since}..{got.window.until}")
     return result
+
+
+def fetch_openfda(
+    feed: FeedSettings,
+    now: datetime,
+    last_until: date | None,
+    *,
+    budget: openfda.DayBudget | None = None,
+    limiter: Limiter | None = None,
+) -> openfda.OpenFdaBatch:
+    """The Drugs@FDA window after `last_until` (the first poll's look-back when None),
+    fetched and parsed with the feed's settings (polls, and `check --online`)."""
+    key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
+    return openfda.poll_openfda(
+        name=feed.name,
+        last_until=last_until,
+        now=now,
+        url=feed.url,
+        api_key=key or None,
+        lookback_days=feed.first_lookback_days,
+        policy=source_policy(feed),
+        max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
+        budget=budget,
+        limiter=limiter,
+    )
 
 
 # ====================================================================== ema

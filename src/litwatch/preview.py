@@ -135,22 +135,12 @@ def _preview_regulator(
     """An openfda feed: its first poll's window (`lookback_days`), fetched as a poll does;
     an ema feed: the medicines file, unconditionally. Items are the approvals (and
     withdrawals) in that window, matched as a poll matches them."""
-    from .feedkinds import max_bytes_for, source_policy
-    from .sources import ema, openfda
+    from .feedkinds import fetch_openfda, max_bytes_for, source_policy
+    from .sources import ema
 
     try:
         if feed.kind == "openfda":
-            key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
-            records = openfda.poll_openfda(
-                name=feed.name,
-                last_until=None,
-                now=now,
-                url=feed.url,
-                api_key=key or None,
-                lookback_days=feed.first_lookback_days,
-                policy=source_policy(feed),
-                max_bytes=max_bytes_for(feed, openfda.DEFAULT_MAX_BYTES),
-            ).records
+            records = fetch_openfda(feed, now, None).records
         else:
             records = ema.poll_ema(
                 name=feed.name,

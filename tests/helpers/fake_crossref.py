@@ -24,10 +24,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .server import LocalServer
 
 DATA = Path(__file__).parents[1] / "data" / "crossref"
 NOT_FOUND = b"Resource not found."
@@ -72,7 +74,7 @@ class Work:
     indexed: date
 
 
-class FakeCrossref:
+class FakeCrossref(LocalServer):
     def __init__(self) -> None:
         self.works: dict[str, Work] = {}
         self.requests: list[Request] = []
@@ -92,23 +94,13 @@ class FakeCrossref:
         self._in_flight = 0
         self._starts: dict[str, deque[float]] = {}
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(self._handler(), name="fake-crossref")
 
     # ---------------------------------------------------------------- control
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def start(self) -> FakeCrossref:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return f"{self.base}/"
 
     def add(self, message: dict[str, Any], *, indexed: date | None = None) -> None:
         with self.lock:

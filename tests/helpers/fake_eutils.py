@@ -16,11 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
+
+from .server import LocalServer
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -55,7 +57,7 @@ class Fault:
     times: int = 1  # how many requests it answers before it is gone
 
 
-class FakeEutils:
+class FakeEutils(LocalServer):
     def __init__(self) -> None:
         self.records: dict[str, FakeRecord] = {}
         self.requests: list[Request] = []
@@ -69,23 +71,13 @@ class FakeEutils:
         self.limit: int | None = None
         self.refused = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(self._handler(), name="fake-eutils")
 
     # ---------------------------------------------------------------- control
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/entrez/eutils/"
-
-    def start(self) -> FakeEutils:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return f"{self.base}/entrez/eutils/"
 
     def add(
         self,

@@ -26,9 +26,11 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import quote, unquote_plus
+
+from .server import LocalServer
 
 PATH = "/drug/drugsfda.json"
 MAX_LIMIT = 1000
@@ -76,7 +78,7 @@ class _Canned:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FakeOpenFda:
+class FakeOpenFda(LocalServer):
     def __init__(self, applications: Sequence[dict[str, Any]] = ()) -> None:
         self.applications: list[dict[str, Any]] = list(applications)
         self.requests: list[Request] = []
@@ -84,28 +86,7 @@ class FakeOpenFda:
         self.api_keys: set[str] | None = None  # a set: the gateway refuses (403) any other key
         self._canned: list[_Canned] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def start(self) -> FakeOpenFda:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeOpenFda:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self._serve(_handler(self), name="fake-openfda")
 
     @property
     def search_url(self) -> str:

@@ -23,8 +23,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .server import LocalServer
 
 CHUNK = b"<!-- " + b"x" * 65_000 + b" -->\n"
 
@@ -51,7 +53,7 @@ class Request:
     headers: dict[str, str]  # as sent; look up with the usual capitalisation
 
 
-class FeedHost:
+class FeedHost(LocalServer):
     def __init__(self) -> None:
         self.routes: dict[str, list[Reply]] = {}
         self.served: dict[str, int] = {}
@@ -59,33 +61,7 @@ class FeedHost:
         self.dripped: dict[str, int] = {}  # path -> bytes a drip reply sent before it ended
         self.streamed: dict[str, int] = {}  # path -> bytes a stream reply sent before it ended
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # a test that gave up on a slow reply must not wait for it
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="feedhost", daemon=True
-        )
-
-    # --- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FeedHost:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FeedHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        self._serve(_handler(self), name="feedhost")
 
     def url(self, path: str) -> str:
         return self.base + path
