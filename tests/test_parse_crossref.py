@@ -116,7 +116,7 @@ def test_work_list_paging_fields_and_keep() -> None:
         fake.add_real()
         status, body = fake.list_works({"filter": ["is-update:true"], "rows": ["2"], "cursor": ["*"]})
     finally:
-        fake.server.server_close()
+        fake.close()
     assert status == 200
     page = parse_works(body, keep=lambda n: n.kind != "erratum")
     assert page.items == 2 and page.total == 3 and page.next_cursor and page.next_cursor.startswith("DnF1ZXJ5")
@@ -148,7 +148,7 @@ def test_fifty_megabytes_parse_in_bounded_memory() -> None:
     try:
         body = fake.huge_body(50_000_000)
     finally:
-        fake.server.server_close()
+        fake.close()
     tracemalloc.start()
     page = parse_works(body, keep=lambda n: False)
     _, peak = tracemalloc.get_traced_memory()

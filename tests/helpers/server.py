@@ -27,6 +27,10 @@ class LocalServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def close(self) -> None:
+        """Free the port of a server that was never started (answers built offline)."""
+        self._server.server_close()
+
     def __enter__(self) -> Self:
         return self.start()
 
