@@ -419,3 +419,36 @@ def test_queries_due_together_under_run_share_one_cycle(tmp_path: Path, eutils: 
     assert after_q0.count("esearch") == 3 and after_q0.count("efetch") == 1
     assert after_all == after_q0  # q1 and q2 were polled in q0's cycle: not due again
     assert [q["records"] for q in hits] == [4, 4, 4]
+
+
+def test_a_digest_waits_only_for_its_catch_up_polls_even_when_they_share_a_cycle(
+    tmp_path: Path, eutils: FakeEutils, store_url: str
+) -> None:
+    """At start every poll is catching up and a digest over them waits for them. When one
+    query's cycle takes the other along, the other's own job finds it held and looks again
+    later (30 s): the shared cycle is still the other's catch-up, so the digest goes out as
+    soon as it ends, not after that second look (the catch-up digest CI once missed)."""
+    for i in range(2):
+        eutils.add(str(700 + i), terms=f"term{i}", edat=TODAY, title=f"P{i}")
+    cfg = _config_many(tmp_path, eutils, store_url, 2, every="1h")
+    cfg.write_text(cfg.read_text().replace("queries: [q0]", "queries: [q0, q1]"))
+    from litwatch.service import utcnow
+
+    d = _daemon(load(cfg), tmp_path, utcnow)
+    d.scheduler.start(paused=True)  # real jobs with their next run times; none fires
+    try:
+        d._schedule()
+        eutils.delay = 0.5  # q0's cycle (with q1 along) takes a while
+        cycle = threading.Thread(target=d._run_task, args=["poll:q0"])
+        cycle.start()
+        wait_for(lambda: eutils.count("esearch"), 10, "q0's cycle under way")
+        d._run_task("poll:q1")  # q1's own job meanwhile: held by q0's cycle, looks again later
+        cycle.join(30)
+        eutils.delay = 0
+        d._run_task("digest:d")
+        outbox = list((tmp_path / "outbox").glob("*.eml"))
+    finally:
+        d.scheduler.shutdown(wait=False)
+        d.service.close()
+    print(f"\ncatch-up digest after a shared cycle: {len(outbox)} mail(s)")
+    assert len(outbox) == 1 and "P1" in outbox[0].read_text(encoding="utf-8")

@@ -317,6 +317,7 @@ class Daemon:
             if not mine:
                 self._retry_soon(task)  # the outbox retry is sending this digest's mail
                 return
+            polled = {name}  # this task and the queries that share its cycle
             try:
                 anchor = _state_anchor(task, *svc.task_anchors())
                 with self.coordination.hold(name, due=self._due(task, anchor)) as held:
@@ -329,7 +330,9 @@ class Daemon:
                         return
                     held.next_run = task.plan.after(claim.now, tz)
                     with contextlib.ExitStack() as company:
-                        self._do(task, svc, self._companions(task, svc, company))
+                        companions = self._companions(task, svc, company)
+                        polled |= {poll_task(q.name) for q in companions}
+                        self._do(task, svc, companions)
             except LeaseLost as e:
                 self.metrics.add("job_errors")
                 log.warning("task=%s stopped: %s", name, e)
@@ -340,7 +343,9 @@ class Daemon:
                 self.metrics.add("job_errors")
                 log.exception("task=%s failed", name)
             finally:
-                self._catching_up.discard(name)
+                # a companion's catch-up is done too: its own job, held off meanwhile,
+                # looks again only later, and a digest waiting on it must not wait for that
+                self._catching_up -= polled
 
     def _retry_soon(self, task: Task) -> None:
         """Held elsewhere right now (running there, or its holder died and the lease has
