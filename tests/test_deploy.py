@@ -337,6 +337,18 @@ def test_deploy_config_uses_postgres_and_the_mail_catcher(
             assert "${" in str(value), f"{where}: from the environment"
 
 
+def test_deploy_config_watches_what_the_example_config_watches(deploy_config: dict[str, Any]) -> None:
+    """A compose deployment gets Crossref's notices and the regulators' approvals too,
+    every `${NAME}` it uses named in the env example."""
+    kinds = {f["name"]: f.get("kind", "rss") for f in deploy_config["feeds"]}
+    assert {"openfda", "ema"} <= set(kinds.values()) and "email" in deploy_config["crossref"]
+    for q in deploy_config["queries"]:
+        assert {n for n, k in kinds.items() if k != "rss"} <= set(q["feeds"]), q["name"]
+    example = (DEPLOY / "litwatch.env.example").read_text(encoding="utf-8")
+    for name in {n for _, value in walk(deploy_config) for n in re.findall(r"\$\{(\w+)", str(value))}:
+        assert f"\n{name}=" in example, f"{name} is not in litwatch.env.example"
+
+
 def test_deploy_config_passes_litwatch_check(tmp_path: Path) -> None:
     pytest.importorskip("litwatch.cli", reason="litwatch is not installed")
     env = {**os.environ, "POSTGRES_PASSWORD": "change-me", "NCBI_API_KEY": "", "SMTP_PASSWORD": ""}
