@@ -1,12 +1,11 @@
 """The Crossref client against the fake Crossref REST API (tests/helpers/fake_crossref.py):
 identity, DOIs re-checked 50 a request, cursor paging of new notices, the pace and
 connections the rate-limit headers allow, 429 + Retry-After, 404, bad JSON, a 50 MB
-answer, and what a daily re-check of 10,000 stored DOIs costs at the polite pool's rate."""
+answer, and a daily re-check of 10,000 stored DOIs kept to the advertised rate."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -238,29 +237,24 @@ def test_fifty_megabyte_answer_under_the_cap_is_read(crossref: FakeCrossref) -> 
     assert batch.notices and batch.notices[0].target_doi == RETRACTED
 
 
-@pytest.mark.slow
-def test_daily_recheck_of_ten_thousand_dois_at_the_polite_rate(crossref: FakeCrossref) -> None:
-    """The figure for the closing note: requests and time of re-checking 10,000 stored
-    DOIs against the fake at the polite pool's advertised list rate (3 a second, 3
-    connections, as Crossref advertised in 2026), obeying every header."""
+def test_daily_recheck_of_ten_thousand_dois_keeps_to_the_advertised_rate(crossref: FakeCrossref) -> None:
+    """Re-checking 10,000 stored DOIs: 200 requests, none over what the fake advertises
+    and enforces (a request over the rate or the concurrency limit is refused with a
+    429 and counted). The fake advertises 20 a second, 3 at once, so the test takes
+    about 11 s; the figure at the polite pool's 3 a second is the poll's
+    (`test_crossref_poll.py -k cost`), through the service and its shared budget."""
+    crossref.limits["polite-array"] = (20, 1.0, 3)
     stored = fillers(crossref, 10_000)
     c = client(crossref)
-    started = time.monotonic()
     batch = c.recheck(stored, today=TODAY)
-    took = time.monotonic() - started
     c.close()
-    limit, interval, _ = crossref.limits["polite-array"]
     expected = math.ceil(10_000 / BATCH)
-    computed = (expected - 1) * interval / limit  # the first request starts at 0
     print(
-        f"10,000 DOIs: {batch.requests} requests, {took:.1f}s measured; "
-        f"{expected} / ({limit}/{interval:g}s) = {computed:.1f}s at the advertised rate, "
-        f"{computed * (1 + c.lists.margin):.1f}s at the pace kept ({c.lists.margin:.0%} under it); "
-        f"pool {batch.pool}, max {crossref.max_in_flight} at once, {crossref.rejected} refused"
+        f"10,000 DOIs: {batch.requests} requests; pool {batch.pool}, "
+        f"max {crossref.max_in_flight} at once, {crossref.rejected} refused"
     )
     assert batch.requests == expected == 200 and len(batch.checked) == 10_000
-    assert crossref.rejected == 0
-    assert took >= computed * 0.95
+    assert crossref.rejected == 0 and crossref.max_in_flight <= 3
 
 
 def test_fake_filters_or_repeats_and_and_different_names(crossref: FakeCrossref) -> None:
