@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from helpers import wait_for
 from helpers.fake_openfda import FakeOpenFda
 from helpers.feedhost import FeedHost, Reply
 from litwatch.config import Settings, loads
 from litwatch.coordination import DailyRequests
+from litwatch.errors import SourceError
 from litwatch.pipeline import SHARED, PollResult
 from litwatch.report import format_status
 from litwatch.service import Service
@@ -267,6 +269,47 @@ def test_openfda_budgets_are_kept_in_the_database(tmp_path: Path, store_url: str
     assert refused.error is not None and "daily limit of 1,000 requests is used up" in refused.error
     assert len(fda.requests) == sent and state(s, "fda-approvals").watermark == "2026-01-27"
     assert poll(s, FDA_NOW + timedelta(days=1)).ok  # a new UTC day
+
+
+def test_openfda_last_request_of_the_day_goes_to_one_process_only(
+    tmp_path: Path, store_url: str, fda: FakeOpenFda
+) -> None:
+    """Two processes on one database, one request left of the day: a request reserves
+    its slot before it is sent, so the other, asking while the first is in flight, is
+    refused without sending (before, both saw one left and both sent)."""
+    import threading
+
+    from litwatch.sources.openfda import OpenFdaClient, Window
+
+    s = settings(tmp_path, store_url, fda_feed(fda), MYELOMA_FDA, "myeloma")
+    stores = [Store(s.database), Store(s.database)]  # as two processes would have
+    budgets = [DailyRequests(store, "openfda-day:test", 1000) for store in stores]
+    budgets[0].spend(999, FDA_NOW)
+    fda.delay = 1.0
+    window = Window(FDA_NOW.date() - timedelta(days=14), FDA_NOW.date())
+    outcomes: list[str] = []
+
+    def fetch(budget: DailyRequests) -> None:
+        with OpenFdaClient(url=fda.search_url, budget=budget) as client:
+            try:
+                client.fetch(window, now=FDA_NOW)
+                outcomes.append("fetched")
+            except SourceError as e:
+                outcomes.append(str(e))
+
+    try:
+        first = threading.Thread(target=fetch, args=[budgets[0]])
+        first.start()
+        wait_for(lambda: fda.requests, 10, "the first request in flight")
+        fetch(budgets[1])
+        first.join(30)
+        left = budgets[1].remaining(FDA_NOW)
+    finally:
+        for store in stores:
+            store.close()
+    print(f"\nlast request of the day, two processes: {len(fda.requests)} sent; {outcomes}; {left} left")
+    assert len(fda.requests) == 1 and left == 0
+    assert sorted(o == "fetched" for o in outcomes) == [False, True] and "used up" in "".join(outcomes)
 
 
 # ---------------------------------------------------------------------------- ema

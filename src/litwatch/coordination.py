@@ -366,8 +366,8 @@ class DailyRequests:
     """At most `per_day` requests per UTC day across every process on the database
     (openFDA: 1,000 a day without an API key). The day's count lives in the request
     budget row `name`, as ``[day ordinal, requests made]`` in its `starts` column, read
-    and written under the row's lock. Has `sources.openfda.DayBudget`'s interface; the
-    day is the one of the `now` given (UTC)."""
+    and written under the row's lock; a request takes its slot before it is sent. Has
+    `sources.openfda.DayBudget`'s interface; the day is the one of the `now` given (UTC)."""
 
     def __init__(self, store: ClaimsPort, name: str, per_day: int) -> None:
         self.store = store
@@ -378,12 +378,22 @@ class DailyRequests:
         with self.store.transaction(immediate=True, fenced=False) as tx:
             return self.per_day - self._used(tx, now)
 
-    def spend(self, n: int, now: datetime) -> None:
-        if n <= 0:
-            return
+    def take(self, now: datetime) -> bool:
         with self.store.transaction(immediate=True, fenced=False) as tx:
             used = self._used(tx, now)
-            self.store.set_budget_starts(tx, self.name, [float(now.date().toordinal()), float(used + n)])
+            if used >= self.per_day:
+                return False
+            self._set(tx, now, used + 1)
+            return True
+
+    def spend(self, n: int, now: datetime) -> None:
+        if n == 0:
+            return
+        with self.store.transaction(immediate=True, fenced=False) as tx:
+            self._set(tx, now, max(0, self._used(tx, now) + n))
+
+    def _set(self, tx: Connection, now: datetime, used: int) -> None:
+        self.store.set_budget_starts(tx, self.name, [float(now.date().toordinal()), float(used)])
 
     def _used(self, tx: Connection, now: datetime) -> int:
         _, kept = self.store.budget_starts(tx, self.name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -84,6 +85,7 @@ class FakeOpenFda(LocalServer):
         self.requests: list[Request] = []
         self.link_header = True  # False: an old-style API without Link (clients page by skip)
         self.api_keys: set[str] | None = None  # a set: the gateway refuses (403) any other key
+        self.delay = 0.0  # seconds before each answer (a slow gateway)
         self._canned: list[_Canned] = []
         self._lock = threading.Lock()
         self._serve(_handler(self), name="fake-openfda")
@@ -217,6 +219,8 @@ def _handler(fake: FakeOpenFda) -> type[BaseHTTPRequestHandler]:
             path, _, raw = self.path.partition("?")
             with fake._lock:
                 fake.requests.append(Request(path, raw, _form(raw), dict(self.headers.items())))
+            if fake.delay:
+                time.sleep(fake.delay)
             status, body, headers = fake.answer(path, raw)
             data = json.dumps(body, indent=2).encode()
             self.send_response(status)

@@ -113,7 +113,14 @@ class DayBudget(Protocol):
 
     def remaining(self, now: datetime) -> int: ...
 
-    def spend(self, n: int, now: datetime) -> None: ...
+    def take(self, now: datetime) -> bool:
+        """Reserve one request if the day has one left, in one step (so two processes
+        cannot both take the last); False if it is used up."""
+        ...
+
+    def spend(self, n: int, now: datetime) -> None:
+        """Count `n` more requests (retries beyond the one taken); negative gives back."""
+        ...
 
 
 class DailyBudget:
@@ -129,9 +136,16 @@ class DailyBudget:
         with self._lock:
             return self.per_day - self._used_on(now)
 
+    def take(self, now: datetime) -> bool:
+        with self._lock:
+            if self._used_on(now) >= self.per_day:
+                return False
+            self._used += 1
+            return True
+
     def spend(self, n: int, now: datetime) -> None:
         with self._lock:
-            self._used = self._used_on(now) + n
+            self._used = max(0, self._used_on(now) + n)
 
     def _used_on(self, now: datetime) -> int:
         day = now.date()
@@ -220,7 +234,7 @@ class OpenFdaClient:
         return OpenFdaResult(window, tuple(pages), self.client.requests_made - start, False)
 
     def _get(self, url: str, now: datetime) -> Fetched:
-        if self.budget.remaining(now) <= 0:
+        if not self.budget.take(now):  # the slot is reserved before the request is sent
             key = "" if self.api_key else "; an api_key raises it to 120,000"
             raise SourceError(
                 f"feed {self.name}: openFDA's daily limit of {self.budget.per_day:,} requests is used up{key}",
@@ -235,8 +249,8 @@ class OpenFdaClient:
                 headers={"Accept": "application/json"},
                 ok=frozenset({200, 400, 404}),
             )
-        finally:
-            self.budget.spend(self.client.requests_made - before, now)
+        finally:  # retries count too; a request never sent gives its slot back
+            self.budget.spend(self.client.requests_made - before - 1, now)
         if fetched.status == 400:
             raise SourceError(
                 f"feed {self.name}: openFDA refused the request: {_message(fetched.content)}",
