@@ -198,9 +198,11 @@ def test_a_404_that_is_not_openfdas_not_found_is_an_error(fda: FakeOpenFda) -> N
 
 def test_429_is_obeyed_and_retried(fda: FakeOpenFda) -> None:
     fda.throttle(2, retry_after="0")
-    with _client(fda) as client:
+    budget = DailyBudget(10)
+    with _client(fda, budget=budget) as client:
         result = client.fetch(JAN, now=NOW)
     assert result.requests == 3 and len(result.pages) == 1
+    assert budget.remaining(NOW) == 7  # the day counts every attempt, retries included
     fda.throttle(5, retry_after="0")
     with _client(fda, policy=RetryPolicy(retries=1, backoff=0.0, timeout=10.0, deadline=30.0)) as client:
         with pytest.raises(SourceError, match=r"HTTP 429 .*\(gave up after 2 attempts\)"):

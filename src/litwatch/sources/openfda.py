@@ -111,8 +111,6 @@ class DayBudget(Protocol):
 
     per_day: int
 
-    def remaining(self, now: datetime) -> int: ...
-
     def take(self, now: datetime) -> bool:
         """Reserve one request if the day has one left, in one step (so two processes
         cannot both take the last); False if it is used up."""
