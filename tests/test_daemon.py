@@ -96,7 +96,7 @@ def test_first_mails_repeat_polls_and_sigterm(tmp_path: Path, eutils: FakeEutils
     log = run.log
     print(f"\nfirst mails: {len(emls(tmp_path / 'outbox'))} mails, TRAIL polled {len(searches(eutils, 'TRAIL'))}x")
     assert rc == 0 and took < 10, (rc, took, log[-2000:])
-    assert re.search(r"level=INFO logger=litwatch.pubmedpoll poll query=trail source=pubmed found=\d+", log)
+    assert re.search(r"level=INFO logger=litwatch.polls.pubmed poll query=trail source=pubmed found=\d+", log)
     assert re.search(r"digest name=weekly messages=1 sent=1 failed=0", log)
     assert "stopped instance=" in log and "Traceback" not in log
     later = [p for p in emls(tmp_path / "outbox") if "Later TRAIL paper" in p.read_text(encoding="utf-8")]

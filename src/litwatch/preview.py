@@ -135,7 +135,7 @@ def _preview_regulator(
     """An openfda feed: its first poll's window (`lookback_days`), fetched as a poll does;
     an ema feed: the medicines file, unconditionally. Items are the approvals (and
     withdrawals) in that window, matched as a poll matches them."""
-    from .feedkinds import fetch_openfda, max_bytes_for, source_policy
+    from .polls.feedkinds import fetch_openfda, max_bytes_for, source_policy
     from .sources import ema
 
     try:

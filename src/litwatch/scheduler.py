@@ -39,8 +39,8 @@ from .config import DigestSettings, QuerySettings, Settings, find_config, load
 from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
+from .ingest import CROSSREF, NOTICES, SHARED, PollResult
 from .outbox import DigestResult
-from .pipeline import CROSSREF, NOTICES, SHARED, PollResult
 from .service import Service
 from .tasks import (
     CROSSREF_TASK,

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from .config import DigestSettings, QuerySettings, Settings
 from .coordination import Coordinator, RequestBudget
 from .errors import LitwatchError, StoreError, UsageError, first_line
-from .pipeline import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
+from .ingest import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
 from .records import PUBMED
 from .sources.eutils import ESEARCH_CAP, EutilsClient
 from .store import PendingEvent, Store
@@ -194,7 +194,7 @@ class Service:
     def poll_pubmed_cycle(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         """The PubMed side of a cycle (pubmedpoll.py): one search per query, one fetch of
         the union of what they need, then each query's batch in its own transaction."""
-        from .pubmedpoll import PubmedCycle
+        from .polls.pubmed import PubmedCycle
 
         todo = [q for q in queries if q.pubmed]
         if not todo:
@@ -223,7 +223,7 @@ class Service:
     def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         """Feed sources: each feed is fetched once for all queries using it; one feed's
         failure, whatever it is, is that feed's reported failure and the others still run."""
-        from .feedkinds import poll_any_feed
+        from .polls.feedkinds import poll_any_feed
 
         names = list(dict.fromkeys(f for q in queries for f in q.feeds))
         return [
@@ -238,14 +238,14 @@ class Service:
         ]
 
     def poll_notices(self) -> PollResult:
-        from .pubmedpoll import poll_notices
+        from .polls.pubmed import poll_notices
 
         return poll_notices(self.store, self.eutils, self.now())
 
     def poll_crossref(self) -> PollResult:
         """The Crossref source's cycle (crossrefpoll.py): new notices, and the re-check
         of every stored DOI when `crossref.every` has passed."""
-        from .crossrefpoll import poll_crossref
+        from .polls.crossref import poll_crossref
 
         assert self.settings.crossref is not None
         return poll_crossref(self.store, self.crossref, self.now(), self.settings.crossref.interval)
@@ -377,7 +377,7 @@ class Service:
     def stale_sources(self, tx: Connection, d: DigestSettings) -> list[dict[str, Any]]:
         """The digest's feeds whose data has stopped moving (kind ema: the file's newest
         `last_updated_date` is older than `stale_days`), for its footer: {"name", "note"}."""
-        from .feedkinds import stale_note
+        from .polls.feedkinds import stale_note
 
         names = dict.fromkeys(f for q in d.queries for f in self.settings.query(q).feeds)
         now = self.now()
@@ -573,7 +573,7 @@ class Service:
             return out
 
     def status(self) -> dict[str, Any]:
-        from .feedkinds import stale_note
+        from .polls.feedkinds import stale_note
 
         with self.store.transaction() as tx:
             now = _Now(self.now(), self.store.db_now(tx))

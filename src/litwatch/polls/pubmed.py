@@ -32,11 +32,10 @@ from itertools import chain
 
 from sqlalchemy.engine import Connection
 
-from .config import QuerySettings, Settings
-from .errors import SourceError, StoreError, first_line
-from .events import notice_targets
-from .parse.pubmed import parse_pubmed
-from .pipeline import (
+from ..config import QuerySettings, Settings
+from ..errors import SourceError, StoreError, first_line
+from ..events import notice_targets
+from ..ingest import (
     MISSING_GIVE_UP,
     NOTICES,
     SHARED,
@@ -48,9 +47,10 @@ from .pipeline import (
     record_failure,
     some,
 )
-from .records import PUBMED, Record
-from .sources.eutils import EutilsClient, SearchResult, prefetched, pubmed_day, window_start
-from .store.ports import IngestPort
+from ..parse.pubmed import parse_pubmed
+from ..records import PUBMED, Record
+from ..sources.eutils import EutilsClient, SearchResult, prefetched, pubmed_day, window_start
+from ..store.ports import IngestPort
 
 log = logging.getLogger(__name__)
 

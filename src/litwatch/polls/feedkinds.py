@@ -37,21 +37,21 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .config import FeedSettings, QuerySettings, Settings
-from .coordination import DailyRequests, RequestBudget
-from .errors import SourceError, StoreError, first_line
-from .feedpoll import _catch_up, _catch_up_alone, _marker, _matched, poll_feed
-from .parse.ema import staleness
-from .pipeline import SHARED, Batch, Ingested, PollResult, Progress, ingest, record_failure
-from .records import Record
-from .sources import ema, openfda
-from .sources.http import Limiter, RetryPolicy
-from .store.ports import ClaimsPort, IngestPort
+from ..config import FeedSettings, QuerySettings, Settings
+from ..coordination import DailyRequests, RequestBudget
+from ..errors import SourceError, StoreError, first_line
+from ..ingest import SHARED, Batch, Ingested, PollResult, Progress, ingest, record_failure
+from ..parse.ema import staleness
+from ..records import Record
+from ..sources import ema, openfda
+from ..sources.http import Limiter, RetryPolicy
+from ..store.ports import ClaimsPort, IngestPort
+from .feeds import _catch_up, _catch_up_alone, _marker, _matched, poll_feed
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from .store.rows import PollState
+    from ..store.rows import PollState
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from .errors import SourceError
-from .parse.crossref import Notice
-from .pipeline import CROSSREF, SHARED, Batch, PollResult, Progress, ingest, record_failure
-from .pipeline import CROSSREF_RECHECK as RECHECK
-from .sources.crossref import CrossrefClient
-from .sources.eutils import window_start
-from .store.ports import IngestPort
+from ..errors import SourceError
+from ..ingest import CROSSREF, SHARED, Batch, PollResult, Progress, ingest, record_failure
+from ..ingest import CROSSREF_RECHECK as RECHECK
+from ..parse.crossref import Notice
+from ..sources.crossref import CrossrefClient
+from ..sources.eutils import window_start
+from ..store.ports import IngestPort
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .config import FeedSettings, QuerySettings, Settings
-from .errors import SourceError, StoreError, first_line
-from .parse.feeds import parse_feed
-from .pipeline import SHARED, Batch, PollResult, Progress, ingest, record_failure
-from .records import Record
-from .sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
-from .sources.http import RetryPolicy
-from .store.ports import IngestPort
+from ..config import FeedSettings, QuerySettings, Settings
+from ..errors import SourceError, StoreError, first_line
+from ..ingest import SHARED, Batch, PollResult, Progress, ingest, record_failure
+from ..parse.feeds import parse_feed
+from ..records import Record
+from ..sources.feeds import FeedFetcher, FeedGoneError, FeedResponse
+from ..sources.http import RetryPolicy
+from ..store.ports import IngestPort
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
