@@ -12,8 +12,7 @@ from helpers import basic_config
 from litwatch import events as ev
 from litwatch import notices as nt
 from litwatch.cli import main
-from litwatch.parse.crossref import Notice
-from litwatch.records import PUBMED, Record
+from litwatch.records import PUBMED, Notice, Record
 from litwatch.store import Store
 
 T0 = datetime(2026, 11, 2, 9, 30, 0)

@@ -20,9 +20,8 @@ from litwatch.config import load
 from litwatch.digest.group import group
 from litwatch.digest.render import Renderer
 from litwatch.parse.pubmed import parse_pubmed
-from litwatch.records import PUBMED, Link, Record
+from litwatch.records import PUBMED, Link, PendingEvent, Record
 from litwatch.service import Service
-from litwatch.store import PendingEvent
 
 SAMPLE = "pubmed/jcore/pubmedsample18n0001.xml"  # NLM baseline sample, public domain
 

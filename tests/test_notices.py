@@ -11,8 +11,7 @@ import pytest
 
 from litwatch import events as ev
 from litwatch import notices as nt
-from litwatch.parse.crossref import Notice
-from litwatch.records import PUBMED, Link, NewEvent, NoticeEvent, NoticeReport, Record
+from litwatch.records import PUBMED, Link, NewEvent, Notice, NoticeEvent, NoticeReport, Record
 
 T0 = datetime(2026, 10, 1, 8, 0, 0)
 RID = 7

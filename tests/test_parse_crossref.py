@@ -12,7 +12,8 @@ import pytest
 
 from helpers.fake_crossref import FakeCrossref
 from litwatch.errors import ParseError, SourceError
-from litwatch.parse.crossref import KINDS, OTHER, Notice, error_message, kind_of, normalize_doi, parse_works
+from litwatch.parse.crossref import KINDS, OTHER, error_message, kind_of, normalize_doi, parse_works
+from litwatch.records import Notice
 
 DATA = Path(__file__).parent / "data" / "crossref"
 

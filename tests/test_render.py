@@ -28,8 +28,7 @@ from helpers.fake_eutils import FakeEutils
 from litwatch.config import load
 from litwatch.digest import DigestData, Renderer, group
 from litwatch.errors import ConfigError
-from litwatch.records import PUBMED, Record
-from litwatch.store import PendingEvent
+from litwatch.records import PUBMED, PendingEvent, Record
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("LITWATCH_UPDATE_GOLDEN") == "1"
@@ -502,7 +501,7 @@ def test_a_notice_item_names_its_source(renderer: Renderer) -> None:
     """ "Retraction — Retraction Watch", "Correction — publisher notice", "Erratum — PubMed":
     from the event's detail (`sources`, `source_label`, `label`); PubMed's events carry none."""
     from litwatch import notices as nt
-    from litwatch.parse.crossref import Notice
+    from litwatch.records import Notice
 
     retracted = Record(source=PUBMED, key="22334455", title="Retracted paper", doi="10.1021/am300292v")
     corrected = Record(source="feed:blood-toc", key="e-1", title="Corrected paper", doi="10.1/feed", url="https://x/1")

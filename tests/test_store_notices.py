@@ -11,10 +11,8 @@ import pytest
 from litwatch import events as ev
 from litwatch import notices as nt
 from litwatch.digest import group
-from litwatch.parse.crossref import Notice
-from litwatch.records import PUBMED, Link, NewEvent, NoticeReport, Record
+from litwatch.records import PUBMED, EventRow, Link, NewEvent, Notice, NoticeReport, Record
 from litwatch.store import Store
-from litwatch.store.rows import EventRow
 
 NOW = datetime(2026, 11, 25, 12, 0, 0)
 

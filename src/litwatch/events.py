@@ -38,7 +38,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from .store.rows import EventRow
+    from .records import EventRow
 
 # Order carries no meaning in these (MeSH, keywords and publication types are sets
 # in the PubMed DTD; CommentsCorrections order varies between exports).

@@ -26,10 +26,9 @@ from sqlalchemy.engine import Connection
 
 from . import events as ev
 from . import notices as nt
-from .parse.crossref import Notice
-from .records import PUBMED, NewEvent, NoticeReport, Record
+from .records import PUBMED, EventRow, NewEvent, Notice, NoticeReport, Record
 from .store.ports import IngestPort
-from .store.rows import Current, EventRow
+from .store.rows import Current
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import events as ev
-from .parse.crossref import OTHER, SOURCE_LABELS, Notice, kind_of
-from .records import NewEvent, NoticeEvent, NoticeReport, Record
+from .parse.crossref import OTHER, kind_of
+from .records import SOURCE_LABELS, NewEvent, Notice, NoticeEvent, NoticeReport, Record
 
 WINDOW = timedelta(weeks=6)  # rule 3: PubMed links a notice days to weeks after Crossref has it
 PUBMED_SOURCE = "pubmed"

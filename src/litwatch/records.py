@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 PUBMED = "pubmed"
 
@@ -202,3 +202,60 @@ class NoticeEvent:
     dedup: str
     created_at: datetime
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+# ====================================================================== crossing rooms
+# Types that parsers, polls, ingest, store and digests all read: here, so that reading
+# one (a digest grouping pending events) loads neither SQLAlchemy nor a parser.
+
+# who told of a Crossref notice, as a digest names them
+SOURCE_LABELS = {"retraction-watch": "Retraction Watch", "publisher": "publisher notice"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One update of one work, as Crossref records it."""
+
+    kind: str  # erratum | retraction | concern | update | other
+    type: str  # Crossref's own name: corrigendum, partial_retraction, new_version, ...
+    target_doi: str  # the work updated (lower case)
+    notice_doi: str  # the notice (lower case); may equal target_doi for an update in place
+    source: str  # "publisher", "retraction-watch", or what Crossref says
+    date: str  # when the update was issued: "2019-07-26", "2019-07", "2019" or ""
+    label: str = ""  # Crossref's label, e.g. "Expression of concern"
+    record_id: str = ""  # Retraction Watch's record id
+    # the notice's title, when the answer held the notice itself; not part of identity,
+    # so the notice learnt from either side (`updated-by` or `update-to`) is one value
+    notice_title: str = field(default="", compare=False)
+
+    @property
+    def source_label(self) -> str:
+        """How a digest names who told us: "Retraction Watch", "publisher notice"."""
+        return SOURCE_LABELS.get(self.source, self.source or "Crossref")
+
+
+class EventRow(TypedDict):
+    """An event to insert (`add_events`): `dedup` makes it one per query."""
+
+    record_id: int
+    query: str
+    kind: str
+    version_n: int
+    dedup: str
+    detail: NotRequired[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event with its record's current version, for a digest. `detail` is the
+    event's own JSON (the digest may add a notice's title to it while rendering)."""
+
+    id: int
+    record_id: int
+    query: str
+    kind: str
+    version_n: int
+    detail: dict[str, Any]
+    created_at: datetime
+    record: Record
+    terms: tuple[str, ...]

@@ -22,9 +22,9 @@ from .config import DigestSettings, QuerySettings, Settings
 from .coordination import Coordinator, RequestBudget
 from .errors import LitwatchError, StoreError, UsageError, first_line
 from .ingest import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, PollProgress, PollResult, Quiet, record_failure
-from .records import PUBMED
+from .records import PUBMED, PendingEvent
 from .sources.eutils import ESEARCH_CAP, EutilsClient
-from .store import PendingEvent, Store
+from .store import Store
 from .store.ports import ServicePort
 from .store.rows import Lease, OutboxMessage, Overflow, PollState
 

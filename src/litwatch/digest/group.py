@@ -26,8 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..events import flags
-from ..records import PUBMED, Record
-from ..store import PendingEvent
+from ..records import PUBMED, PendingEvent, Record
 
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("approvals", "Approvals", ("approval",)),

@@ -19,12 +19,13 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import ijson
 
 from ..errors import ParseError
+from ..records import Notice  # the vocabulary's; named here as before
 
 # Crossref's update types (Crossmark, https://www.crossref.org/documentation/crossmark/
 # participating-in-crossmark/ "update type") → litwatch's event kinds. A type Crossref
@@ -44,30 +45,7 @@ KINDS = {
     "new_edition": "update",
 }
 OTHER = "other"
-SOURCE_LABELS = {"retraction-watch": "Retraction Watch", "publisher": "publisher notice"}
 _DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Notice:
-    """One update of one work, as Crossref records it."""
-
-    kind: str  # erratum | retraction | concern | update | other
-    type: str  # Crossref's own name: corrigendum, partial_retraction, new_version, ...
-    target_doi: str  # the work updated (lower case)
-    notice_doi: str  # the notice (lower case); may equal target_doi for an update in place
-    source: str  # "publisher", "retraction-watch", or what Crossref says
-    date: str  # when the update was issued: "2019-07-26", "2019-07", "2019" or ""
-    label: str = ""  # Crossref's label, e.g. "Expression of concern"
-    record_id: str = ""  # Retraction Watch's record id
-    # the notice's title, when the answer held the notice itself; not part of identity,
-    # so the notice learnt from either side (`updated-by` or `update-to`) is one value
-    notice_title: str = field(default="", compare=False)
-
-    @property
-    def source_label(self) -> str:
-        """How a digest names who told us: "Retraction Watch", "publisher notice"."""
-        return SOURCE_LABELS.get(self.source, self.source or "Crossref")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from ..errors import SourceError
 from ..ingest import CROSSREF, SHARED, Batch, PollResult, Progress, ingest, record_failure
 from ..ingest import CROSSREF_RECHECK as RECHECK
-from ..parse.crossref import Notice
+from ..records import Notice
 from ..sources.crossref import CrossrefClient
 from ..sources.eutils import window_start
 from ..store.ports import IngestPort

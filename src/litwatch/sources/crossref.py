@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 from .. import __version__
 from ..errors import SourceError
-from ..parse.crossref import Notice, WorksPage, error_message, normalize_doi, parse_works
+from ..parse.crossref import WorksPage, error_message, normalize_doi, parse_works
+from ..records import Notice
 from .http import Fetched, HttpClient, RateLimiter, RetryPolicy, redact
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..records import Record
+from ..records import EventRow, PendingEvent, Record
 from .engine import StoreCore
 from .keys import DEDUP_LIMIT, chunks, dumps, lookup_form
-from .rows import EventRow, PendingEvent
 from .schema import deliveries, events, hits, records, versions
 
 

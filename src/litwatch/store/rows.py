@@ -9,11 +9,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NotRequired, Protocol, TypedDict, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Row
 
-from ..records import Record
+from ..records import EventRow, PendingEvent, Record  # the vocabulary's; named here as before
 
 R = TypeVar("R")
 
@@ -69,33 +69,6 @@ class StoredVersion:
 
 
 # ---------------------------------------------------------------- events
-
-
-class EventRow(TypedDict):
-    """An event to insert (`add_events`): `dedup` makes it one per query."""
-
-    record_id: int
-    query: str
-    kind: str
-    version_n: int
-    dedup: str
-    detail: NotRequired[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """An event with its record's current version, for a digest. `detail` is the
-    event's own JSON (the digest may add a notice's title to it while rendering)."""
-
-    id: int
-    record_id: int
-    query: str
-    kind: str
-    version_n: int
-    detail: dict[str, Any]
-    created_at: datetime
-    record: Record
-    terms: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- progress
