@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from time import monotonic
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -353,13 +354,18 @@ def test_a_retraction_the_first_version_showed_is_no_news(run: Run, eutils: Fake
 # ------------------------------------------------------------------------ status, run, cost
 
 
+def crossref_status(run: Run) -> dict[str, Any]:
+    """`status`'s entry of the Crossref source (the notice search has one too)."""
+    return next(s for s in run.svc.status()["sources"] if s["name"] == "crossref")
+
+
 def test_status_shows_the_source_and_a_failure_stores_nothing(
     run: Run, eutils: FakeEutils, crossref: FakeCrossref
 ) -> None:
     retracted_paper(eutils, run.clock.day(0))
     run.poll(0)
     run.mail()
-    (src,) = run.svc.status()["sources"]
+    src = crossref_status(run)
     assert src["name"] == "crossref" and src["last_success"] and src["last_recheck"] and not src["last_error"]
     crossref.add(WORKS[RETRACTED], indexed=run.clock.day(1))
     crossref.faults += [Fault(route="works", status=500) for _ in range(6)]  # past the retries
@@ -367,13 +373,13 @@ def test_status_shows_the_source_and_a_failure_stores_nothing(
     results = {r.name: r for r in run.svc.poll()}
     assert results["trail"].ok and results["chitosan"].ok  # the other sources went on
     assert not results["crossref"].ok and "HTTP 500" in (results["crossref"].error or "")
-    (src,) = run.svc.status()["sources"]
+    src = crossref_status(run)
     assert src["failing_since"] and "HTTP 500" in src["last_error"]
     assert "Sources:\n  crossref: last success" in format_status(run.svc.status())
     assert run.mail() == []  # nothing stored, the watermarks stayed
     crossref.faults.clear()
     assert run.poll(1)["crossref"].events == 2  # type: ignore[attr-defined]
-    assert run.svc.status()["sources"][0]["last_error"] is None
+    assert crossref_status(run)["last_error"] is None
 
 
 def test_run_has_its_own_crossref_task_and_a_shared_budget(

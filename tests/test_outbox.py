@@ -82,7 +82,7 @@ def test_retry_at_doubles_from_a_minute_to_at_most_six_hours() -> None:
 
 
 def test_recipient_start_is_the_last_run_once_mail_went_out_else_backfill() -> None:
-    from litwatch.service import recipient_start
+    from litwatch.digest.build import recipient_start
 
     now, last = datetime(2026, 12, 1, 12, 0), datetime(2026, 11, 30, 7, 0)
     month = timedelta(days=30)

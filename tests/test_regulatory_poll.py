@@ -24,7 +24,8 @@ from helpers.feedhost import FeedHost, Reply
 from litwatch.config import Settings, loads
 from litwatch.coordination import DailyRequests
 from litwatch.errors import SourceError
-from litwatch.ingest import SHARED, PollResult
+from litwatch.polls.results import PollResult
+from litwatch.records import SHARED
 from litwatch.report import format_status
 from litwatch.service import Service
 from litwatch.store import Store

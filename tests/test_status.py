@@ -44,8 +44,9 @@ def test_status_follows_the_daemons_schedule(tmp_path: Path, eutils: FakeEutils)
     trail, myeloma = q["trail"], q["myeloma"]
     assert "400" in trail["last_error"] and trail["failing_since"] and not trail["last_success"]
     assert not myeloma["last_error"] and myeloma["last_success"] and myeloma["records"] == 2
-    # trail polls hourly: next run one hour after its last start (whether it failed or not)
-    assert timedelta(minutes=59) < _t(trail["next_run"]) - datetime.utcnow() <= timedelta(hours=1)
+    # trail polls hourly, but its failing search is tried again a minute after it failed
+    # (issue 22: the back-off, not a whole period)
+    assert timedelta(seconds=58) <= _t(trail["next_run"]) - _t(trail["failing_since"]) <= timedelta(seconds=62)
     assert _t(myeloma["next_run"]) - datetime.utcnow() <= timedelta(seconds=3)
     d = st["digests"][0]
     assert d["last_sent"] is None and d["pending_events"] >= 2

@@ -56,11 +56,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def skewed(offset: timedelta) -> Clock:
-    """A host clock running `offset` ahead (tests inject skew between instances)."""
-    return lambda: utcnow() + offset
-
-
 def lease_ttl() -> timedelta:
     """How long a claim holds without renewal: a dead instance's task is free after this.
     The heartbeat renews every third of it. LITWATCH_LEASE_SECONDS, default 15."""
@@ -113,6 +108,14 @@ class Holding:
     mine: bool = True  # False: held by an outer `hold` of this process (re-entry)
 
 
+@dataclass(frozen=True)
+class Exclusive:
+    """What `Coordinator.exclusive` got: `won`, else who has it (`holder`)."""
+
+    won: bool
+    holder: str = ""
+
+
 @dataclass
 class _Held:
     token: int
@@ -135,6 +138,7 @@ class Coordinator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._local: set[str] = set()  # names a thread of this process works on (`local`)
 
     # ------------------------------------------------------------------ claims
 
@@ -214,6 +218,43 @@ class Coordinator:
                 self._release(task, claim.token, holding.next_run)
             except Exception as e:  # noqa: BLE001 - it expires on its own within `ttl`
                 log.warning("could not release %s (it expires within %ss): %s", task, self.ttl.seconds, e)
+
+    @contextlib.contextmanager
+    def local(self, name: str) -> Iterator[bool]:
+        """Yields whether this thread is the only one of this process working on `name`
+        (a claim is re-entrant for the whole process: two threads of one daemon, say
+        two queries' jobs fetching one feed, are kept apart here)."""
+        with self._lock:
+            mine = name not in self._local
+            if mine:
+                self._local.add(name)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._lock:
+                    self._local.discard(name)
+
+    @contextlib.contextmanager
+    def exclusive(
+        self, name: str, *, wait: float = 0.0, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[Exclusive]:
+        """Hold `name` in this process (one thread) and by lease across processes, no
+        schedule checked, waiting up to `wait` seconds for it; yields what it got."""
+        deadline = time.monotonic() + wait
+        while True:
+            holder = self.owner
+            with self.local(name) as mine:
+                if mine:
+                    with self.hold(name) as held:
+                        if held.claim.won:
+                            yield Exclusive(True)
+                            return
+                        holder = held.claim.holder
+            if time.monotonic() >= deadline or should_stop():
+                yield Exclusive(False, holder)
+                return
+            time.sleep(WAIT_STEP)
 
     def _fence(self, task: str, token: int) -> Callable[[Connection], None]:
         def check(tx: Connection) -> None:
@@ -405,6 +446,11 @@ class DailyRequests:
 _EPOCH = datetime(1970, 1, 1)
 
 
+def busy(holder: str) -> str:
+    """Why a claim was not won, for a person: who holds it."""
+    return f"another litwatch process ({holder or 'unknown'}) is working on it"
+
+
 def dead_here(owner: str | None) -> bool:
     """The owner (`host:pid:random`, `new_owner`) is a process of this host that is no
     longer running. Another host's process is judged by its lease's time only; a pid
@@ -432,6 +478,7 @@ __all__ = [
     "LeaseLost",
     "RequestBudget",
     "lease_ttl",
-    "skewed",
+    "Exclusive",
+    "busy",
     "utcnow",
 ]

@@ -1,9 +1,8 @@
-"""The poll pipeline: every source — PubMed queries, the notice search, feeds — does
-its I/O and returns a `Batch` of plain data (what it fetched, which queries matched
-which records and why, the progress to record, warnings); `ingest` stores a batch in
-the caller's one transaction: versions first, then the events that the pure decider
-(`events.decide`) says follow, then the progress. Nothing else about sources differs,
-so a source added later (Crossref, openFDA, EMA) is a function returning a `Batch`.
+"""Ingest: a source's `Batch` (plain data: what it fetched, which queries matched which
+records and why, the progress to record) stored in the caller's one transaction —
+versions first, then the events that the pure decider (`events.decide`) says follow,
+then the progress. Every source (PubMed queries, the notice search, feeds of every
+kind, Crossref) ends here; what differs between them is in polls/.
 
 One event per notice, whatever told us: the notice events `decide` plans (PubMed) and
 the notices a Crossref batch carries are reports of a notice about a stored record;
@@ -19,8 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -31,81 +30,6 @@ from .store.ports import IngestPort
 from .store.rows import Current
 
 log = logging.getLogger(__name__)
-
-SHARED = "*"  # poll_state query of sources shared by all queries
-NOTICES = "notices"  # poll_state source of the shared notice search
-CROSSREF = "crossref"  # poll_state source of the Crossref source's new notices (crossrefpoll.py)
-CROSSREF_RECHECK = "crossref-recheck"  # ... and of its re-check of every stored DOI
-# A PMID that a search finds but efetch keeps leaving out is asked for again at every poll
-# for this long, then given up (PubMed does delete records) and shown so in `status`.
-MISSING_GIVE_UP = timedelta(days=3)
-ESEARCH_CAP = 10_000  # (sources.eutils.ESEARCH_CAP; repeated so results need no HTTP import)
-
-
-# ====================================================================== results
-
-
-@dataclass
-class PollResult:
-    name: str
-    source: str
-    found: int = 0
-    new: int = 0
-    changed: int = 0
-    events: int = 0
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    requests: int = 0
-    missing: int = 0  # PMIDs PubMed's answers left out, kept to fetch again at later polls
-    gave_up: list[str] = field(default_factory=list)  # missing for MISSING_GIVE_UP: no longer asked for
-    overflowed: list[tuple[str, int]] = field(default_factory=list)  # (day, count): modifications over the cap
-    skipped: str | None = None  # why this poll did not run (another process had it)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def line(self) -> str:
-        if self.skipped:
-            return f"{self.name} [{self.source}]: skipped: {self.skipped}"
-        head = (
-            f"{self.name} [{self.source}]: found {self.found}, new {self.new}, changed {self.changed}, "
-            f"events {self.events}"
-        )
-        if self.missing:
-            head += f", missing {self.missing} (fetched again at the next poll)"
-        if self.gave_up:
-            days = MISSING_GIVE_UP.days
-            head += f", gave up on {len(self.gave_up)} missing for {days} days ({some(self.gave_up)})"
-        for day, count in self.overflowed:
-            head += f", modifications of {day} skipped ({count} records, over PubMed's {ESEARCH_CAP} cap)"
-        if self.error:
-            return f"{head}, errors 1: {self.error}"
-        return f"{head}, errors 0" + (f" ({len(self.warnings)} warnings)" if self.warnings else "")
-
-
-class PollProgress(Protocol):
-    """What a poll tells a person watching it, per query (`name`): what it searched and
-    how many records it will fetch, each batch of records fetched, and what it stored.
-    `litwatch poll` draws it as a progress bar on a terminal (cli.py); by default nothing."""
-
-    def searched(self, name: str, searched: str, total: int) -> None: ...
-
-    def fetched(self, name: str, n: int) -> None: ...
-
-    def stored(self, name: str, summary: str) -> None: ...
-
-
-class Quiet:
-    def searched(self, name: str, searched: str, total: int) -> None:
-        pass
-
-    def fetched(self, name: str, n: int) -> None:
-        pass
-
-    def stored(self, name: str, summary: str) -> None:
-        pass
-
 
 # ====================================================================== batches
 
@@ -396,22 +320,11 @@ def record_failure(store: IngestPort, query: str, source: str, error: str, now: 
         log.exception("could not record the failure of %s/%s", query, source)
 
 
-def some(keys: Sequence[str], limit: int = 10) -> str:
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 __all__ = [
-    "CROSSREF",
-    "CROSSREF_RECHECK",
-    "NOTICES",
     "attribute_notices",
-    "SHARED",
     "Batch",
     "Ingested",
-    "PollProgress",
-    "PollResult",
     "Progress",
-    "Quiet",
     "ingest",
     "record_failure",
     "save_records",

@@ -15,11 +15,8 @@ from datetime import date, datetime, timedelta
 
 from .config import CrossrefSettings, FeedSettings, QuerySettings, Settings
 from .errors import SourceError
-from .parse.feeds import parse_feed
 from .parse.pubmed import parse_pubmed
 from .sources.eutils import EutilsClient, SearchResult, pubmed_day
-from .sources.feeds import FeedFetcher
-from .sources.http import RetryPolicy
 
 RECENT_DAYS = 7
 TITLES = 3
@@ -102,55 +99,15 @@ def _entered(client: EutilsClient, term: str, what: str, days: int, today: date)
 
 
 def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime) -> FeedPreview:
-    """One unconditional GET of the feed, parsed as a poll parses it, and for each query
-    that scans it how many of its current items that query's `match` selects."""
+    """One fetch of the feed as a first poll makes it (polls/feedkinds.py: an RSS feed
+    unconditionally, an openfda feed its first window of `lookback_days`, the EMA file
+    whole), and for each query that scans it how many of its items that query's `match`
+    selects."""
+    from .polls.feedkinds import fetch
+
     out = FeedPreview(feed.name)
-    if feed.kind != "rss":
-        return _preview_regulator(feed, queries, now, out)
-    policy = RetryPolicy(
-        retries=feed.retries, backoff=feed.backoff, timeout=feed.timeout, deadline=max(120.0, 4 * feed.timeout)
-    )
-    fetcher = FeedFetcher(max_bytes=feed.max_mb * 1_000_000, policy=policy, name=feed.name)
     try:
-        resp = fetcher.fetch(feed.url, now=now)
-        parsed = parse_feed(
-            resp.content, feed_name=feed.name, base_url=resp.final_url or feed.url, content_type=resp.content_type
-        )
-    except SourceError as e:
-        out.error = str(e)
-        return out
-    finally:
-        fetcher.close()
-    out.items = len(parsed.records)
-    for q in queries:
-        if feed.name in q.feeds and q.matcher is not None:
-            matcher = q.matcher
-            out.matches[q.name] = sum(1 for r in parsed.records if matcher.hits(r.title, r.abstract) is not None)
-    return out
-
-
-def _preview_regulator(
-    feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, out: FeedPreview
-) -> FeedPreview:
-    """An openfda feed: its first poll's window (`lookback_days`), fetched as a poll does;
-    an ema feed: the medicines file, unconditionally. Items are the approvals (and
-    withdrawals) in that window, matched as a poll matches them."""
-    from .polls.feedkinds import fetch_openfda, max_bytes_for, source_policy
-    from .sources import ema
-
-    try:
-        if feed.kind == "openfda":
-            records = fetch_openfda(feed, now, None).records
-        else:
-            records = ema.poll_ema(
-                name=feed.name,
-                now=now,
-                url=feed.url,
-                stale_days=feed.stale_after_days,
-                lookback_days=feed.first_lookback_days,
-                max_bytes=max_bytes_for(feed, ema.DEFAULT_MAX_BYTES),
-                policy=source_policy(feed),
-            ).records
+        records = fetch(feed, None, now).records or ()
     except SourceError as e:
         out.error = str(e)
         return out
@@ -189,12 +146,9 @@ class CrossrefPreview:
 
 def preview_crossref(cfg: CrossrefSettings, today: date) -> CrossrefPreview:
     """One request to Crossref's list route (the one polls use), `rows=0`."""
-    from .sources.crossref import CrossrefClient
+    from .polls.clients import crossref_client
 
-    policy = RetryPolicy(retries=cfg.retries, backoff=cfg.backoff, timeout=cfg.timeout, deadline=min(cfg.deadline, 120))
-    client = CrossrefClient(
-        email=cfg.email, base_url=cfg.base_url, policy=policy, max_bytes=cfg.max_response_mb * 1_000_000
-    )
+    client = crossref_client(cfg, deadline=min(cfg.deadline, 120))
     try:
         probe = client.probe(today - timedelta(days=RECENT_DAYS))
     except SourceError as e:
@@ -217,7 +171,9 @@ def preview(settings: Settings, now: datetime) -> tuple[list[QueryPreview], list
     ends on today's US Eastern day, as a first poll's does."""
     queries: list[QueryPreview] = []
     if any(q.pubmed for q in settings.queries):
-        client = EutilsClient(settings.pubmed)
+        from .polls.clients import eutils_client
+
+        client = eutils_client(settings.pubmed)
         quiet = _NoSearchWarnings()
         eutils_log = logging.getLogger(EutilsClient.__module__)
         eutils_log.addFilter(quiet)

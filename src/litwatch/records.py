@@ -259,3 +259,30 @@ class PendingEvent:
     created_at: datetime
     record: Record
     terms: tuple[str, ...]
+
+
+# ====================================================================== poll_state keys
+# Each source's progress is one `poll_state` row, keyed (query, source). These are the
+# only spellings of those keys: polls write them, `status`, digests and the daemon read them.
+
+SHARED = "*"  # the query of a source shared by every query (feeds, notice search, Crossref)
+NOTICES = "notices"  # the shared PubMed notice search
+CROSSREF = "crossref"  # the Crossref source's new notices (polls/crossref.py)
+CROSSREF_RECHECK = "crossref-recheck"  # ... and its re-check of every stored DOI
+_FEED = "feed:"
+
+
+def feed_source(name: str) -> str:
+    """A feed's source: its poll_state source (query SHARED), its records' `source`,
+    and the name of the claim that keeps two processes from fetching it at once."""
+    return _FEED + name
+
+
+def feed_name(source: str) -> str:
+    """The feed a `feed_source` names."""
+    return source.removeprefix(_FEED)
+
+
+def query_keys(name: str, pubmed: bool, feeds: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """The poll_state rows a query's own poll moves: its PubMed search, its feeds."""
+    return ([(name, PUBMED)] if pubmed else []) + [(SHARED, feed_source(f)) for f in feeds]

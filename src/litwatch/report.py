@@ -75,6 +75,11 @@ def _gaps(q: dict[str, Any]) -> list[str]:
     return out
 
 
+def _retry(source: dict[str, Any]) -> str:
+    """When `litwatch run` tries a failing feed or source again."""
+    return f"; retry {source['next_retry']}" if source.get("next_retry") else ""
+
+
 def format_status(st: dict[str, Any]) -> str:
     out = ["Queries:"]
     for q in st["queries"]:
@@ -92,7 +97,7 @@ def format_status(st: dict[str, Any]) -> str:
             state = "DISABLED" if f["disabled"] else f"last success {f['last_success'] or 'never'}"
             out.append(f"  {f['name']}: {state}")
             if f["last_error"]:
-                out.append(f"    failing since {f['failing_since']}: {f['last_error']}")
+                out.append(f"    failing since {f['failing_since']}: {f['last_error']}" + _retry(f))
             if f.get("stale"):
                 out.append(f"    stale: {f['stale']}")
     if st.get("sources"):
@@ -103,7 +108,7 @@ def format_status(st: dict[str, Any]) -> str:
                 line += f", stored DOIs last re-checked {src.get('last_recheck') or 'never'}"
             out.append(line)
             if src["last_error"]:
-                out.append(f"    failing since {src['failing_since']}: {src['last_error']}")
+                out.append(f"    failing since {src['failing_since']}: {src['last_error']}" + _retry(src))
     out.append("Digests:")
     for d in st["digests"]:
         out.append(

@@ -30,7 +30,6 @@ from types import FrameType
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,20 +38,24 @@ from .config import DigestSettings, QuerySettings, Settings, find_config, load
 from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
 from .health import HealthServer, Metrics
-from .ingest import CROSSREF, NOTICES, SHARED, PollResult
 from .outbox import DigestResult
-from .service import Service
+from .service import PollResult, Service
 from .tasks import (
     CROSSREF_TASK,
     NOTICES_TASK,
     Plan,
     PlanTrigger,
+    SourceTimes,
     crossref_plan,
     digest_task,
     first_run,
+    last_success,
+    next_retry,
     notices_plan,
     plan_of,
     poll_task,
+    retry_base,
+    task_sources,
 )
 
 log = logging.getLogger(__name__)
@@ -98,8 +101,8 @@ def single_instance_lock(database: str) -> IO[str] | None:
         return None
     import fcntl
 
-    db = sa.engine.make_url(database).database
-    if not db or db == ":memory:":
+    db = _sqlite_file(database)
+    if db is None:
         return None
     lock_path = Path(db).resolve().with_name(Path(db).name + ".lock")
     f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
@@ -129,7 +132,6 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._local: set[str] = set()  # tasks running in this process
         self._running = 0
         self._catching_up: set[str] = set()  # polls overdue at start, not run yet
         self.service: Service
@@ -257,12 +259,16 @@ class Daemon:
             # like with like: the database's last run with its clock, else the
             # sources' last success (written by a host clock) with this host's
             host_anchor = _state_anchor(task, *anchors)
+            retry = self._retry(task, anchors[0])
             if last_run is not None:
                 first = first_run(task.plan, last_run, tz, db_now, wait_first=task.kind == "digest")
                 first_host, overdue = first + (now - db_now), first <= db_now
             else:
                 first_host = first_run(task.plan, host_anchor, tz, now, wait_first=task.kind == "digest")
                 first, overdue = first_host - (now - db_now), first_host <= now
+            if retry is not None and retry < first_host:
+                # a source failing when the last instance stopped: tried again on its back-off
+                first_host, first = retry, retry - (now - db_now)
             if (last_run or host_anchor) is not None and overdue:
                 log.info("catch-up task=%s last_run=%s: overdue, running it now", task.name, _iso(last_run))
             if overdue and task.kind != "digest":
@@ -290,13 +296,19 @@ class Daemon:
             next_run_time=datetime.now(UTC),  # mail left queued by a crash goes out at start
         )
 
-    def _due(self, task: Task, host_anchor: datetime | None) -> Any:
+    def _due(self, task: Task, anchors: Anchors) -> Any:
         """The claim's due check: the task's last run by any instance (database clock)
         against the database's `now`; without one, the sources' last success (host
-        clock) against this host's clock. Never one clock against the other."""
+        clock) against this host's clock. Never one clock against the other. A task
+        with a failing source is due again when its back-off has passed (host clock,
+        as the failure was written): `tasks.retry_at`."""
         tz = self.settings.timezone
+        host_anchor = _state_anchor(task, *anchors)
+        retry = self._retry(task, anchors[0])
 
         def due(last_run: datetime | None, db_now: datetime) -> bool:
+            if retry is not None and retry <= self.clock():
+                return True
             if last_run is not None:
                 return task.plan.is_due(last_run, tz, db_now)
             return task.plan.is_due(host_anchor, tz, self.clock())
@@ -313,14 +325,13 @@ class Daemon:
             # it has what appeared while the service was down (without holding a worker)
             self._fire_at(name, datetime.now(UTC) + timedelta(seconds=1))
             return
-        with self._busy(), self._local_hold(name) as mine:
+        with self._busy(), self.coordination.local(name) as mine:
             if not mine:
                 self._retry_soon(task)  # the outbox retry is sending this digest's mail
                 return
             polled = {name}  # this task and the queries that share its cycle
             try:
-                anchor = _state_anchor(task, *svc.task_anchors())
-                with self.coordination.hold(name, due=self._due(task, anchor)) as held:
+                with self.coordination.hold(name, due=self._due(task, svc.task_anchors())) as held:
                     claim = held.claim
                     if not claim.won:
                         if claim.busy:
@@ -333,6 +344,7 @@ class Daemon:
                         companions = self._companions(task, svc, company)
                         polled |= {poll_task(q.name) for q in companions}
                         self._do(task, svc, companions)
+                    self._retry_failing(task, companions, svc)
             except LeaseLost as e:
                 self.metrics.add("job_errors")
                 log.warning("task=%s stopped: %s", name, e)
@@ -385,10 +397,9 @@ class Daemon:
                 continue
             if job.next_run_time is None or job.next_run_time > horizon:
                 continue
-            if not stack.enter_context(self._local_hold(other.name)):
+            if not stack.enter_context(self.coordination.local(other.name)):
                 continue  # its own job is running it
-            anchor = _state_anchor(other, *svc.task_anchors())
-            held = stack.enter_context(self.coordination.hold(other.name, due=self._due(other, anchor)))
+            held = stack.enter_context(self.coordination.hold(other.name, due=self._due(other, svc.task_anchors())))
             if held.claim.won and held.mine:
                 held.next_run = other.plan.after(held.claim.now, tz)
                 out.append(other.query)
@@ -402,13 +413,14 @@ class Daemon:
                 if task.kind == "digest":
                     assert task.digest is not None
                     self._digest(svc, task.digest)
-                elif task.kind == "notices":
-                    self._polled(svc.poll_notices(), log_it=True)
-                elif task.kind == "crossref":
-                    self._polled(svc.isolated(SHARED, CROSSREF, "crossref", svc.poll_crossref), log_it=True)
+                elif task.kind in ("notices", "crossref"):
+                    for r in svc.poll_shared(task.kind):
+                        self._polled(r, log_it=True)
                 else:
                     assert task.query is not None
-                    self._poll(svc, task.query, companions or [])
+                    queries = [task.query, *(companions or [])]
+                    for r in svc.poll_queries(queries, wait=FEED_WAIT, should_stop=lambda: self.stopping):
+                        self._polled(r)
                 return
             except StoreConflict as e:  # (LeaseLost is not retried)
                 # Another instance stored the same record a moment earlier (two queries
@@ -417,23 +429,22 @@ class Daemon:
                     raise
                 log.info("task=%s: concurrent write (%s), retrying once", task.name, _first_line(e))
 
-    def _poll(self, svc: Service, q: QuerySettings, companions: list[QuerySettings]) -> None:
-        for r in svc.poll_pubmed_cycle([q, *companions]):
-            self._polled(r)
-        for other in companions:
-            if other.feeds:
-                self._poll_feeds(svc, other)
-        self._poll_feeds(svc, q)
+    def _retry(self, task: Task, states: dict[tuple[str, str], SourceTimes]) -> datetime | None:
+        """When `task` is due again for a failing source (host clock), or None."""
+        if task.kind == "digest":
+            return None
+        period = task.plan.period(self.settings.timezone, self.clock())
+        return next_retry(task_sources(task.kind, task.query), states, retry_base(), period)
 
-    def _poll_feeds(self, svc: Service, q: QuerySettings) -> None:
-        if q.feeds:
-            with contextlib.ExitStack() as stack:
-                for f in q.feeds:
-                    if not stack.enter_context(self._exclusive(name=f"feed:{f}", wait=FEED_WAIT)):
-                        log.warning("poll query=%s: feed %s is being fetched elsewhere; next time", q.name, f)
-                        return
-                for r in svc.poll_feeds([q]):
-                    self._polled(r)
+    def _retry_failing(self, task: Task, companions: list[QuerySettings], svc: Service) -> None:
+        """After a poll: each polled task with a failing source fires again when its
+        back-off has passed, not a whole period later (issue 22)."""
+        states = svc.task_anchors()[0]
+        for t in [task, *(self.tasks.get(poll_task(q.name)) for q in companions)]:
+            retry = self._retry(t, states) if t is not None else None
+            if t is not None and retry is not None:
+                log.info("task=%s: a source is failing; trying again at %s", t.name, _iso(retry))
+                self._fire_at(t.name, max(_aware(retry), datetime.now(UTC) + timedelta(milliseconds=200)))
 
     def _polled(self, r: PollResult, log_it: bool = False) -> None:
         self.metrics.add("polls")
@@ -476,8 +487,8 @@ class Daemon:
         with self._busy():
             try:
                 for name in svc.queued_digests():
-                    with self._exclusive(name=digest_task(name), wait=0) as mine:
-                        if mine and not self.stopping:
+                    with self.coordination.exclusive(digest_task(name)) as mine:
+                        if mine.won and not self.stopping:
                             results: list[DigestResult] = []
                             svc.send_queued([name], respect_backoff=True, results=results)
                             self._mailed(results)
@@ -502,38 +513,6 @@ class Daemon:
         finally:
             with self._lock:
                 self._running -= 1
-
-    @contextlib.contextmanager
-    def _local_hold(self, name: str) -> Iterator[bool]:
-        """Only one job of this process works on `name` at a time (the digest job and
-        the outbox retry share a digest; two queries may share a feed)."""
-        with self._lock:
-            mine = name not in self._local
-            if mine:
-                self._local.add(name)
-        try:
-            yield mine
-        finally:
-            if mine:
-                with self._lock:
-                    self._local.discard(name)
-
-    @contextlib.contextmanager
-    def _exclusive(self, *, name: str, wait: float) -> Iterator[bool]:
-        """Hold `name` in this process and by lease across instances (no schedule check),
-        waiting up to `wait` seconds for it."""
-        deadline = time.monotonic() + wait
-        while True:
-            with self._local_hold(name) as mine:
-                if mine:
-                    with self.coordination.hold(name) as held:
-                        if held.claim.won:
-                            yield True
-                            return
-            if time.monotonic() >= deadline or self.stopping:
-                yield False
-                return
-            time.sleep(0.2)
 
     # ------------------------------------------------------------------ health
 
@@ -570,26 +549,29 @@ class Daemon:
         return self.metrics.render(gauges)
 
 
+Anchors = tuple[dict[tuple[str, str], SourceTimes], dict[str, datetime | None]]
+
+
 def _state_anchor(
-    task: Task, states: dict[tuple[str, str], datetime | None], digests: dict[str, datetime | None]
+    task: Task, states: dict[tuple[str, str], SourceTimes], digests: dict[str, datetime | None]
 ) -> datetime | None:
     """A query's last success: the oldest over its sources (a source never polled makes
-    it None: poll now). A digest's last run. The notice search's last success. All as
-    written by a host's clock: compared with a host's clock only."""
+    it None: poll now). A digest's last run. The notice search's, Crossref's last
+    success. All as written by a host's clock: compared with a host's clock only."""
     if task.kind == "digest":
         assert task.digest is not None
         return digests.get(task.digest.name)
-    if task.kind == "notices":
-        return states.get((SHARED, NOTICES))
-    if task.kind == "crossref":
-        return states.get((SHARED, CROSSREF))
-    assert task.query is not None
-    q = task.query
-    keys = ([(q.name, "pubmed")] if q.pubmed else []) + [(SHARED, f"feed:{f}") for f in q.feeds]
-    found = [states.get(k) for k in keys]
-    if not found or any(v is None for v in found):
+    return last_success(task_sources(task.kind, task.query), states)
+
+
+def _sqlite_file(database: str) -> str | None:
+    """The file of a SQLite URL (`sqlite:///relative.db`, `sqlite:////abs.db`), None for
+    another database or one in memory."""
+    if not database.startswith("sqlite"):
         return None
-    return min(v for v in found if v is not None)
+    _, sep, rest = database.partition(":///")
+    path = rest.split("?", 1)[0]
+    return path if sep and path and path != ":memory:" else None
 
 
 def _aware(naive_utc: datetime) -> datetime:

@@ -8,6 +8,8 @@ cannot contain `*` or `:` (config `_NAME`), so the names never collide."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -15,11 +17,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 
 from .config import DigestSettings, QuerySettings, Settings
+from .records import CROSSREF, NOTICES, SHARED, query_keys
 
 NOTICES_TASK = "poll:*notices"
 CROSSREF_TASK = "poll:*crossref"
 DEFAULT_DIGEST_EVERY = timedelta(days=1)  # a digest with neither `every` nor `cron`
 MAX_TOLERANCE = timedelta(seconds=5)
+DEFAULT_RETRY_SECONDS = 60.0  # a failing source is tried again a minute later, then 2, 4, ...
 
 
 def poll_task(query: str) -> str:
@@ -142,11 +146,6 @@ def crossref_plan(settings: Settings, now: datetime) -> Plan | None:
     return min(plans, key=lambda p: p.period(settings.timezone, now))
 
 
-def latest(*values: datetime | None) -> datetime | None:
-    found = [v for v in values if v is not None]
-    return max(found) if found else None
-
-
 def first_run(
     plan: Plan, anchor: datetime | None, timezone: str, now: datetime, *, wait_first: bool = False
 ) -> datetime:
@@ -175,3 +174,63 @@ def next_planned(
     else:
         due = plan.after(anchor, timezone)
     return max(due, planned) if planned is not None else due
+
+
+# ====================================================================== failing sources
+
+
+@dataclass(frozen=True)
+class SourceTimes:
+    """What the schedule reads of a source's poll_state row (host clock, as written)."""
+
+    last_ok: datetime | None = None
+    failing_since: datetime | None = None
+    last_error_at: datetime | None = None
+    disabled: bool = False
+
+
+def retry_base() -> timedelta:
+    """The first wait before a failing source is tried again: LITWATCH_RETRY_SECONDS,
+    default 60 (tests shorten it)."""
+    seconds = float(os.environ.get("LITWATCH_RETRY_SECONDS", DEFAULT_RETRY_SECONDS))
+    return timedelta(seconds=max(0.1, seconds))
+
+
+def retry_at(times: SourceTimes, base: timedelta, period: timedelta) -> datetime | None:
+    """When a failing source is tried again (host clock), or None when it is not failing
+    (or disabled: a feed gone for good waits for its config to change). A minute after
+    the first failure, then after as long as it has been failing, so 1, 2, 4, 8 ...
+    minutes apart, never more than its task's period: a brief network problem at start
+    costs minutes, not a whole interval (issue 22)."""
+    if times.failing_since is None or times.last_error_at is None or times.disabled:
+        return None
+    delay = min(period, max(base, times.last_error_at - times.failing_since))
+    return times.last_error_at + delay
+
+
+def task_sources(kind: str, query: QuerySettings | None) -> list[tuple[str, str]]:
+    """The poll_state rows a task's poll moves: a query's PubMed search and feeds, the
+    notice search's, Crossref's; none for a digest."""
+    if kind == "notices":
+        return [(SHARED, NOTICES)]
+    if kind == "crossref":
+        return [(SHARED, CROSSREF)]
+    if query is None:
+        return []
+    return query_keys(query.name, bool(query.pubmed), query.feeds)
+
+
+def last_success(keys: Sequence[tuple[str, str]], states: Mapping[tuple[str, str], SourceTimes]) -> datetime | None:
+    """The oldest last success over `keys` (a source never polled makes it None: poll now)."""
+    found = [states[k].last_ok if k in states else None for k in keys]
+    if not found or any(v is None for v in found):
+        return None
+    return min(v for v in found if v is not None)
+
+
+def next_retry(
+    keys: Sequence[tuple[str, str]], states: Mapping[tuple[str, str], SourceTimes], base: timedelta, period: timedelta
+) -> datetime | None:
+    """The earliest retry of the failing sources among `keys` (host clock), or None."""
+    found = [r for k in keys if k in states and (r := retry_at(states[k], base, period)) is not None]
+    return min(found, default=None)

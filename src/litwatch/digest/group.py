@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..events import flags
-from ..records import PUBMED, PendingEvent, Record
+from ..records import PUBMED, PendingEvent, Record, feed_name
 
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("approvals", "Approvals", ("approval",)),
@@ -234,12 +234,12 @@ def _links(r: Record) -> list[tuple[str, str]]:
         # the regulator's documents: approval letter, label, Drugs@FDA or EMA page
         out = [(label[:1].upper() + label[1:], url) for label, url in r.documents]
         if r.url and all(url != r.url for _, url in out):
-            out.append((r.source.removeprefix("feed:"), r.url))
+            out.append((feed_name(r.source), r.url))
         return out
     if r.source == PUBMED:
         out.append(("PubMed", r.web_url))
     elif r.url:
-        out.append((r.source.removeprefix("feed:"), r.url))
+        out.append((feed_name(r.source), r.url))
     if r.doi:
         out.append(("DOI", r.doi_url))
     return out

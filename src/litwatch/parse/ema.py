@@ -40,7 +40,7 @@ from typing import IO, Any
 import ijson
 
 from ..errors import ParseError
-from ..records import Record
+from ..records import Record, feed_source
 from .feeds import html_to_text
 
 __all__ = ["KNOWN_FIELDS", "EmaParse", "medicine_records", "parse_ema", "staleness"]
@@ -310,7 +310,7 @@ def _record(m: Mapping[str, Any], kind: str, when: date, feed_name: str) -> Reco
         f"Product number: {number}.",
     ]
     return Record(
-        source=f"feed:{feed_name}",
+        source=feed_source(feed_name),
         key=f"{number}#{_SLUG[kind]}",
         title=f"{_TITLE[kind]}: {shown}",
         abstract=" ".join(s for s in sentences if s),

@@ -46,7 +46,7 @@ from feedparser.datetimes import _parse_date
 from lxml import etree
 
 from ..errors import ParseError
-from ..records import Record
+from ..records import Record, feed_source
 
 __all__ = ["FeedParse", "html_to_text", "parse_feed", "safe_html"]
 
@@ -116,7 +116,7 @@ def entry_record(entry: Mapping[str, Any], *, feed_name: str, base_url: str) -> 
     pub_date = _date(entry)
     key = _identity(entry, link, title, pub_date, summary_text)
     return Record(
-        source=f"feed:{feed_name}",
+        source=feed_source(feed_name),
         key=key,
         title=title,
         abstract=summary_text,

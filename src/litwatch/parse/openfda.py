@@ -37,7 +37,7 @@ from typing import IO, Any
 import ijson
 
 from ..errors import ParseError
-from ..records import Record
+from ..records import Record, feed_source
 
 __all__ = ["OpenFdaParse", "application_records", "drugs_at_fda_url", "parse_drugsfda", "submission_kind"]
 
@@ -206,7 +206,7 @@ def _record(number: str, sub: Mapping[str, Any], kind: str, when: date, f: _Fact
         else "",
     ]
     return Record(
-        source=f"feed:{feed_name}",
+        source=feed_source(feed_name),
         key=f"{number}:{stype}:{snum}",
         title=title,
         abstract=" ".join(s.replace("..", ".") for s in sentences if s),

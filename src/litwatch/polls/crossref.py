@@ -24,12 +24,13 @@ import logging
 from datetime import datetime, timedelta
 
 from ..errors import SourceError
-from ..ingest import CROSSREF, SHARED, Batch, PollResult, Progress, ingest, record_failure
-from ..ingest import CROSSREF_RECHECK as RECHECK
-from ..records import Notice
+from ..ingest import Batch, Progress, ingest, record_failure
+from ..records import CROSSREF, SHARED, Notice
+from ..records import CROSSREF_RECHECK as RECHECK
 from ..sources.crossref import CrossrefClient
 from ..sources.eutils import window_start
 from ..store.ports import IngestPort
+from .results import PollResult
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, ever
             progress.append(Progress(SHARED, RECHECK, {"watermark": today.isoformat()}))
             if found.missing:
                 log.info("crossref: %d stored DOIs are not Crossref's", len(found.missing))
+        if client.requests_made == before:
+            # nothing to ask yet (a first cycle before any DOI is stored): one request all
+            # the same, so a Crossref that does not answer is a failure, not a success
+            client.probe(today)
         result.found = len(notices)
         batch = Batch(CROSSREF, CROSSREF, crossref=tuple(notices), progress=progress)
         done = store.write(lambda tx: ingest(store, tx, batch, now), what="crossref")

@@ -35,22 +35,12 @@ from sqlalchemy.engine import Connection
 from ..config import QuerySettings, Settings
 from ..errors import SourceError, StoreError, first_line
 from ..events import notice_targets
-from ..ingest import (
-    MISSING_GIVE_UP,
-    NOTICES,
-    SHARED,
-    Batch,
-    PollProgress,
-    PollResult,
-    Progress,
-    ingest,
-    record_failure,
-    some,
-)
+from ..ingest import Batch, Progress, ingest, record_failure
 from ..parse.pubmed import parse_pubmed
-from ..records import PUBMED, Record
+from ..records import NOTICES, PUBMED, SHARED, Record
 from ..sources.eutils import EutilsClient, SearchResult, prefetched, pubmed_day, window_start
 from ..store.ports import IngestPort
+from .results import MISSING_GIVE_UP, PollProgress, PollResult, some
 
 log = logging.getLogger(__name__)
 
@@ -340,10 +330,13 @@ class PubmedCycle:
         return gave_up
 
 
-def poll_notices(store: IngestPort, eutils: EutilsClient, now: datetime) -> PollResult:
+def poll_notices(store: IngestPort, eutils: EutilsClient, now: datetime, *, reached: bool = False) -> PollResult:
     """One search per cycle for erratum, retraction and concern notices entered since
     the watermark; those naming stored records are stored and become events. The first
-    cycle only sets the watermark: records fetched now already carry their earlier notices."""
+    cycle only sets the watermark: records fetched now already carry their earlier notices.
+    It does so once NCBI has answered (`reached`: it did in this cycle; else one search
+    of today, its answer unused): a first search NCBI never answered is a failure, tried
+    again, not a success (issue 22)."""
     result = PollResult("notices", PUBMED)
     today = pubmed_day(now)  # NCBI's day: US Eastern
     before = eutils.requests_made
@@ -352,6 +345,16 @@ def poll_notices(store: IngestPort, eutils: EutilsClient, now: datetime) -> Poll
     progress = [Progress(SHARED, NOTICES, {"watermark": today.isoformat()})]
     try:
         if state is None or not state.watermark:
+            if not reached:
+                eutils.esearch(
+                    NOTICE_TERM,
+                    what="notice search",
+                    datetype="edat",
+                    mindate=today,
+                    maxdate=today,
+                    retmax=0,
+                    usehistory=False,
+                )
             store.write(lambda tx: ingest(store, tx, Batch("notices", NOTICES, progress=progress), now), what="notices")
             return result
         start = window_start(state.watermark)  # a day of overlap: stored notices cost nothing

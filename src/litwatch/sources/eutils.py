@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from ..config import PubmedSettings
 from ..errors import ParseError, SourceError
 from .http import Fetched, HttpClient, Limiter, RetryPolicy, shared_limiter
 
@@ -68,23 +67,33 @@ def window_start(watermark: str) -> date:
     return date.fromisoformat(watermark) - OVERLAP
 
 
+@dataclass(frozen=True)
+class EutilsSettings:
+    """What the client needs, as plain values (polls/clients.py makes them from the config)."""
+
+    base_url: str  # ends with "/"
+    tool: str = "litwatch"
+    email: str | None = None
+    api_key: str = ""  # "" for none
+    batch_size: int = 500
+    rate: int = 3  # requests a second: NCBI's 3, 10 with an API key
+    max_bytes: int = 64_000_000
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
 class EutilsClient:
-    def __init__(self, settings: PubmedSettings, limiter: Limiter | None = None) -> None:
+    def __init__(self, settings: EutilsSettings, limiter: Limiter | None = None) -> None:
         """`limiter`: the request budget shared with every process on the database
         (`coordination.RequestBudget`); by default this process's own limiter."""
         self.settings = settings
         self.base = settings.base_url
         host = urlsplit(self.base).netloc
         self.http = HttpClient(
-            policy=RetryPolicy(
-                retries=settings.retries,
-                backoff=settings.backoff,
-                timeout=settings.timeout,
-                deadline=settings.deadline,
-            ),
-            max_bytes=settings.max_response_mb * 1_000_000,
+            policy=settings.policy,
+            max_bytes=settings.max_bytes,
             limiter=limiter or shared_limiter(f"eutils:{host}", settings.rate),
         )
+        self.answered = 0  # requests NCBI answered (a poll that got none did not reach it)
 
     @property
     def requests_made(self) -> int:
@@ -97,16 +106,19 @@ class EutilsClient:
         out: dict[str, str | int] = {"db": "pubmed", "tool": self.settings.tool}
         if self.settings.email:
             out["email"] = self.settings.email
-        if self.settings.api_key and self.settings.api_key.get_secret_value():
-            out["api_key"] = self.settings.api_key.get_secret_value()
+        if self.settings.api_key:
+            out["api_key"] = self.settings.api_key
         out.update(params)
         return out
 
     def _call(self, utility: str, what: str, params: dict[str, str | int], post: bool = False) -> Fetched:
         url = self.base + f"{utility}.fcgi"
         if post:
-            return self.http.request("POST", url, data=params, what=what)
-        return self.http.request("GET", url, params=params, what=what)
+            fetched = self.http.request("POST", url, data=params, what=what)
+        else:
+            fetched = self.http.request("GET", url, params=params, what=what)
+        self.answered += 1
+        return fetched
 
     # ------------------------------------------------------------------ esearch
 

@@ -74,10 +74,6 @@ class ClaimsStore(StoreCore):
             .values(**values)
         )
 
-    def free_leases(self, tx: Connection) -> int:
-        """Expire every lease. Returns how many were held."""
-        return int(tx.execute(leases.update().where(leases.c.until > EPOCH).values(until=EPOCH)).rowcount)
-
     def plan(self, tx: Connection, task: str, when: datetime) -> None:
         """Note when the daemon will next run `task`, unless a live plan says earlier."""
         now = self.db_now(tx)

@@ -211,6 +211,10 @@ class StatusPort(Protocol):
     def versions_of(self, tx: Connection, record_id: int) -> list[StoredVersion]: ...
 
 
+class PollPort(IngestPort, ClaimsPort, Protocol):
+    """What a poll cycle reaches: ingest, and the claims and request budgets it shares."""
+
+
 class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, Protocol):
     """Everything the service's use cases reach (it hands the parts on: `ClaimsPort` to
     coordination, `OutboxPort` to the outbox)."""
@@ -222,6 +226,7 @@ __all__ = [
     "IngestPort",
     "NoticesPort",
     "OutboxPort",
+    "PollPort",
     "ServicePort",
     "StatusPort",
     "Transactions",
