@@ -242,7 +242,7 @@ def test_daily_recheck_of_ten_thousand_dois_keeps_to_the_advertised_rate(crossre
     and enforces (a request over the rate or the concurrency limit is refused with a
     429 and counted). The fake advertises 20 a second, 3 at once, so the test takes
     about 11 s; the figure at the polite pool's 3 a second is the poll's
-    (`test_crossref_poll.py -k cost`), through the service and its shared budget."""
+    (`test_polls_crossref.py -k cost`), through the service and its shared budget."""
     crossref.limits["polite-array"] = (20, 1.0, 3)
     stored = fillers(crossref, 10_000)
     c = client(crossref)
