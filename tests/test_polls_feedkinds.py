@@ -1,5 +1,5 @@
-"""Feeds of kind openfda and ema polled through `Service.poll()` on the pipeline
-(feedkinds.py), against the local openFDA (tests/fake_openfda.py) and a file host
+"""Feeds of kind openfda and ema polled through `Service.poll()` (polls/feeds.py,
+polls/feedkinds.py), against the local openFDA (tests/fake_openfda.py) and a file host
 (tests/feedhost.py) serving EMA's medicines JSON, on SQLite and PostgreSQL.
 
 A record's first match is the event its `reg_kind` says (`events.classify_new`,

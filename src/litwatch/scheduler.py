@@ -301,14 +301,19 @@ class Daemon:
         against the database's `now`; without one, the sources' last success (host
         clock) against this host's clock. Never one clock against the other. A task
         with a failing source is due again when its back-off has passed (host clock,
-        as the failure was written): `tasks.retry_at`."""
+        as the failure was written): `tasks.retry_at` — unless the task has run since
+        (another instance's retry: the failure it read may be stale by then)."""
         tz = self.settings.timezone
         host_anchor = _state_anchor(task, *anchors)
         retry = self._retry(task, anchors[0])
 
         def due(last_run: datetime | None, db_now: datetime) -> bool:
             if retry is not None and retry <= self.clock():
-                return True
+                # the retry time on the database's clock; a run started since (within
+                # half the first back-off: timers wobble) was that retry
+                retry_db = retry - (self.clock() - db_now)
+                if last_run is None or last_run < retry_db - retry_base() / 2:
+                    return True
             if last_run is not None:
                 return task.plan.is_due(last_run, tz, db_now)
             return task.plan.is_due(host_anchor, tz, self.clock())
