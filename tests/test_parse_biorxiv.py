@@ -76,10 +76,20 @@ def test_one_bad_item_is_a_warning() -> None:
     assert page.records[0].url == "https://www.medrxiv.org/content/10.1101/1"
 
 
+def test_first_poll_asks_details_only() -> None:
+    with FakeBiorxiv() as api:
+        api.post("medrxiv", doi="10.1101/2026.12.01.1", title="t", date=date(2026, 12, 1), published="10.1182/blood.1")
+        got = poll_preprints(
+            name="m", server="medrxiv", last_until=None, now=datetime(2026, 12, 2), url=api.base, policy=FAST
+        )
+    assert [r.path for r in api.requests] == ["/details/medrxiv/2026-11-02/2026-12-02/0"]
+    assert got.records[0].published_doi == "10.1182/blood.1" and got.requests == 1
+
+
 def test_window_overlaps_and_first_poll_reaches_back() -> None:
     now = datetime(2026, 12, 8, 1, 0)
     assert plan_window(None, now, lookback_days=30) == Window(date(2026, 11, 8), date(2026, 12, 8))
-    assert plan_window(date(2026, 12, 7), now) == Window(date(2026, 12, 4), date(2026, 12, 8))
+    assert plan_window(date(2026, 12, 7), now) == Window(date(2026, 12, 6), date(2026, 12, 8))
 
 
 @pytest.fixture
@@ -98,7 +108,7 @@ def test_client_pages_by_cursor_and_survives_429_and_5xx(api: FakeBiorxiv) -> No
     got = poll_preprints(
         name="b",
         server="biorxiv",
-        last_until=None,
+        last_until=date(2026, 11, 3),  # a later poll: `pubs` too
         now=datetime(2026, 12, 2, 12),
         url=api.base,
         categories=("cancer-biology",),

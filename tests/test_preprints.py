@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from helpers.cli import invoke
 from helpers.config import write_config
@@ -172,6 +173,14 @@ def test_preprints_end_to_end(tmp_path: Path, store_url: str, api: FakeBiorxiv, 
     assert len(mails(tmp_path)) == 3
     ua = api.requests[-1].headers.get("User-Agent", "")
     assert "mailto:test@example.org" in ua
+    # the pace is reserved in the database, shared by every process (1 request/s per API host)
+    eng = sa.create_engine(store_url)
+    try:
+        with eng.connect() as c:
+            budgets = {row[0] for row in c.execute(sa.text("SELECT name FROM request_budget"))}
+    finally:
+        eng.dispose()
+    assert f"preprints:127.0.0.1:{api.port}" in budgets
     print(f"first poll: {first_requests} requests (1 refused with 429, 1 with 503); a daily cycle: {cycle}")
 
 

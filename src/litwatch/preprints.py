@@ -3,7 +3,7 @@
 (feedkinds.py): fetched on every poll cycle, matched locally with each query's `match`,
 the answer kept as the feed's entries so a query added later matches them too.
 
-- Window: from three days before the end of the last one (the feed's
+- Window: from the day before the end of the last one (the feed's
   `poll_state.watermark`, an ISO day) to today, on the posting date; the first poll
   reaches back `lookback_days`. One `details` request per page (30 preprints) and
   category, one `pubs` request per page of journal versions: 2-4 a day for a feed with

@@ -13,7 +13,8 @@ window of `details` and of `pubs` for one server and hands each to `parse.biorxi
   `coordination.RequestBudget`), with a contact address in the User-Agent, and backs
   off on 429 and 5xx (Retry-After obeyed; `sources.http.HttpClient`).
 - Windows: from `OVERLAP` before the end of the last successful window (the first poll:
-  `lookback_days` back) to today, in UTC days; a preprint seen twice is one record.
+  `lookback_days` back, and `details` only: a preprint already published says so in
+  its `published` field) to today, in UTC days; a preprint seen twice is one record.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __all__ = [
 
 DEFAULT_URL = "https://api.biorxiv.org"
 PER_SECOND = 1
-OVERLAP = timedelta(days=3)
+OVERLAP = timedelta(days=1)  # a version posted late in a day is still asked for the next day
 DEFAULT_MAX_BYTES = 16_000_000  # a page of 30-100 preprints with abstracts is ~100-300 kB
 MAX_PAGES = 200
 
@@ -196,7 +197,8 @@ def poll_preprints(
                     have = records.get(rec.key)
                     if have is None or _v(have) <= _v(rec):
                         records[rec.key] = rec
-        if pubs:
+        # the first poll stores no preprint yet but the window's, whose `published` says it
+        if pubs and last_until is not None:
             for p in c.pubs(window):
                 warnings.extend(p.warnings)
                 for link in p.links:
