@@ -89,7 +89,7 @@ def test_first_poll_asks_details_only() -> None:
 def test_window_overlaps_and_first_poll_reaches_back() -> None:
     now = datetime(2026, 12, 8, 1, 0)
     assert plan_window(None, now, lookback_days=30) == Window(date(2026, 11, 8), date(2026, 12, 8))
-    assert plan_window(date(2026, 12, 7), now) == Window(date(2026, 12, 6), date(2026, 12, 8))
+    assert plan_window(date(2026, 12, 7), now) == Window(date(2026, 12, 7), date(2026, 12, 8))
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_client_pages_by_cursor_and_survives_429_and_5xx(api: FakeBiorxiv) -> No
     got = poll_preprints(
         name="b",
         server="biorxiv",
-        last_until=date(2026, 11, 3),  # a later poll: `pubs` too
+        last_until=date(2026, 11, 2),  # a later poll: `pubs` too
         now=datetime(2026, 12, 2, 12),
         url=api.base,
         categories=("cancer-biology",),
@@ -132,3 +132,22 @@ def test_client_gives_up_on_persistent_5xx(api: FakeBiorxiv) -> None:
     with PreprintClient(server="medrxiv", url=api.base, name="m", policy=FAST, limiter=RateLimiter(50)) as c:
         with pytest.raises(SourceError, match="HTTP 503"):
             c.details(Window(date(2026, 12, 1), date(2026, 12, 2)))
+
+
+def test_a_client_too_fast_is_refused_by_the_fake_and_obeys_retry_after() -> None:
+    """The fake enforces a pace (429 with Retry-After past one request in 3 s);
+    a client that ignores the pace is refused and still gets every page by waiting."""
+    with FakeBiorxiv(per_second=1, second=3.0) as api:  # 3 s: the pages asked back to back are refused
+        for i in range(2 * PAGE + 1):
+            api.post("biorxiv", doi=f"10.1101/2026.12.01.{i:06d}", title=f"p{i}", date=date(2026, 12, 1))
+        got = poll_preprints(
+            name="b",
+            server="biorxiv",
+            last_until=None,
+            now=datetime(2026, 12, 2),
+            url=api.base,
+            policy=RetryPolicy(retries=6, backoff=0, timeout=10, deadline=120),
+            limiter=RateLimiter(1000),
+        )
+        assert len(got.records) == 2 * PAGE + 1
+        assert api.refused >= 2 and got.requests == 3 + api.refused  # pages 2 and 3 waited at least once

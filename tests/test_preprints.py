@@ -150,6 +150,10 @@ def test_preprints_end_to_end(tmp_path: Path, store_url: str, api: FakeBiorxiv, 
     assert "published in Blood" in flat and f"https://doi.org/{JOURNAL_DOI}" in flat
     assert "+ Daratumumab retreatment in relapsed multiple myeloma" in flat  # the diff of v2
     assert "cohort study" not in flat
+    history = run(cfg, "history", P1)
+    print(history)
+    assert f"DOI {JOURNAL_DOI}, issued {TODAY}" in history and "medRxiv (new_version)" in history
+    assert "Daratumumab retreatment in relapsed multiple myeloma" in history  # v2, with its diff
 
     # the journal article reaches PubMed: the same work, not a new paper; another paper is
     eutils.add(

@@ -3,7 +3,7 @@
 (feedkinds.py): fetched on every poll cycle, matched locally with each query's `match`,
 the answer kept as the feed's entries so a query added later matches them too.
 
-- Window: from the day before the end of the last one (the feed's
+- Window: from the last day of the last one (asked again: it was not over then) (the feed's
   `poll_state.watermark`, an ISO day) to today, on the posting date; the first poll
   reaches back `lookback_days`. One `details` request per page (30 preprints) and
   category, one `pubs` request per page of journal versions: 2-4 a day for a feed with
@@ -165,7 +165,7 @@ def _batch(
         store.set_feed_entries(tx, source, list(dict.fromkeys(ids[(r.source, r.key)] for r in entries_of)), now)
 
     batch.records, batch.progress, batch.bookkeeping = records, progress, [entries]
-    batch.crossref = [_notice(feed, r) for r in records if r.published_doi]
+    batch.crossref = [_notice(feed, r, links.get(r.key)) for r in records if r.published_doi]
     return batch
 
 
@@ -182,8 +182,9 @@ def _merged(rec: Record, stored: Record | None, link: Published | None) -> Recor
     return replace(rec, published_doi=doi, published_journal=journal if doi else "")
 
 
-def _notice(feed: FeedSettings, r: Record) -> Notice:
-    """The server's report that preprint `r` has a journal version."""
+def _notice(feed: FeedSettings, r: Record, link: Published | None) -> Notice:
+    """The server's report that preprint `r` has a journal version (`link`: as `pubs`
+    announced it this poll, with its date)."""
     where = f"published in {r.published_journal}" if r.published_journal else "published in a journal"
     return Notice(
         kind="update",
@@ -191,7 +192,7 @@ def _notice(feed: FeedSettings, r: Record) -> Notice:
         target_doi=r.doi.lower(),
         notice_doi=r.published_doi,
         source=feed.kind,
-        date="",
+        date=link.date if link is not None and link.published_doi == r.published_doi else "",
         label="Published",
         notice_title=where,
     )

@@ -16,8 +16,8 @@ answering `details` and `pubs` the way the real API does (tests/data/biorxiv/MAN
   ``{"messages":[{"status":"no posts found"}],"collection":[]}``.
 - `category` (spaces as ``_`` or ``%20``) filters; one the server does not know is
   ignored, and every category is answered, like the real server.
-- `per_second`: a request arriving when that many others arrived in the second before
-  it gets 429 (counted in `refused`); `throttle` and `fail` queue refusals.
+- `per_second`: a request arriving when that many others arrived in the `second` before
+  it gets 429 with Retry-After (counted in `refused`); `throttle` and `fail` queue refusals.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class Request:
 
 
 class FakeBiorxiv(LocalServer):
-    def __init__(self, per_second: int | None = None) -> None:
+    def __init__(self, per_second: int | None = None, second: float = 1.0) -> None:
         self.details: dict[str, list[dict[str, Any]]] = {"biorxiv": [], "medrxiv": []}
         self.pubs: dict[str, list[dict[str, Any]]] = {"biorxiv": [], "medrxiv": []}
         self.requests: list[Request] = []
         self.per_second = per_second
+        self.second = second  # the pace's "second": longer makes a refusal certain on a loaded machine
         self.refused = 0
         self._canned: list[tuple[int, dict[str, str]]] = []
         self._lock = threading.Lock()
@@ -149,10 +150,10 @@ class FakeBiorxiv(LocalServer):
     def answer(self, path: str, query: str, at: float) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         with self._lock:
             if self.per_second is not None:
-                recent = sum(1 for r in self.requests[:-1] if r.at > at - 1.0)
+                recent = sum(1 for r in self.requests[:-1] if r.at > at - self.second)
                 if recent >= self.per_second:
                     self.refused += 1
-                    return 429, b"Too Many Requests", {"Retry-After": "1"}
+                    return 429, b"Too Many Requests", {"Retry-After": f"{self.second:g}"}
             if self._canned:
                 status, headers = self._canned.pop(0)
                 return status, f"HTTP {status}".encode(), headers

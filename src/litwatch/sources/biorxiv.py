@@ -12,7 +12,8 @@ window of `details` and of `pubs` for one server and hands each to `parse.biorxi
   second per server host across every process on the database (the poll passes a
   `coordination.RequestBudget`), with a contact address in the User-Agent, and backs
   off on 429 and 5xx (Retry-After obeyed; `sources.http.HttpClient`).
-- Windows: from `OVERLAP` before the end of the last successful window (the first poll:
+- Windows: from the last day of the last successful window (asked again: it was not
+  over then; `OVERLAP` more days before it) to today (the first poll:
   `lookback_days` back, and `details` only: a preprint already published says so in
   its `published` field) to today, in UTC days; a preprint seen twice is one record.
 """
@@ -42,7 +43,7 @@ __all__ = [
 
 DEFAULT_URL = "https://api.biorxiv.org"
 PER_SECOND = 1
-OVERLAP = timedelta(days=1)  # a version posted late in a day is still asked for the next day
+OVERLAP = timedelta(days=0)  # the last window's last day is asked again: it was not over then
 DEFAULT_MAX_BYTES = 16_000_000  # a page of 30-100 preprints with abstracts is ~100-300 kB
 MAX_PAGES = 200
 
@@ -58,7 +59,7 @@ class Window:
 
 
 def plan_window(last_until: date | None, now: datetime, *, lookback_days: int = 30) -> Window:
-    """From `OVERLAP` before the end of the last window (or `lookback_days` back) to today."""
+    """From the last window's last day (less `OVERLAP`; or `lookback_days` back) to today."""
     today = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(UTC).date()
     since = last_until - OVERLAP if last_until else today - timedelta(days=lookback_days)
     return Window(min(since, today), today)
