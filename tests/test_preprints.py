@@ -234,3 +234,32 @@ def test_check_online_counts_the_last_weeks_preprints_per_query(
     api.fail(10, 503)
     r = invoke("--config", str(cfg), "check", "--online")
     assert r.returncode == 1 and "feed medrxiv-oncology: does not answer: HTTP 503" in r.stdout, r.stdout
+
+
+def test_preprint_changes_are_classified_as_versions_withdrawals_or_nothing() -> None:
+    """events.classify_change on preprint records (pure): a new version is an update shown
+    as a newer version, a withdrawal a retraction shown as "Withdrawn", the journal DOI
+    alone no event here (the server's notice makes it), and a withdrawn one stays quiet."""
+    from dataclasses import replace
+
+    from litwatch import events as ev
+    from litwatch.records import Record
+
+    v1 = Record("feed:m", P1, title="T", doi=P1, server="medRxiv", preprint_version="1", url=f"https://x/content/{P1}")
+    v2 = replace(v1, title="T revised", preprint_version="2", pub_date="2026-12-08")
+    (e,) = ev.classify_change(v1, v2, ev.diff(v1, v2), 2)
+    assert (e.kind, e.dedup) == ("update", f"preprint:feed:m:{P1}:v2")
+    assert e.detail["newer"][0]["title"] == "new version v2, posted 2026-12-08"
+    assert e.detail["newer"][0]["url"] == f"https://x/content/{P1}v2" and e.detail["changes"][0][0] == "title"
+    gone = replace(v2, title="WITHDRAWN: T revised", pub_status="withdrawn", preprint_version="3")
+    (w,) = ev.classify_change(v2, gone, ev.diff(v2, gone), 3)
+    assert (w.kind, w.dedup, w.detail["label"], w.detail["sources"]) == (
+        "retraction",
+        f"withdrawn:feed:m:{P1}",
+        "Withdrawn",
+        ["medRxiv"],
+    )
+    published = replace(v2, published_doi=JOURNAL_DOI, published_journal="Blood")
+    assert ev.classify_change(v2, published, ev.diff(v2, published), 3) == []
+    assert "published in Blood" in ev.flags(published)
+    assert ev.classify_change(gone, replace(gone, preprint_version="4"), [], 4) == []
