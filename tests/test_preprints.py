@@ -175,6 +175,21 @@ def test_preprints_end_to_end(tmp_path: Path, store_url: str, api: FakeBiorxiv, 
     run(cfg, "poll")
     run(cfg, "digest")
     assert len(mails(tmp_path)) == 3
+
+    # the journal article's own erratum is news to the query that had its preprint
+    eutils.change(
+        "41000001",
+        mdat=EASTERN_TODAY,
+        title="Daratumumab retreatment",
+        doi=JOURNAL_DOI,
+        links=(("ErratumIn", "41000003"),),
+    )
+    run(cfg, "poll")
+    run(cfg, "digest")
+    assert len(mails(tmp_path)) == 4
+    subject, text = mails(tmp_path)[3]
+    print(subject, text, sep="\n")
+    assert subject == "d: 1 erratum" and "Daratumumab retreatment" in text
     ua = api.requests[-1].headers.get("User-Agent", "")
     assert "mailto:test@example.org" in ua
     # the pace is reserved in the database, shared by every process (1 request/s per API host)
