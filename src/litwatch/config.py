@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from .errors import ConfigError, config_problem
+from .parse.biorxiv import CATEGORIES as PREPRINT_CATEGORIES
+from .parse.biorxiv import normal_category
 from .records import EVENT_KINDS
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ DEFAULT_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 DEFAULT_FEED_URLS = {
     "openfda": "https://api.fda.gov/drug/drugsfda.json",
     "ema": "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json",
+    "biorxiv": "https://api.biorxiv.org",  # sources/biorxiv.py DEFAULT_URL: one API for both servers
+    "medrxiv": "https://api.biorxiv.org",
 }
 DEFAULT_STALE_DAYS = 14
 DEFAULT_LOOKBACK_DAYS = 30
@@ -216,12 +220,13 @@ class FeedSettings(_Frozen):
     two have a default `url`; `api_key` belongs to openfda, `stale_days` to ema."""
 
     name: str
-    kind: Literal["rss", "openfda", "ema"] = "rss"
+    kind: Literal["rss", "openfda", "ema", "biorxiv", "medrxiv"] = "rss"
     url: str
     approvals: bool = False
     api_key: SecretStr | None = None  # openfda: 120,000 requests a day instead of 1,000
     stale_days: int | None = Field(None, ge=1, le=3650)  # ema: report the file stale after this many days
-    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema: how far back the first poll reaches
+    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema, preprints: the first poll's reach
+    categories: tuple[str, ...] = ()  # biorxiv, medrxiv: the server's subject categories (default: all)
     timeout: float = Field(30.0, gt=0)
     max_mb: int = Field(20, ge=1)
     retries: int = Field(3, ge=0, le=20)
@@ -273,8 +278,26 @@ class FeedSettings(_Frozen):
     @classmethod
     def _lookback_days(cls, v: int | None, info: ValidationInfo) -> int | None:
         if v is not None and info.data.get("kind") == "rss":
-            raise ValueError("`lookback_days` is for feeds of kind openfda or ema, not rss")
+            raise ValueError("`lookback_days` is for feeds of kind openfda, ema, biorxiv or medrxiv, not rss")
         return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        kind = info.data.get("kind")
+        if not v or kind is None:
+            return v
+        if kind not in PREPRINT_CATEGORIES:
+            raise ValueError(f"`categories` is for feeds of kind biorxiv or medrxiv, not {kind}")
+        # the server answers every category for one it does not know: say so here
+        known = PREPRINT_CATEGORIES[kind]
+        for c in v:
+            if normal_category(c) not in known:
+                raise ValueError(
+                    f"{c!r} is not a {kind} category{_near(normal_category(c), sorted(known))} "
+                    f"(the server would silently answer every category)"
+                )
+        return tuple(dict.fromkeys(normal_category(c) for c in v))
 
     @property
     def first_lookback_days(self) -> int:

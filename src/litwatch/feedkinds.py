@@ -67,6 +67,10 @@ def poll_any_feed(
         return poll_openfda_feed(settings, store, feed, now, claims=claims)
     if feed.kind == "ema":
         return poll_ema_feed(settings, store, feed, now)
+    if feed.kind in ("biorxiv", "medrxiv"):
+        from .preprints import poll_preprint_feed  # issue 27; it builds on this module
+
+        return poll_preprint_feed(settings, store, feed, now, claims=claims)
     return poll_feed(settings, store, feed, now)
 
 

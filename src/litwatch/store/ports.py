@@ -63,6 +63,9 @@ class NoticesPort(Protocol):
         self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
     ) -> dict[int, list[NoticeEvent]]: ...
     def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
+    def reported_versions(
+        self, tx: Connection, dois: Iterable[str], sources: Sequence[str]
+    ) -> dict[str, list[int]]: ...
 
 
 class IngestPort(Transactions, NoticesPort, Protocol):
