@@ -27,6 +27,7 @@ from .sources.eutils import ESEARCH_CAP, EutilsClient
 from .store import PendingEvent, Store
 from .store.ports import ServicePort
 from .store.rows import Lease, OutboxMessage, Overflow, PollState
+from .store.web import EventView, SentMessage, Unsubscribe
 
 # A poll needs none of the digest side (Jinja2, css-inline, the mail transports, the
 # outbox): it is imported where a digest is built or sent, so `litwatch poll` (and each
@@ -395,9 +396,12 @@ class Service:
         out = []
         now = self.now()
         texts_seen: set[str] = set()
+        stopped = {u.recipient.lower() for u in self.unsubscribed(d.name)}  # issue 26
         for recipient in d.to:
             if recipient in skip:
                 continue  # a message to them is still queued; new events wait for the next one
+            if recipient.lower() in stopped:
+                continue  # unsubscribed: their events stay undelivered, nobody else's are touched
             out += self._build_for(d, recipient, now, dry_run=dry_run, texts_seen=texts_seen)
         return out
 
@@ -522,6 +526,55 @@ class Service:
             transport=transport,
             split=self.split_message,
         )
+
+    # ================================================================== web view (issue 26)
+
+    def web_events(self, **filters: Any) -> list[EventView]:
+        """The events page: filters as `Store.events_page` takes them."""
+        with self.store.transaction() as tx:
+            return self.store.events_page(tx, **filters)
+
+    def web_record(self, ident: str) -> list[dict[str, Any]]:
+        """`history`, with each record's events and the mails they went out in."""
+        found = self.history(ident)
+        with self.store.transaction() as tx:
+            for rec, (rid, _, _) in zip(found, self.store.find_records(tx, ident), strict=True):
+                rec["id"] = rid
+                rec["events"] = self.store.record_events(tx, rid)
+                rec["messages"] = self.store.record_messages(tx, rid)
+        return found
+
+    def web_archive(self, digest: str, before_id: int | None = None) -> list[SentMessage]:
+        with self.store.transaction() as tx:
+            return self.store.digest_messages(tx, digest, before_id=before_id)
+
+    def web_message(self, outbox_id: int) -> tuple[SentMessage, bytes] | None:
+        with self.store.transaction() as tx:
+            return self.store.message_mime(tx, outbox_id)
+
+    def web_events_per_week(self, weeks: int = 12) -> dict[tuple[str, str, datetime], int]:
+        since = self.now() - timedelta(weeks=weeks)
+        with self.store.transaction() as tx:
+            return self.store.events_per_week(tx, since)
+
+    def unsubscribe(self, digest: str, recipient: str, via: str) -> bool:
+        """Stop `recipient`'s mail from `digest` at once; False when already stopped."""
+        done = bool(
+            self.store.write(
+                lambda tx: self.store.unsubscribe(tx, digest, recipient, self.now(), via), what="unsubscribe"
+            )
+        )
+        log.info("unsubscribe digest=%s via=%s changed=%s", digest, via, done)
+        return done
+
+    def resubscribe(self, digest: str, recipient: str) -> bool:
+        return bool(
+            self.store.write(lambda tx: self.store.resubscribe(tx, digest, recipient, self.now()), what="resubscribe")
+        )
+
+    def unsubscribed(self, digest: str | None = None) -> list[Unsubscribe]:
+        with self.store.transaction() as tx:
+            return self.store.unsubscribed(tx, digest)
 
     # ================================================================== for the daemon
 
@@ -652,11 +705,16 @@ class Service:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.outbox.refused(tx)
+            unsubscribed = [
+                {"digest": u.digest, "recipient": u.recipient, "since": _iso(u.at), "via": u.via}
+                for u in self.store.unsubscribed(tx)
+            ]
         return {
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
             "digests": digests,
+            "unsubscribed": unsubscribed,  # issue 26: stopped by their link or `litwatch unsubscribe`
             "outbox": {
                 "queued": box.queued,
                 "oldest_queued": _iso(box.oldest_queued),
