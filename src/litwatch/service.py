@@ -78,7 +78,8 @@ class Service:
     def renderer(self) -> Renderer:
         from .digest import Renderer
 
-        return Renderer(self.settings.template_dir)
+        web = self.settings.web
+        return Renderer(self.settings.template_dir, web.base_url if web is not None else None)
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -473,6 +474,7 @@ class Service:
 
         from .mail import build_message
         from .outbox import Part
+        from .unsubscribe import unsubscribe_url
 
         subject = self.renderer.subject(data, d.subject)
         msg = build_message(
@@ -482,6 +484,7 @@ class Service:
             subject=subject,
             text=self.renderer.text(data),
             html=self.renderer.html(data),
+            unsubscribe=unsubscribe_url(self.settings, d.name, recipient),  # issue 26
         )
         return Part(
             message_id=str(msg["Message-ID"]),

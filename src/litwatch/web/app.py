@@ -25,9 +25,9 @@ from .. import __version__
 from ..config import Settings
 from ..errors import StoreError, UsageError, first_line
 from ..records import EVENT_KINDS
+from ..unsubscribe import read_token, secret_of
 from .chart import weekly_chart
 from .security import MAIL_CSP, Guard, PasswordHash
-from .tokens import read_token, secret_of
 
 if TYPE_CHECKING:
     from ..service import Service

@@ -9,8 +9,8 @@ import hashlib
 import hmac
 import os
 
-from ..config import Settings, WebSettings
-from ..errors import ConfigError, config_problem
+from .config import Settings, WebSettings
+from .errors import ConfigError, config_problem
 
 SECRET_ENV = "LITWATCH_SECRET"
 NO_SECRET = f"web.base_url needs a secret to sign unsubscribe links: web.secret or ${SECRET_ENV}, 16+ characters"
