@@ -436,30 +436,55 @@ class Service:
                 attempts=10,
                 pause=0.1,
             )
-            if queued is None:
+            if not queued:
                 return out
-            out.append(queued)
+            out += queued
             if not more:
                 return out
 
     def _queue_next(
         self, tx: Connection, d: DigestSettings, recipient: str, now: datetime
-    ) -> tuple[DigestResult | None, bool]:
-        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
-        data = self.render(d, recipient, tx, now, since)
-        if data is None:
-            return None, False
-        res = self._result(d, recipient, data)
-        part = self._message(d, recipient, data)
-        res.message_id = part.message_id
-        self.outbox.queue(tx, d.name, recipient, part, now)
-        # (no events bound: nothing would change)
-        return res, bool(data.more_waiting and data.event_ids)
+    ) -> tuple[list[DigestResult], bool]:
+        """The next mail for `recipient`, queued with its deliveries; as numbered parts,
+        all in this transaction, when it would be larger than a mail client shows whole
+        (digest/fit.py, issue 26)."""
+        from .digest.fit import fit
 
-    def _result(self, d: DigestSettings, recipient: str, data: DigestData) -> DigestResult:
+        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
+        pending = self.store.pending_events(
+            tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
+        )
+        if not pending:
+            return [], False
+        data = self._group(d, pending, tx, now, max_items=d.max_items)
+        parts = fit(
+            data,
+            pending,
+            regroup=lambda events, n: self._group(d, events, tx, now, max_items=n),
+            size=lambda p: max(len(self.renderer.html(p).encode()), len(self.renderer.text(p).encode())),
+            event_id=lambda e: e.id,
+        )
+        out = []
+        for n, part_data in enumerate(parts, 1):
+            numbered = (n, len(parts)) if len(parts) > 1 else None
+            res = self._result(d, recipient, part_data, numbered)
+            part = self._message(d, recipient, part_data, numbered)
+            res.message_id = part.message_id
+            self.outbox.queue(tx, d.name, recipient, part, now)
+            out.append(res)
+        # (no events bound: nothing would change)
+        return out, bool(data.more_waiting and data.event_ids)
+
+    def _subject(self, d: DigestSettings, data: DigestData, numbered: tuple[int, int] | None) -> str:
+        subject = self.renderer.subject(data, d.subject)
+        return f"{subject} ({numbered[0]} of {numbered[1]})" if numbered else subject
+
+    def _result(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> DigestResult:
         from .outbox import DigestResult
 
-        subject = self.renderer.subject(data, d.subject)
+        subject = self._subject(d, data, numbered)
         return DigestResult(
             d.name,
             recipient,
@@ -469,14 +494,16 @@ class Service:
             html=self.renderer.html(data),
         )
 
-    def _message(self, d: DigestSettings, recipient: str, data: DigestData) -> Part:
+    def _message(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> Part:
         from email.policy import SMTP as SMTP_POLICY
 
         from .mail import build_message
         from .outbox import Part
         from .unsubscribe import unsubscribe_url
 
-        subject = self.renderer.subject(data, d.subject)
+        subject = self._subject(d, data, numbered)
         msg = build_message(
             mail=self.settings.mail,
             digest=d.name,
