@@ -172,6 +172,12 @@ def _warn_unsubscribed(settings: Settings) -> None:
     """Recipients in the config who stopped their mail (issue 26): a warning, not an error."""
     from .service import Service
 
+    if not settings.digests:
+        return
+    if settings.database.startswith("sqlite"):
+        path = settings.database.split(":///", 1)[-1]
+        if path in ("", ":memory:") or not Path(path).exists():
+            return  # `check` creates no database
     try:
         service = Service(settings)
     except StoreError:
