@@ -4,7 +4,10 @@ health server did."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.net import free_port
 from helpers.wait import wait_for
 from litwatch.config import Settings
 from litwatch.service import Service
@@ -100,3 +104,44 @@ def test_probes_answer_as_the_health_server_did(probes: WebServer) -> None:
 def test_a_port_in_use_fails_at_start(probes: WebServer) -> None:
     with pytest.raises(OSError):
         WebServer(object(), port=probes.port).start()
+
+
+def test_run_serves_the_web_view_on_web_port_and_litwatch_web_alone(tmp_path: Path) -> None:
+    from helpers import Run, basic_config, daemon_env
+
+    web_port, health_port = free_port(), free_port()
+    cfg = basic_config(
+        tmp_path,
+        "http://127.0.0.1:9/",  # never polled in time: the queries run once a day
+        extra=f"health_port: {health_port}\nweb:\n  port: {web_port}\n",
+    )
+    run = Run(cfg, tmp_path / "run.log")
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{web_port}/healthz"), 30, "the web view under `run`")
+        status, body = _get(f"http://127.0.0.1:{web_port}/")
+        assert status == 200 and "<h1>Overview</h1>" in body
+        assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
+        assert _get(f"http://127.0.0.1:{health_port}/")[0] == 404  # health_port: the probes only
+    finally:
+        rc, _ = run.stop()
+    assert rc == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "web", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=daemon_env(),
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "`litwatch web`")
+        assert "<h1>Overview</h1>" in _get(f"http://127.0.0.1:{port}/")[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        return _get(url, timeout=2)[0] == 200
+    except OSError:
+        return False

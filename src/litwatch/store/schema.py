@@ -31,6 +31,7 @@ records = sa.Table(
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
+    sa.Index("ix_records_key_hash", "key_hash"),  # a record by PMID or feed id, whatever its source (0008)
 )
 
 versions = sa.Table(
@@ -66,6 +67,7 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.UniqueConstraint("query", "dedup", name="uq_events_query_dedup"),
     sa.Index("ix_events_query_id", "query", "id"),
+    sa.Index("ix_events_record_id", "record_id"),  # a record's page: its events and mails (0008)
 )
 
 poll_state = sa.Table(
