@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -195,16 +195,18 @@ class WebStore(StoreCore):
         return (row.id, row.source, row.key) if row is not None else None
 
     def events_per_week(self, tx: Connection, since: datetime) -> dict[tuple[str, str, datetime], int]:
-        """(query, kind, Monday of the week) → events created that week, from `since`."""
+        """(query, kind, Monday of the week) → events created that week, from `since`:
+        counted per day by the database, folded into weeks here."""
+        day = sa.func.date(events.c.created_at)
         q = (
-            sa.select(events.c.query, events.c.kind, events.c.created_at)
+            sa.select(events.c.query, events.c.kind, day.label("day"), sa.func.count().label("n"))
             .where(events.c.created_at >= since)
-            .order_by(events.c.id)
+            .group_by(events.c.query, events.c.kind, day)
         )
         out: dict[tuple[str, str, datetime], int] = {}
         for r in tx.execute(q):
-            day = r.created_at.replace(hour=0, minute=0, second=0, microsecond=0)
-            monday = day - timedelta(days=day.weekday())
+            d = r.day if isinstance(r.day, date) else date.fromisoformat(str(r.day)[:10])
+            monday = datetime(d.year, d.month, d.day) - timedelta(days=d.weekday())
             key = (r.query, r.kind, monday)
-            out[key] = out.get(key, 0) + 1
+            out[key] = out.get(key, 0) + int(r.n)
         return out
