@@ -8,6 +8,7 @@ the page says the database does not answer (503)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE = 50  # events or mails per page
+CHART_TTL = 60.0  # seconds the overview's chart counts are reused
 
 
 def _env() -> jinja2.Environment:
@@ -114,10 +116,23 @@ def make_app(
 
     # ------------------------------------------------------------------ pages
 
+    chart_cache: dict[str, tuple[float, Any]] = {}
+
+    def events_per_week() -> Any:
+        """The chart's counts, read at most once a minute: with a million events the
+        count takes the database a second or two, and a weekly chart needs no fresher."""
+        now = time.monotonic()
+        hit = chart_cache.get("weeks")
+        if hit is not None and now - hit[0] < CHART_TTL:
+            return hit[1]
+        weeks = service.web_events_per_week(12)
+        chart_cache["weeks"] = (now, weeks)
+        return weeks
+
     def overview(request: Request) -> Response:
         try:
             st = service.status()
-            weeks = service.web_events_per_week(12)
+            weeks = events_per_week()
         except StoreError as e:
             return failed(request, e)
         chart = weekly_chart(weeks, service.now(), [q.name for q in settings.queries])
