@@ -120,7 +120,7 @@ class WebStore(StoreCore):
         limit: int = 50,
     ) -> list[EventView]:
         """Newest first, `limit` of them, older than `before_id` (keyset paging: a page
-        costs the same however deep). `text`: in any stored version of the record (any field)."""
+        costs the same however deep). `text`: in the version's title or abstract."""
         q = (
             sa.select(
                 events.c.id,
@@ -149,9 +149,7 @@ class WebStore(StoreCore):
             q = q.where(events.c.id < before_id)
         if text:
             like = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            # records any of whose versions say it: read once, not once per event
-            found = sa.select(versions.c.record_id).where(sa.func.lower(versions.c.fields).like(like, escape="\\"))
-            q = q.where(events.c.record_id.in_(found))
+            q = q.where(sa.func.lower(versions.c.fields).like(like, escape="\\"))
         return [
             EventView(r.id, r.record_id, r.query, r.kind, r.created_at, r.source, r.key, _title(r.fields))
             for r in tx.execute(q)
