@@ -65,6 +65,12 @@ def test_overview_filter_events_and_see_the_changed_abstract(browser: Any, site:
     bg = added.evaluate("e => getComputedStyle(e).backgroundColor")
     body = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     assert bg != body and bg not in ("rgba(0, 0, 0, 0)", "transparent")
+    # the digest's archive: a mail as sent, its HTML in a sandboxed frame
+    page.click("nav >> text=weekly")
+    page.click("ol.mails a >> nth=0")
+    frame = page.frame_locator("iframe.mail")
+    assert "TRAIL agonist trial" in frame.locator("body").inner_text()
+    assert page.locator("iframe.mail").get_attribute("sandbox") == ""
 
 
 def test_a_digests_what_changed_link_opens_the_record(browser: Any, site: Site) -> None:  # noqa: F811
