@@ -317,3 +317,24 @@ def test_a_database_error_shows_no_detail(site: Site, caplog: pytest.LogCaptureF
         assert status == 503 and "database does not answer" in body, path
         assert "secretuser" not in body and "port 9" not in body and "Traceback" not in body
     assert "secretuser" in caplog.text or "port 9" in caplog.text
+
+
+def test_a_message_still_queued_for_them_does_not_go_out_after_unsubscribing(
+    tmp_path: Path, eutils: FakeEutils
+) -> None:
+    eutils.add("1", title="TRAIL agonist trial", terms="TRAIL", edat=YESTERDAY)
+    cfg = web_config(tmp_path, eutils, free_port())
+    outbox = tmp_path / "outbox"
+    outbox.write_text("not a directory")  # the mail cannot be written: both messages stay queued
+    assert invoke("--config", str(cfg), "poll").returncode == 0
+    assert invoke("--config", str(cfg), "digest").returncode == 1
+    service = Service(load(cfg))
+    try:
+        assert service.unsubscribe("weekly", "team@example.org", "link")
+    finally:
+        service.close()
+    outbox.unlink()
+    r = invoke("--config", str(cfg), "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sent = [message_from_bytes(f.read_bytes(), policy=policy.default) for f in outbox.glob("*.eml")]
+    assert [m["To"] for m in sent] == ["boss@example.org"]

@@ -70,7 +70,8 @@ class WebStore(StoreCore):
     # ------------------------------------------------------------------ unsubscribes
 
     def unsubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime, via: str) -> bool:
-        """Stop `recipient`'s mail from `digest`; False when they already were."""
+        """Stop `recipient`'s mail from `digest`, and drop what is still queued for them
+        (its events go back to undelivered); False when they already were stopped."""
         found = tx.execute(
             sa.select(unsubscribes.c.digest).where(
                 unsubscribes.c.digest == digest, unsubscribes.c.recipient == recipient
@@ -82,6 +83,19 @@ class WebStore(StoreCore):
             self._insert_ignore(unsubscribes, ["digest", "recipient"]),
             {"digest": digest, "recipient": recipient, "at": now, "via": via},
         )
+        # At once: a message still queued for them (a server was down) does not go out.
+        # One being sent now (claimed) is not stopped; its claim holds it.
+        queued = [
+            r.id
+            for r in tx.execute(
+                sa.select(outbox.c.id).where(
+                    outbox.c.digest == digest, outbox.c.recipient == recipient, outbox.c.state == "queued"
+                )
+            )
+        ]
+        if queued:
+            tx.execute(sa.delete(deliveries).where(deliveries.c.outbox_id.in_(queued)))
+            tx.execute(sa.delete(outbox).where(outbox.c.id.in_(queued), outbox.c.state == "queued"))
         return True
 
     def resubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime) -> bool:
