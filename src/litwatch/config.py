@@ -407,6 +407,51 @@ class DigestSettings(Schedule):
         return v
 
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class WebSettings(_Frozen):
+    """`web:`: the web view, /healthz and /metrics on one server, and one-click
+    unsubscribe links in mail (issue 26)."""
+
+    port: int | None = Field(None, ge=0, le=65535)  # `run` serves the web view when set
+    bind: str = "127.0.0.1"
+    base_url: str | None = None  # where readers reach it: links in mail
+    password: SecretStr | None = None  # HTTP basic auth for the pages
+    auth: Literal["password", "proxy", "none"] | None = None  # default: password if set, else none
+    secret: SecretStr | None = None  # signs unsubscribe tokens; else $LITWATCH_SECRET
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. https://litwatch.example.org/)")
+        return v if v.endswith("/") else v + "/"
+
+    @model_validator(mode="after")
+    def _safe(self) -> WebSettings:
+        if self.auth == "password" and self.password is None:
+            raise ValueError("auth: password needs `password`")
+        if self.bind not in _LOOPBACK and self.auth_mode == "none":
+            raise ValueError(
+                f"bind {self.bind} is reachable from other hosts: set `password` (HTTP basic auth) "
+                "or `auth: proxy` (a reverse proxy authenticates)"
+            )
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("secret needs at least 16 characters (it signs unsubscribe links)")
+        if self.base_url and self.secret is None and len(os.environ.get("LITWATCH_SECRET", "")) < 16:
+            raise ValueError(
+                "base_url puts unsubscribe links in mail: set `secret` (or $LITWATCH_SECRET), 16+ characters"
+            )
+        return self
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth or ("password" if self.password is not None else "none")
+
+
 class Settings(_Frozen):
     database: str = "sqlite:///litwatch.db"
     pubmed: PubmedSettings = PubmedSettings()
@@ -419,6 +464,7 @@ class Settings(_Frozen):
     templates: str | None = None
     health_port: int | None = Field(None, ge=1, le=65535)
     health_bind: str = "127.0.0.1"  # the address health_port listens on; 0.0.0.0 in a container
+    web: WebSettings | None = None
     source: str = Field("", exclude=True)  # the file it came from; set by load()
 
     @field_validator("timezone")

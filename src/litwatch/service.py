@@ -27,6 +27,7 @@ from .sources.eutils import ESEARCH_CAP, EutilsClient
 from .store import PendingEvent, Store
 from .store.ports import ServicePort
 from .store.rows import Lease, OutboxMessage, Overflow, PollState
+from .store.web import EventView, SentMessage, Unsubscribe
 
 # A poll needs none of the digest side (Jinja2, css-inline, the mail transports, the
 # outbox): it is imported where a digest is built or sent, so `litwatch poll` (and each
@@ -77,7 +78,8 @@ class Service:
     def renderer(self) -> Renderer:
         from .digest import Renderer
 
-        return Renderer(self.settings.template_dir)
+        web = self.settings.web
+        return Renderer(self.settings.template_dir, web.base_url if web is not None else None)
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -395,9 +397,12 @@ class Service:
         out = []
         now = self.now()
         texts_seen: set[str] = set()
+        stopped = {u.recipient.lower() for u in self.unsubscribed(d.name)}  # issue 26
         for recipient in d.to:
             if recipient in skip:
                 continue  # a message to them is still queued; new events wait for the next one
+            if recipient.lower() in stopped:
+                continue  # unsubscribed: their events stay undelivered, nobody else's are touched
             out += self._build_for(d, recipient, now, dry_run=dry_run, texts_seen=texts_seen)
         return out
 
@@ -431,30 +436,55 @@ class Service:
                 attempts=10,
                 pause=0.1,
             )
-            if queued is None:
+            if not queued:
                 return out
-            out.append(queued)
+            out += queued
             if not more:
                 return out
 
     def _queue_next(
         self, tx: Connection, d: DigestSettings, recipient: str, now: datetime
-    ) -> tuple[DigestResult | None, bool]:
-        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
-        data = self.render(d, recipient, tx, now, since)
-        if data is None:
-            return None, False
-        res = self._result(d, recipient, data)
-        part = self._message(d, recipient, data)
-        res.message_id = part.message_id
-        self.outbox.queue(tx, d.name, recipient, part, now)
-        # (no events bound: nothing would change)
-        return res, bool(data.more_waiting and data.event_ids)
+    ) -> tuple[list[DigestResult], bool]:
+        """The next mail for `recipient`, queued with its deliveries; as numbered parts,
+        all in this transaction, when it would be larger than a mail client shows whole
+        (digest/fit.py, issue 26)."""
+        from .digest.fit import fit
 
-    def _result(self, d: DigestSettings, recipient: str, data: DigestData) -> DigestResult:
+        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
+        pending = self.store.pending_events(
+            tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
+        )
+        if not pending:
+            return [], False
+        data = self._group(d, pending, tx, now, max_items=d.max_items)
+        parts = fit(
+            data,
+            pending,
+            regroup=lambda events, n: self._group(d, events, tx, now, max_items=n),
+            size=lambda p: max(len(self.renderer.html(p).encode()), len(self.renderer.text(p).encode())),
+            event_id=lambda e: e.id,
+        )
+        out = []
+        for n, part_data in enumerate(parts, 1):
+            numbered = (n, len(parts)) if len(parts) > 1 else None
+            res = self._result(d, recipient, part_data, numbered)
+            part = self._message(d, recipient, part_data, numbered)
+            res.message_id = part.message_id
+            self.outbox.queue(tx, d.name, recipient, part, now)
+            out.append(res)
+        # (no events bound: nothing would change)
+        return out, bool(data.more_waiting and data.event_ids)
+
+    def _subject(self, d: DigestSettings, data: DigestData, numbered: tuple[int, int] | None) -> str:
+        subject = self.renderer.subject(data, d.subject)
+        return f"{subject} ({numbered[0]} of {numbered[1]})" if numbered else subject
+
+    def _result(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> DigestResult:
         from .outbox import DigestResult
 
-        subject = self.renderer.subject(data, d.subject)
+        subject = self._subject(d, data, numbered)
         return DigestResult(
             d.name,
             recipient,
@@ -464,13 +494,16 @@ class Service:
             html=self.renderer.html(data),
         )
 
-    def _message(self, d: DigestSettings, recipient: str, data: DigestData) -> Part:
+    def _message(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> Part:
         from email.policy import SMTP as SMTP_POLICY
 
         from .mail import build_message
         from .outbox import Part
+        from .unsubscribe import unsubscribe_url
 
-        subject = self.renderer.subject(data, d.subject)
+        subject = self._subject(d, data, numbered)
         msg = build_message(
             mail=self.settings.mail,
             digest=d.name,
@@ -478,6 +511,7 @@ class Service:
             subject=subject,
             text=self.renderer.text(data),
             html=self.renderer.html(data),
+            unsubscribe=unsubscribe_url(self.settings, d.name, recipient),  # issue 26
         )
         return Part(
             message_id=str(msg["Message-ID"]),
@@ -522,6 +556,55 @@ class Service:
             transport=transport,
             split=self.split_message,
         )
+
+    # ================================================================== web view (issue 26)
+
+    def web_events(self, **filters: Any) -> list[EventView]:
+        """The events page: filters as `Store.events_page` takes them."""
+        with self.store.transaction() as tx:
+            return self.store.events_page(tx, **filters)
+
+    def web_record(self, ident: str) -> list[dict[str, Any]]:
+        """`history`, with each record's events and the mails they went out in."""
+        found = self.history(ident)
+        with self.store.transaction() as tx:
+            for rec, (rid, _, _) in zip(found, self.store.find_records(tx, ident), strict=True):
+                rec["id"] = rid
+                rec["events"] = self.store.record_events(tx, rid)
+                rec["messages"] = self.store.record_messages(tx, rid)
+        return found
+
+    def web_archive(self, digest: str, before_id: int | None = None) -> list[SentMessage]:
+        with self.store.transaction() as tx:
+            return self.store.digest_messages(tx, digest, before_id=before_id)
+
+    def web_message(self, outbox_id: int) -> tuple[SentMessage, bytes] | None:
+        with self.store.transaction() as tx:
+            return self.store.message_mime(tx, outbox_id)
+
+    def web_events_per_week(self, weeks: int = 12) -> dict[tuple[str, str, datetime], int]:
+        since = self.now() - timedelta(weeks=weeks)
+        with self.store.transaction() as tx:
+            return self.store.events_per_week(tx, since)
+
+    def unsubscribe(self, digest: str, recipient: str, via: str) -> bool:
+        """Stop `recipient`'s mail from `digest` at once; False when already stopped."""
+        done = bool(
+            self.store.write(
+                lambda tx: self.store.unsubscribe(tx, digest, recipient, self.now(), via), what="unsubscribe"
+            )
+        )
+        log.info("unsubscribe digest=%s via=%s changed=%s", digest, via, done)
+        return done
+
+    def resubscribe(self, digest: str, recipient: str) -> bool:
+        return bool(
+            self.store.write(lambda tx: self.store.resubscribe(tx, digest, recipient, self.now()), what="resubscribe")
+        )
+
+    def unsubscribed(self, digest: str | None = None) -> list[Unsubscribe]:
+        with self.store.transaction() as tx:
+            return self.store.unsubscribed(tx, digest)
 
     # ================================================================== for the daemon
 
@@ -652,11 +735,16 @@ class Service:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.outbox.refused(tx)
+            unsubscribed = [
+                {"digest": u.digest, "recipient": u.recipient, "since": _iso(u.at), "via": u.via}
+                for u in self.store.unsubscribed(tx)
+            ]
         return {
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
             "digests": digests,
+            "unsubscribed": unsubscribed,  # issue 26: stopped by their link or `litwatch unsubscribe`
             "outbox": {
                 "queued": box.queued,
                 "oldest_queued": _iso(box.oldest_queued),

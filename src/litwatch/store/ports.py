@@ -36,6 +36,7 @@ from .rows import (
     StoredVersion,
 )
 from .versions import Change
+from .web import EventView, SentMessage, Unsubscribe
 
 T = TypeVar("T")
 
@@ -214,7 +215,35 @@ class StatusPort(Protocol):
     def versions_of(self, tx: Connection, record_id: int) -> list[StoredVersion]: ...
 
 
-class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, Protocol):
+class WebPort(Protocol):
+    """What the web view reads, and the unsubscribed recipients (web.py)."""
+
+    def unsubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime, via: str) -> bool: ...
+    def resubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime) -> bool: ...
+    def unsubscribed(self, tx: Connection, digest: str | None = None) -> list[Unsubscribe]: ...
+    def events_page(
+        self,
+        tx: Connection,
+        *,
+        queries: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str = "",
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[EventView]: ...
+    def record_events(self, tx: Connection, record_id: int) -> list[EventView]: ...
+    def record_messages(self, tx: Connection, record_id: int) -> list[SentMessage]: ...
+    def digest_messages(
+        self, tx: Connection, digest: str, *, before_id: int | None = None, limit: int = 50
+    ) -> list[SentMessage]: ...
+    def message_mime(self, tx: Connection, outbox_id: int) -> tuple[SentMessage, bytes] | None: ...
+    def record_by_id(self, tx: Connection, record_id: int) -> tuple[int, str, str] | None: ...
+    def events_per_week(self, tx: Connection, since: datetime) -> dict[tuple[str, str, datetime], int]: ...
+
+
+class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, WebPort, Protocol):
     """Everything the service's use cases reach (it hands the parts on: `ClaimsPort` to
     coordination, `OutboxPort` to the outbox)."""
 
@@ -228,4 +257,5 @@ __all__ = [
     "ServicePort",
     "StatusPort",
     "Transactions",
+    "WebPort",
 ]
