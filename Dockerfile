@@ -63,6 +63,9 @@ USER 10001:10001
 
 # Serves /healthz when the config sets health_port (with health_bind: 0.0.0.0, as
 # deploy/litwatch.yaml does, so that the host can probe it too), else runs `litwatch status`.
+# 8080: health_port (/healthz, /metrics); 8090: web.port (the web view, with its own
+# /healthz), when the config sets them.
+EXPOSE 8080 8090
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["litwatch-healthcheck"]
 

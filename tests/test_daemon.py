@@ -284,7 +284,6 @@ def test_health_endpoints(tmp_path: Path, eutils: FakeEutils) -> None:
 
 def test_healthz_is_503_when_the_scheduler_is_not_running(tmp_path: Path) -> None:
     from litwatch.config import Settings
-    from litwatch.health import HealthServer
     from litwatch.scheduler import Daemon
     from litwatch.service import Service
 
@@ -294,7 +293,11 @@ def test_healthz_is_503_when_the_scheduler_is_not_running(tmp_path: Path) -> Non
     from apscheduler.schedulers.background import BackgroundScheduler
 
     daemon.scheduler = BackgroundScheduler()  # never started
-    server = HealthServer(0, daemon.health, daemon.render_metrics).start()
+    from litwatch.web.app import make_app
+    from litwatch.web.server import WebServer
+
+    app = make_app(daemon.service, settings, health=daemon.health, metrics=daemon.render_metrics, pages=False)
+    server = WebServer(app, port=0).start()
     try:
         status, body = _get(f"http://127.0.0.1:{server.port}/healthz")
         _, metrics = _get(f"http://127.0.0.1:{server.port}/metrics")

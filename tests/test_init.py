@@ -25,7 +25,7 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
     assert "(crossref.email)" in r.stdout
     r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
     print(r.stdout, r.stderr)
-    assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 4 feeds, 2 digests\n", r.stderr
+    assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 6 feeds, 2 digests\n", r.stderr
     assert not (tmp_path / "litwatch.db").exists()  # init and check store nothing
 
 

@@ -16,7 +16,7 @@ import click
 
 from . import __version__, logs
 from .config import Settings, find_config, load
-from .errors import ConfigError, LitwatchError, StoreError, first_line
+from .errors import ConfigError, LitwatchError, StoreError, UsageError, first_line
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -163,8 +163,40 @@ def check(obj: Ctx, online: bool) -> None:
         f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, "
         f"{len(settings.digests)} digests"
     )
+    _warn_unsubscribed(settings)
     if online:
         _check_online(settings)
+
+
+def _warn_unsubscribed(settings: Settings) -> None:
+    """Recipients in the config who stopped their mail (issue 26): a warning, not an error."""
+    from .service import Service
+
+    if not settings.digests:
+        return
+    if settings.database.startswith("sqlite"):
+        path = settings.database.split(":///", 1)[-1]
+        if path in ("", ":memory:") or not Path(path).exists():
+            return  # `check` creates no database
+    try:
+        service = Service(settings)
+    except StoreError:
+        return  # no database yet, or it does not answer: nothing to say about recipients
+    try:
+        stopped = service.unsubscribed()
+    except StoreError:
+        return
+    finally:
+        service.close()
+    for d in settings.digests:
+        listed = {a.lower() for a in d.to}
+        for u in stopped:
+            if u.digest == d.name and u.recipient.lower() in listed:
+                click.echo(
+                    f"warning: digests.{d.name}: {u.recipient} unsubscribed on {u.at:%Y-%m-%d} and gets no mail "
+                    f"from it (litwatch resubscribe {u.recipient} {d.name} undoes it)",
+                    err=True,
+                )
 
 
 def _check_online(settings: Settings) -> None:
@@ -280,6 +312,61 @@ def run(obj: Ctx) -> None:
     from .scheduler import run_forever
 
     sys.exit(run_forever(obj.config_arg))
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen here (default: web.port, else 8090).")
+@click.pass_obj
+@handle_errors
+def web(obj: Ctx, port: int | None) -> None:
+    """Serve the web view, /healthz and /metrics until SIGTERM/SIGINT."""
+    if obj.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    from .web.standalone import serve_forever
+
+    sys.exit(serve_forever(obj.settings(), port))
+
+
+def _digest_names(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    known = [d.name for d in settings.digests]
+    for n in names:
+        if n not in known:
+            raise UsageError(f"no digest named {n!r} in {settings.source} (digests: {', '.join(known) or 'none'})")
+    return list(names) or known
+
+
+@main.command()
+@click.argument("address")
+@click.argument("digests", nargs=-1)
+@click.pass_obj
+@handle_errors
+def unsubscribe(obj: Ctx, address: str, digests: tuple[str, ...]) -> None:
+    """Stop ADDRESS's mail from DIGESTS (default: every digest), as its one-click link does."""
+    settings = obj.settings()
+    service = obj.service()
+    try:
+        for name in _digest_names(settings, digests):
+            done = service.unsubscribe(name, address, "cli")
+            click.echo(f"{name}: {address} {'unsubscribed' if done else 'was already unsubscribed'}")
+    finally:
+        service.close()
+
+
+@main.command()
+@click.argument("address")
+@click.argument("digests", nargs=-1)
+@click.pass_obj
+@handle_errors
+def resubscribe(obj: Ctx, address: str, digests: tuple[str, ...]) -> None:
+    """Resume ADDRESS's mail from DIGESTS (default: every digest) with the digest's next mail."""
+    settings = obj.settings()
+    service = obj.service()
+    try:
+        for name in _digest_names(settings, digests):
+            done = service.resubscribe(name, address)
+            click.echo(f"{name}: {address} {'resubscribed' if done else 'was not unsubscribed'}")
+    finally:
+        service.close()
 
 
 @main.command()

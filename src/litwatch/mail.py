@@ -1,4 +1,5 @@
-"""Mail: building the `EmailMessage` (stable Message-ID, List-Id, Auto-Submitted) and
+"""Mail: building the `EmailMessage` (stable Message-ID, List-Id, Auto-Submitted,
+List-Unsubscribe with one-click List-Unsubscribe-Post when the web view has a URL) and
 the transports: SMTP (starttls | ssl | none, AUTH, one connection per run) and file
 (one .eml per message, written atomically). Errors become `DeliveryError`, temporary
 (4xx, refused connection: retry later) or permanent (5xx for a recipient)."""
@@ -26,9 +27,20 @@ from .errors import DeliveryError
 
 
 def build_message(
-    *, mail: MailSettings, digest: str, recipient: str, subject: str, text: str, html: str | None
+    *,
+    mail: MailSettings,
+    digest: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
-    sender_domain = parseaddr(mail.from_)[1].rpartition("@")[2] or "localhost"
+    """`unsubscribe`: the recipient's one-click https link (web.base_url set): the
+    message then carries List-Unsubscribe (the link, and a mailto to the sender when
+    it has a real domain) and List-Unsubscribe-Post (RFC 2369, RFC 8058)."""
+    sender = parseaddr(mail.from_)[1]
+    sender_domain = sender.rpartition("@")[2] or "localhost"
     msg = EmailMessage()
     msg["From"] = mail.from_
     msg["To"] = recipient
@@ -39,6 +51,14 @@ def build_message(
     msg["List-Id"] = mail.list_id or f"{digest} <{_token(digest)}.litwatch.{sender_domain}>"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
     msg["X-Litwatch-Digest"] = digest
+    # Each message its own: Gmail does not thread a run's mail with last week's alike subject.
+    msg["X-Entity-Ref-ID"] = msg["Message-ID"].strip("<>").partition("@")[0]
+    if unsubscribe is not None:
+        links = [f"<{unsubscribe}>"]
+        if "." in sender_domain and sender_domain != "localhost":
+            links.append(f"<mailto:{sender}?subject=unsubscribe%20{_token(digest)}>")
+        msg["List-Unsubscribe"] = ", ".join(links)
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text, cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")

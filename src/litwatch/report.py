@@ -119,6 +119,11 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(
                 f"    {d['skipped_events']} older events skipped (before a recipient's start, or beyond `backfill`)"
             )
+    for u in st.get("unsubscribed", []):
+        out.append(
+            f"  unsubscribed since {u['since']}: {u['recipient']} from {u['digest']} (by {u['via']}); "
+            f"litwatch resubscribe {u['recipient']} {u['digest']} undoes it"
+        )
     box = st["outbox"]
     out.append(
         f"Outbox: {box['queued']} queued"

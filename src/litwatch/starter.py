@@ -63,6 +63,14 @@ feeds:
     kind: ema                   # EMA medicines data: positive CHMP opinions, EU authorisations
     stale_days: 14              # report the file stale when its dates stop moving this long
     lookback_days: 30
+  - name: medrxiv-oncology
+    kind: medrxiv               # medRxiv preprints, matched locally with `match`
+    categories: [oncology, hematology]
+    lookback_days: 14
+  - name: biorxiv-cancer
+    kind: biorxiv               # bioRxiv preprints
+    categories: [cancer biology, immunology]
+    lookback_days: 14
 
 # A query has a PubMed search (`pubmed`), or feeds and a `match`, or both.
 # `match`: AND, OR, NOT, "phrases", parentheses, a trailing * (agonist*); case-insensitive,
@@ -70,14 +78,14 @@ feeds:
 queries:
   - name: trail-agonists
     pubmed: '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) AND (agonist*[tiab] OR antibod*[tiab])'
-    feeds: [fda-press, fda-approvals, ema-medicines]
+    feeds: [fda-press, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]
     # Drugs@FDA items carry names and the pharmacologic class, not indications
     match: 'TRAIL OR aponermin OR Apo2L OR "death receptor 5" OR DR5 OR TNFSF10 OR "apoptosis-inducing ligand"'
     every: 6h                   # 30s, 15m, 6h, 1d; or cron: "0 */6 * * *"
 
   - name: multiple-myeloma
     pubmed: '"multiple myeloma"[mh] AND (therap*[tiab] OR trial[pt])'
-    feeds: [fda-press, blood-toc, fda-approvals, ema-medicines]
+    feeds: [fda-press, blood-toc, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]
     # EMA items name the therapeutic area; Drugs@FDA items only the drug, so the
     # myeloma drugs are named (not those with many generics, each an approval)
     match: >-

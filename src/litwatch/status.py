@@ -153,11 +153,16 @@ class StatusView:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.digests.outbox.refused(tx)
+            unsubscribed = [
+                {"digest": u.digest, "recipient": u.recipient, "since": _iso(u.at), "via": u.via}
+                for u in self.store.unsubscribed(tx)
+            ]
         return {
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
             "digests": digests,
+            "unsubscribed": unsubscribed,  # issue 26: stopped by their link or `litwatch unsubscribe`
             "outbox": {
                 "queued": box.queued,
                 "oldest_queued": _iso(box.oldest_queued),

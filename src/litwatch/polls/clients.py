@@ -9,10 +9,10 @@ import hashlib
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from ..config import CrossrefSettings, FeedSettings, PubmedSettings
+from ..config import CrossrefSettings, FeedSettings, PubmedSettings, Settings
 from ..coordination import DailyRequests, RequestBudget
 from ..errors import UsageError
-from ..sources import openfda
+from ..sources import biorxiv, openfda
 from ..sources.eutils import EutilsClient, EutilsSettings
 from ..sources.http import RetryPolicy
 from ..store.ports import ClaimsPort
@@ -95,6 +95,21 @@ def crossref_client(
     )
 
 
+def preprint_budget(feed: FeedSettings, claims: ClaimsPort | None) -> RequestBudget | None:
+    """The preprint server's pace (1 request a second per API host) kept in the database
+    `claims`, shared by every process; None: this process's own."""
+    if claims is None:
+        return None
+    return RequestBudget(claims, f"preprints:{biorxiv.host(feed.url)}", biorxiv.PER_SECOND)
+
+
+def contact(settings: Settings) -> str | None:
+    """The address for a User-Agent: Crossref's polite-pool address, else PubMed's."""
+    if settings.crossref is not None and settings.crossref.email:
+        return settings.crossref.email
+    return settings.pubmed.email or None
+
+
 def openfda_budgets(feed: FeedSettings, claims: ClaimsPort | None) -> tuple[RequestBudget | None, DailyRequests | None]:
     """openFDA's rate (240 a minute) and day limit (1,000 without a key) kept in the
     database `claims`, shared by every process; (None, None): this process's own."""
@@ -112,11 +127,13 @@ def openfda_budgets(feed: FeedSettings, claims: ClaimsPort | None) -> tuple[Requ
 
 
 __all__ = [
+    "contact",
     "crossref_client",
     "eutils_client",
     "eutils_settings",
     "feed_max_bytes",
     "feed_policy",
     "openfda_budgets",
+    "preprint_budget",
     "retry_policy",
 ]

@@ -36,6 +36,7 @@ from .rows import (
     StoredVersion,
 )
 from .versions import Change
+from .web import EventView, SentMessage, Unsubscribe
 
 T = TypeVar("T")
 
@@ -63,6 +64,9 @@ class NoticesPort(Protocol):
         self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
     ) -> dict[int, list[NoticeEvent]]: ...
     def patch_event_detail(self, tx: Connection, record_id: int, dedup: str, patch: dict[str, object]) -> int: ...
+    def reported_versions(
+        self, tx: Connection, dois: Iterable[str], sources: Sequence[str]
+    ) -> dict[str, list[int]]: ...
 
 
 class IngestPort(Transactions, NoticesPort, Protocol):
@@ -215,7 +219,35 @@ class PollPort(IngestPort, ClaimsPort, Protocol):
     """What a poll cycle reaches: ingest, and the claims and request budgets it shares."""
 
 
-class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, Protocol):
+class WebPort(Protocol):
+    """What the web view reads, and the unsubscribed recipients (web.py)."""
+
+    def unsubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime, via: str) -> bool: ...
+    def resubscribe(self, tx: Connection, digest: str, recipient: str, now: datetime) -> bool: ...
+    def unsubscribed(self, tx: Connection, digest: str | None = None) -> list[Unsubscribe]: ...
+    def events_page(
+        self,
+        tx: Connection,
+        *,
+        queries: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str = "",
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[EventView]: ...
+    def record_events(self, tx: Connection, record_id: int) -> list[EventView]: ...
+    def record_messages(self, tx: Connection, record_id: int) -> list[SentMessage]: ...
+    def digest_messages(
+        self, tx: Connection, digest: str, *, before_id: int | None = None, limit: int = 50
+    ) -> list[SentMessage]: ...
+    def message_mime(self, tx: Connection, outbox_id: int) -> tuple[SentMessage, bytes] | None: ...
+    def record_by_id(self, tx: Connection, record_id: int) -> tuple[int, str, str] | None: ...
+    def events_per_week(self, tx: Connection, since: datetime) -> dict[tuple[str, str, datetime], int]: ...
+
+
+class ServicePort(IngestPort, DigestPort, ClaimsPort, StatusPort, WebPort, Protocol):
     """Everything the service's use cases reach (it hands the parts on: `ClaimsPort` to
     coordination, `OutboxPort` to the outbox)."""
 
@@ -230,4 +262,5 @@ __all__ = [
     "ServicePort",
     "StatusPort",
     "Transactions",
+    "WebPort",
 ]
