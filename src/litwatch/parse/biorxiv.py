@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ParseError
-from ..records import Record
+from ..records import Record, feed_source
 
 __all__ = [
     "CATEGORIES",
@@ -300,7 +300,7 @@ def _record(item: Any, *, feed_name: str, server: str) -> Record:
     name = SERVERS.get(site, SERVERS.get(server, server))
     category = _text(item.get("category"))
     return Record(
-        source=f"feed:{feed_name}",
+        source=feed_source(feed_name),
         key=doi,
         title=_text(item.get("title")),
         abstract=_text(item.get("abstract")),
