@@ -201,7 +201,7 @@ class StoreCore:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))  # as _migrate_once
                 if sa.inspect(conn).get_table_names():
                     return False
-                metadata.create_all(conn)
+                metadata.create_all(conn, checkfirst=False)  # none there: no per-table check
                 version.create(conn)
                 conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
         except sa.exc.DBAPIError:
