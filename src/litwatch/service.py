@@ -225,9 +225,11 @@ class Service:
     def poll_feeds(self, queries: Sequence[QuerySettings]) -> list[PollResult]:
         """Feed sources: each feed is fetched once for all queries using it; one feed's
         failure, whatever it is, is that feed's reported failure and the others still run."""
+        names = list(dict.fromkeys(f for q in queries for f in q.feeds))
+        if not names:
+            return []  # and feedparser, lxml.html, nh3... stay unimported (#22: a first poll's fixed cost)
         from .feedkinds import poll_any_feed
 
-        names = list(dict.fromkeys(f for q in queries for f in q.feeds))
         return [
             self.isolated(
                 SHARED,
