@@ -160,11 +160,33 @@ def check(obj: Ctx, online: bool) -> None:
     """Validate the config. Exit 0 valid, 2 invalid (or PubMed warns), 1 a source did not answer."""
     settings = obj.settings()
     click.echo(
-        f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, "
-        f"{len(settings.digests)} digests"
+        f"{settings.source}: ok: {plural(len(settings.queries), 'query', 'queries')}, "
+        f"{plural(len(settings.feeds), 'feed')}, {plural(len(settings.digests), 'digest')}"
     )
+    _schedules(settings)
     if online:
         _check_online(settings)
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _schedules(settings: Settings) -> None:
+    """Each schedule's next three times in the config's zone: what `cron:` means."""
+    from datetime import UTC, datetime
+
+    from .tasks import next_times, plan_of
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    items = [("query", q.name, q) for q in settings.queries] + [("digest", d.name, d) for d in settings.digests]
+    for kind, name, item in items:
+        plan = plan_of(item)
+        if plan.cron is None:
+            click.echo(f"  {kind} {name}: every {item.every or '1d (default)'}, from each run")
+            continue
+        times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M %Z") for t in next_times(plan, settings.timezone, now))
+        click.echo(f'  {kind} {name} (cron "{plan.cron}", {settings.timezone}): next {times}')
 
 
 def _check_online(settings: Settings) -> None:

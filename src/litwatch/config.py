@@ -65,10 +65,10 @@ def parse_every(value: str) -> timedelta:
 
 
 def check_cron(value: str, timezone: str = "UTC") -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    from .crontab import triggers
 
     try:
-        CronTrigger.from_crontab(value, timezone=ZoneInfo(timezone))
+        triggers(value, ZoneInfo(timezone))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {e}") from e
     return value
