@@ -281,8 +281,12 @@ def digest(obj: Ctx, names: tuple[str, ...], dry_run: bool, html: Path | None, r
         for r in results:
             if r.text:
                 click.echo(r.text, nl=False)
+            if r.unbuilt:
+                click.echo(r.line(), err=True)
         if not results:
             click.echo("nothing to send", err=True)
+        if any(r.unbuilt for r in results):
+            sys.exit(1)
         return
     for r in results:
         click.echo(r.line())

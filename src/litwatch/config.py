@@ -74,8 +74,22 @@ def check_cron(value: str, timezone: str = "UTC") -> str:
     return value
 
 
+def check_header(value: str) -> str:
+    """A value that goes into a mail header: no line break (CR, LF) and no NUL, which
+    the mail library refuses when the digest is built (or, worse, a header injected)."""
+    bad = next((c for c in ("\r", "\n", "\0") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} contains {_CONTROL[bad]}; a mail header must be one line without it")
+    return value
+
+
+_CONTROL = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\0": "a NUL character"}
+
+
 def check_address(value: str) -> str:
     from email.utils import parseaddr
+
+    check_header(value)
 
     _name, addr = parseaddr(value)
     if not addr or not _ADDRESS.match(addr) or (addr != value.strip() and "<" not in value):
@@ -198,6 +212,11 @@ class MailSettings(_Frozen):
     @classmethod
     def _from(cls, v: str) -> str:
         return check_address(v)
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
 
     @model_validator(mode="after")
     def _host(self) -> MailSettings:
@@ -357,6 +376,11 @@ class DigestSettings(Schedule):
     def _backfill(cls, v: str) -> str:
         parse_every(v)
         return v
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
 
     @property
     def backfill_window(self) -> timedelta:
