@@ -44,6 +44,7 @@ import ijson
 from ..errors import ParseError
 from ..records import Record
 from .feeds import html_to_text
+from .jsonguard import guarded
 
 __all__ = ["KNOWN_FIELDS", "EmaParse", "medicine_records", "parse_ema", "staleness"]
 
@@ -147,7 +148,7 @@ class EmaParse:
 
 def parse_ema(data: bytes | IO[bytes], *, feed_name: str, since: date | None = None) -> EmaParse:
     """Read the whole document; raise `ParseError` if it is not EMA medicines JSON."""
-    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    stream = io.BytesIO(guarded(bytes(data) if isinstance(data, bytearray) else data, what=f"feed {feed_name}"))
     acc = _Accumulator(feed_name, since)
     meta: Mapping[str, Any] = {}
     saw_data = False

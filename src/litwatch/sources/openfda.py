@@ -31,7 +31,6 @@ tests/data/openfda/MANIFEST):
 from __future__ import annotations
 
 import io
-import json
 import math
 import threading
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ from zoneinfo import ZoneInfo
 import ijson
 from requests.utils import parse_header_links
 
-from ..errors import SourceError
+from ..errors import ParseError, SourceError
+from ..parse.jsonguard import guarded, loads
 from ..parse.openfda import parse_drugsfda
 from ..records import Record
 from .http import Fetched, HttpClient, Limiter, RetryPolicy, redact, shared_limiter
@@ -335,8 +335,8 @@ def _host(url: str) -> str:
 
 def _error(content: bytes) -> dict[str, object]:
     try:
-        body = json.loads(content)
-    except ValueError:
+        body = loads(content, what="openFDA's error answer")
+    except (ValueError, ParseError):
         return {}
     err = body.get("error") if isinstance(body, dict) else None
     return err if isinstance(err, dict) else {}
@@ -352,8 +352,8 @@ def _message(content: bytes) -> str:
 
 def _total(content: bytes) -> int | None:
     try:
-        for value in ijson.items(io.BytesIO(content), "meta.results.total"):
+        for value in ijson.items(io.BytesIO(guarded(content, what="openFDA")), "meta.results.total"):
             return int(value)
-    except (ijson.JSONError, ValueError, TypeError):
+    except (ijson.JSONError, ValueError, TypeError, ParseError):
         return None
     return None
