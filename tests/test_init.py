@@ -23,9 +23,20 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
     assert line.startswith("  email: you@example.org") and "FILL IN" in line
     assert f"fill in your contact address at line {email_line()} (pubmed.email) and line" in r.stdout
     assert "(crossref.email)" in r.stdout
+    assert "then try its queries with: .venv/bin/litwatch --config" in r.stdout  # as README installs it
+    # the placeholder is refused until filled in, both lines named at once (#24)
     r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
     print(r.stdout, r.stderr)
-    assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 4 feeds, 2 digests\n", r.stderr
+    lines = [n for n, x in enumerate(STARTER.splitlines(), 1) if x.startswith("  email: you@example.org")]
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"litwatch.yaml:{lines[0]}: pubmed.email: you@example.org is the starter's placeholder; "
+        "fill in your own address (NCBI asks for a contact)",
+        f"litwatch.yaml:{lines[1]}: crossref.email: you@example.org is the starter's placeholder; "
+        "fill in your own address (Crossref asks for a contact)",
+    ], r.stderr
+    written.write_text(STARTER.replace("you@example.org", "me@lab.example.net"), encoding="utf-8")
+    r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
+    assert r.returncode == 0 and r.stdout.startswith("litwatch.yaml: ok: 2 queries, 4 feeds, 2 digests\n"), r.stderr
     assert not (tmp_path / "litwatch.db").exists()  # init and check store nothing
 
 
@@ -45,6 +56,7 @@ def test_init_honours_config_option(tmp_path: Path) -> None:
     target = tmp_path / "etc" / "lw.yaml"
     target.parent.mkdir()
     assert invoke("--config", str(target), "init").returncode == 0
+    target.write_text(target.read_text().replace("you@example.org", "me@lab.example.net"))
     assert invoke("--config", str(target), "check").returncode == 0
 
 

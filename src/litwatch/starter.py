@@ -106,6 +106,26 @@ timezone: Europe/Berlin         # for cron schedules; default UTC
 """  # noqa: E501 - the example's PubMed query stays on one line, as users write it
 
 
+PLACEHOLDER = "you@example.org"
+
+
+def placeholder_problems(text: str, source: str, sections: dict[str, str]) -> list[str]:
+    """`file:line: key: …` for each contact address still the starter's placeholder.
+    `sections`: {"pubmed": its email, "crossref": its email or ""}."""
+    out: list[str] = []
+    section = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            section = line.rstrip()[:-1].strip()
+        elif section in sections and line.strip().startswith("email:") and PLACEHOLDER in line:
+            if sections[section] == PLACEHOLDER:
+                out.append(
+                    f"{source}:{n}: {section}.email: {PLACEHOLDER} is the starter's placeholder; "
+                    f"fill in your own address ({'NCBI' if section == 'pubmed' else 'Crossref'} asks for a contact)"
+                )
+    return out
+
+
 def email_line() -> int:
     """The 1-based line of `pubmed.email` in STARTER: where the user fills in."""
     return email_lines()[0]
