@@ -82,3 +82,40 @@ def test_check_says_one_query_and_read_only_commands_create_no_database(tmp_path
         assert not (tmp_path / "litwatch.db").exists(), args
     r = invoke("--config", str(cfg), "status")
     assert r.returncode == 0 and "no database yet" in r.stdout + r.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_packaging_says_what_litwatch_is_and_keeps_postgresql_optional() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "Crossref" in project["description"] and "EMA" in project["description"]
+    assert any(c.startswith("Programming Language :: Python :: 3.11") for c in project["classifiers"])
+    assert {"Homepage", "Source", "Changelog"} <= set(project["urls"])
+    assert not any(d.startswith("psycopg") for d in project["dependencies"])  # SQLite users need no driver
+    assert project["optional-dependencies"]["postgresql"] == ["psycopg[binary]>=3.1"]
+    assert "psycopg[binary]>=3.1" in project["optional-dependencies"]["dev"]  # CI's `.[dev]` tests PostgreSQL
+    assert "pip install -e '.[dev]'" in (ROOT / ".ci" / "run").read_text()
+    assert "'.[postgresql]'" in (ROOT / "README.md").read_text()
+    docker = (ROOT / "Dockerfile").read_text()
+    assert project["version"] not in docker and "[postgresql]" in docker and "PubMed and RSS/Atom" not in docker
+    compose = (ROOT / "compose.yaml").read_text()
+    assert "mailpit:latest" not in compose and "axllent/mailpit:v" in compose
+
+
+def test_a_postgresql_database_without_its_driver_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from litwatch.config import loads
+    from litwatch.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a))
+    text = (
+        "database: postgresql://u@h/db\npubmed:\n  email: a@b.org\nmail:\n  transport: file\n"
+        "queries:\n  - name: q\n    pubmed: x\ndigests:\n  - name: d\n    to: [a@example.org]\n    queries: [q]\n"
+    )
+    with pytest.raises(ConfigError, match=r"cfg.yaml:1: database: PostgreSQL needs the postgresql extra"):
+        loads(text, "cfg.yaml", {})

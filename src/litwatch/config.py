@@ -440,6 +440,11 @@ class Settings(_Frozen):
             )
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        if v.startswith("postgresql"):
+            from importlib.util import find_spec
+
+            if find_spec("psycopg") is None:
+                raise ValueError("PostgreSQL needs the postgresql extra: pip install 'litwatch[postgresql]'")
         return v
 
     def query(self, name: str) -> QuerySettings:
