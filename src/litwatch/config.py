@@ -618,7 +618,9 @@ def loads(text: str, file: str = "<config>", env: Any = None) -> Settings:
     try:
         settings = Settings.model_validate({**data, "source": file})
     except ValidationError as e:
-        raise ConfigError(list(_pydantic_problems(e, lines, file, data))) from None
+        # every problem at once: the names that refer to nothing too, read from the raw data
+        found = list(_pydantic_problems(e, lines, file, data))
+        raise ConfigError(found + [x for x in _raw_references(data, lines, file) if x not in found]) from None
     problems = list(_cross_checks(settings, lines, file))
     if problems:
         raise ConfigError(problems)
@@ -706,6 +708,40 @@ def _cross_checks(s: Settings, lines: _Lines, file: str) -> Iterator[str]:
                 yield p(("digests", i, "cron"), str(e))
     if s.templates and s.template_dir and not s.template_dir.is_dir():
         yield p(("templates",), f"{s.templates!r} is not a directory")
+
+
+def _raw_references(data: dict[str, Any], lines: _Lines, file: str) -> Iterator[str]:
+    """The reference checks of `_cross_checks` (unknown feeds and queries, duplicate
+    names) on the raw config, when its fields do not validate: so that a user sees
+    every mistake in one `check`, not the references after the fields are mended."""
+
+    def p(path: Path_, msg: str) -> str:
+        return config_problem(file, lines.line(path), _dotted(path), msg)
+
+    def items(section: str) -> list[Any]:
+        got = data.get(section)
+        return got if isinstance(got, list) else []
+
+    def names(section: str) -> list[str]:
+        return [str(x["name"]) for x in items(section) if isinstance(x, dict) and isinstance(x.get("name"), str)]
+
+    for section in ("feeds", "queries", "digests"):
+        seen: set[str] = set()
+        for i, item in enumerate(items(section)):
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name in seen:
+                yield p((section, i, "name"), f"duplicate name {name!r}")
+            if isinstance(name, str):
+                seen.add(name)
+    for section, key, known, what in (
+        ("queries", "feeds", names("feeds"), "feed"),
+        ("digests", "queries", names("queries"), "query"),
+    ):
+        for i, item in enumerate(items(section)):
+            refs = item.get(key) if isinstance(item, dict) else None
+            for j, ref in enumerate(refs if isinstance(refs, list) else []):
+                if isinstance(ref, str) and ref not in known:
+                    yield p((section, i, key, j), f"unknown {what} {ref!r}{_near(ref, known)}")
 
 
 def _near(name: str, names: list[str]) -> str:
