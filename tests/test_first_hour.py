@@ -119,3 +119,29 @@ def test_a_postgresql_database_without_its_driver_is_a_config_error(monkeypatch:
     )
     with pytest.raises(ConfigError, match=r"cfg.yaml:1: database: PostgreSQL needs the postgresql extra"):
         loads(text, "cfg.yaml", {})
+
+
+def test_check_online_offline_says_why_at_once_without_retry_warnings(tmp_path: Path) -> None:
+    from time import monotonic
+
+    from litwatch.sources import http
+
+    down = f"http://127.0.0.1:{closed_port()}"
+    extra = (
+        f"feeds:\n  - name: news\n    url: {down}/rss.xml\n"
+        f"crossref:\n  email: me@lab.example.net\n  base_url: {down}/\n"
+    )
+    queries = "queries:\n  - name: trail\n    pubmed: TRAIL\n  - name: news\n    feeds: [news]\n    match: TRAIL\n"
+    digests = "\ndigests:\n  - name: d\n    to: [a@example.org]\n    queries: [trail, news]\n"
+    cfg = basic_config(tmp_path, down + "/", queries=queries, digests=digests, extra=extra)
+    started = monotonic()
+    try:
+        r = invoke("--config", str(cfg), "check", "--online")
+    finally:
+        if hasattr(http, "FAIL_FAST"):
+            http.FAIL_FAST.clear()  # this process goes on testing: retries as usual
+    took = monotonic() - started
+    print(f"check --online with every source down: {took:.1f}s, exit {r.returncode}\n{r.stdout}{r.stderr}")
+    assert r.returncode == 1
+    assert "retry" not in r.stderr.lower() and "retry" not in r.stdout.lower()
+    assert (r.stdout + r.stderr).count("the host refused the connection") >= 3  # PubMed, the feed, Crossref

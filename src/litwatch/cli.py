@@ -237,7 +237,9 @@ def _check_online(settings: Settings) -> None:
     from datetime import UTC, datetime
 
     from .preview import preview
+    from .sources.http import FAIL_FAST
 
+    FAIL_FAST.set()  # offline: each source says so at once, not after its retries
     queries, feeds = preview(settings, datetime.now(UTC).replace(tzinfo=None))
     warned = failed = False
     for q in queries:

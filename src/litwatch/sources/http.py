@@ -182,6 +182,8 @@ class HttpClient:
                     problem = f"timed out after {policy.timeout:g}s"
                 elif isinstance(e, requests.ConnectionError):
                     problem = f"connection failed: {connection_problem(e)}"
+                    if FAIL_FAST.is_set():  # `check --online`: no network is news at once, not after retries
+                        raise SourceError(f"{what}: {problem} from {redact(url)}", url=redact(url)) from e
                 else:  # the server hung up before the end of the body: a cut-off download, try again
                     problem = "answer cut off before its end"
                 delay = None
@@ -401,6 +403,11 @@ class _DeadlineAdapter(HTTPAdapter):
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+# Set by `litwatch check --online`: a connection that fails (name, refused, TLS) fails
+# the request at once, without retries or their warnings. Time-outs are still retried.
+FAIL_FAST = threading.Event()
 
 
 def connection_problem(e: BaseException) -> str:
