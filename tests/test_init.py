@@ -65,5 +65,13 @@ def test_starter_is_the_example_with_an_address_to_fill_in() -> None:
     starter = loads(STARTER, "starter", env={})
     assert starter.pubmed.email == "you@example.org"
     assert starter.crossref is not None and starter.crossref.email == "you@example.org"
-    drop = {"source": True, "pubmed": {"email"}, "crossref": {"email"}}
-    assert starter.model_dump(exclude=drop) == example.model_dump(exclude=drop)
+    # its own database and query names: a user's first run never inherits the example's progress (#24)
+    assert starter.database == "sqlite:///my-litwatch.db" != example.database
+    assert not {q.name for q in starter.queries} & {q.name for q in example.queries}
+    drop = {"source": True, "database": True, "pubmed": {"email"}, "crossref": {"email"}}
+    mine = starter.model_dump(exclude=drop)
+    for q in mine["queries"]:
+        q["name"] = q["name"].removeprefix("my-")
+    for d in mine["digests"]:
+        d["queries"] = tuple(n.removeprefix("my-") for n in d["queries"])
+    assert mine == example.model_dump(exclude=drop)

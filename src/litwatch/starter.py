@@ -1,7 +1,8 @@
 """`litwatch init`: the starter config, written where the user asks and never over an
 existing file. It is config/litwatch.yaml (the example README runs) with comments for
-a first-time user and the contact address left to fill in; tests/test_init.py keeps
-the two in step."""
+a first-time user, the contact address left to fill in, and its own database file and
+query names (`my-…`), so that it never shares progress with the example run beside
+it; tests/test_init.py keeps the two in step."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ STARTER = """\
 # This one watches TRAIL agonists (aponermin, DR5 agonists) and multiple myeloma.
 
 # Where records, versions and events are kept; relative to the directory litwatch
-# runs in. postgresql+psycopg://user@host/db to run several instances.
-database: sqlite:///litwatch.db
+# runs in. postgresql+psycopg://user@host/db to run several instances. Not the
+# example's litwatch.db: a run of the README's example beside it stays its own.
+database: sqlite:///my-litwatch.db
 
 pubmed:
   email: you@example.org   # FILL IN your address: NCBI asks every tool for a contact
@@ -68,14 +70,14 @@ feeds:
 # `match`: AND, OR, NOT, "phrases", parentheses, a trailing * (agonist*); case-insensitive,
 # on an item's title and summary.
 queries:
-  - name: trail-agonists
+  - name: my-trail-agonists
     pubmed: '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) AND (agonist*[tiab] OR antibod*[tiab])'
     feeds: [fda-press, fda-approvals, ema-medicines]
     # Drugs@FDA items carry names and the pharmacologic class, not indications
     match: 'TRAIL OR aponermin OR Apo2L OR "death receptor 5" OR DR5 OR TNFSF10 OR "apoptosis-inducing ligand"'
     every: 6h                   # 30s, 15m, 6h, 1d; or cron: "0 */6 * * *"
 
-  - name: multiple-myeloma
+  - name: my-multiple-myeloma
     pubmed: '"multiple myeloma"[mh] AND (therap*[tiab] OR trial[pt])'
     feeds: [fda-press, blood-toc, fda-approvals, ema-medicines]
     # EMA items name the therapeutic area; Drugs@FDA items only the drug, so the
@@ -91,14 +93,14 @@ queries:
 digests:
   - name: weekly-myeloma
     to: [team@example.org]
-    queries: [trail-agonists, multiple-myeloma]
+    queries: [my-trail-agonists, my-multiple-myeloma]
     cron: "0 7 * * MON"         # in `timezone` below
     events: [new, approval, erratum, retraction, concern, update]
     max_items: 200              # per mail; the rest follows in further mails
 
   - name: safety-daily
     to: [pv@example.org]
-    queries: [trail-agonists, multiple-myeloma]
+    queries: [my-trail-agonists, my-multiple-myeloma]
     every: 1d
     events: [approval, erratum, retraction, concern]
 
