@@ -80,6 +80,7 @@ def test_check_prints_each_schedules_next_three_times_in_the_configs_zone(tmp_pa
     print(r.stdout)
     assert r.returncode == 0, r.stderr
     (line,) = [x for x in r.stdout.splitlines() if "digest weekly" in x]
-    assert line.count("Mon ") == 3 and line.count("07:00 CE") == 3 and 'cron "0 7 * * 1"' in line
-    assert "query trail: every 1d (default), from each run" in r.stdout
+    assert line.startswith('schedule of digest weekly: cron "0 7 * * 1" in Europe/Berlin: next Mon ')
+    assert line.count("Mon ") == 3 and line.count("07:00 CET") == 3
+    assert "schedule of query trail: every 1d (default), from each run" in r.stdout
     assert not (tmp_path / "litwatch.db").exists()  # check stores nothing

@@ -226,10 +226,10 @@ def _schedules(settings: Settings) -> None:
     for kind, name, item in items:
         plan = plan_of(item)
         if plan.cron is None:
-            click.echo(f"  {kind} {name}: every {item.every or '1d (default)'}, from each run")
+            click.echo(f"schedule of {kind} {name}: every {item.every or '1d (default)'}, from each run")
             continue
         times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M %Z") for t in next_times(plan, settings.timezone, now))
-        click.echo(f'  {kind} {name} (cron "{plan.cron}", {settings.timezone}): next {times}')
+        click.echo(f'schedule of {kind} {name}: cron "{plan.cron}" in {settings.timezone}: next {times}')
 
 
 def _check_online(settings: Settings) -> None:
