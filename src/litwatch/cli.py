@@ -233,13 +233,22 @@ def _schedules(settings: Settings) -> None:
 
 
 def _check_online(settings: Settings) -> None:
-    """What each query would find now; stores nothing (see preview.py)."""
+    """What each query would find now; stores nothing (see preview.py). A connection
+    that fails is said at once, without retries (`http.FAIL_FAST`, for this call only)."""
+    from .sources.http import FAIL_FAST
+
+    FAIL_FAST.set()
+    try:
+        _preview_online(settings)
+    finally:
+        FAIL_FAST.clear()
+
+
+def _preview_online(settings: Settings) -> None:
     from datetime import UTC, datetime
 
     from .preview import preview
-    from .sources.http import FAIL_FAST
 
-    FAIL_FAST.set()  # offline: each source says so at once, not after its retries
     queries, feeds = preview(settings, datetime.now(UTC).replace(tzinfo=None))
     warned = failed = False
     for q in queries:
