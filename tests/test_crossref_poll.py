@@ -363,7 +363,7 @@ def test_status_shows_the_source_and_a_failure_stores_nothing(
     (src,) = run.svc.status()["sources"]
     assert src["name"] == "crossref" and src["last_success"] and src["last_recheck"] and not src["last_error"]
     crossref.add(WORKS[RETRACTED], indexed=run.clock.day(1))
-    crossref.faults += [Fault(route="works", status=500) for _ in range(6)]  # past the retries
+    crossref.faults += [Fault(route="works", status=500) for _ in range(10)]  # past both halves' retries
     run.clock.to_day(1)
     results = {r.name: r for r in run.svc.poll()}
     assert results["trail"].ok and results["chitosan"].ok  # the other sources went on
@@ -452,3 +452,83 @@ def test_run_polls_crossref_as_its_own_task(tmp_path: Path, eutils: FakeEutils, 
     assert rc == 0
     texts = [t for _, t in messages(tmp_path / "outbox", set())]
     assert sum("[Retraction — Retraction Watch]" in t for t in texts) == 1
+
+
+# ------------------------------------------------------------------------ one bad DOI never blocks the rest (issue 24)
+
+COMMA = "10.1000/ab,cd"  # legal in a DOI, and no Crossref filter value can carry it
+
+
+def store_dois(run: Run, *dois: str) -> None:
+    rows = [Record(source="feed:x", key=f"odd-{i}", title="t", doi=d) for i, d in enumerate(dois)]
+    with run.svc.store.transaction() as tx:
+        run.svc.store.insert_records(tx, [(r, ev.fingerprint(r)) for r in rows], run.clock())
+
+
+def test_a_doi_with_a_comma_is_checked_alone_and_every_other_doi_still_is(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    retracted_paper(eutils, run.clock.day(0))
+    store_dois(run, COMMA)
+    run.poll(0)
+    run.mail()
+    # Retraction Watch's entry is indexed: the search finds it, the re-check reads it too
+    crossref.add(WORKS[RETRACTED], indexed=run.clock.day(1))
+    crossref.add(WORKS[RETRACTION], indexed=run.clock.day(1))
+    res = run.poll(1)  # asserts every source ok
+    assert res["crossref"].events == 2  # type: ignore[attr-defined]
+    assert run.mail()[0][0] == "d: 1 retraction"
+    alone = [r.path for r in crossref.requests if r.path.startswith("/works/")]
+    assert alone and all("ab%2Ccd" in p or "ab,cd" in p for p in alone)  # one works/{doi} request
+    assert not any(COMMA in ",".join(r.params.get("filter", [])) for r in crossref.lists())
+    print(f"comma DOI: {len(alone)} works/{{doi}} requests in 2 re-checks, crossref {res['crossref'].line()}")  # type: ignore[attr-defined]
+
+
+def test_a_refused_batch_is_split_to_the_culprit_and_reported_once_in_status(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    bad = "10.5555/refused"
+    retracted_paper(eutils, run.clock.day(0))
+    store_dois(run, *(f"10.5555/ok.{i}" for i in range(20)), bad)
+    crossref.refuse.add(bad)
+    crossref.add(WORKS[RETRACTED], indexed=run.clock.day(-30))  # older than the watermark: the re-check's
+    res = run.poll(0)
+    assert res["crossref"].ok and res["crossref"].events == 2  # type: ignore[attr-defined]  # one per query
+    (src,) = run.svc.status()["sources"]
+    assert src["last_error"] is None and src["recheck_note"] == f"1 stored DOI Crossref refused to check: {bad}"
+    text = format_status(run.svc.status())
+    assert text.count(bad) == 1, text
+    refused = sum(1 for r in crossref.requests if bad in ",".join(r.params.get("filter", [])) or bad in r.path)
+    print(f"refused batch of 22: {len(crossref.requests)} requests, {refused} naming the culprit")
+
+
+def test_a_refused_recheck_never_stops_the_new_notice_search_and_vice_versa(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    retracted_paper(eutils, run.clock.day(0))
+    run.poll(0)
+    run.mail()
+    crossref.add(WORKS[RETRACTED], indexed=run.clock.day(1))
+    crossref.add(WORKS[RETRACTION], indexed=run.clock.day(1))
+    # the re-check is refused for good (every try); the search still finds the retraction
+    crossref.faults += [Fault(route="works", status=503, filter_has="doi:") for _ in range(20)]
+    run.clock.to_day(1)
+    res = {r.name: r for r in run.svc.poll()}
+    assert res["crossref"].events == 2 and "re-check" in (res["crossref"].error or "")
+    assert run.mail()[0][0] == "d: 1 retraction"
+    (src,) = run.svc.status()["sources"]
+    assert src["failing_since"] and "HTTP 503" in src["last_error"]
+    crossref.faults.clear()
+    # the other way: the search is refused, the (due) re-check still reads a retraction
+    eutils.add("22334466", terms={"TRAIL"}, edat=run.clock.day(2), title="Lung TRAIL", doi="10.5555/lung")
+    run.poll(2)
+    run.mail()
+    work = copy.deepcopy(WORKS[RETRACTED])
+    work["DOI"] = "10.5555/lung"
+    work["updated-by"][0].update({"DOI": "10.5555/lung-retraction", "record-id": "99999"})
+    crossref.add(work, indexed=run.clock.day(-40))  # indexed long ago: only the re-check reads it
+    crossref.faults += [Fault(route="works", status=503, filter_has="is-update") for _ in range(20)]
+    run.clock.to_day(3)
+    res = {r.name: r for r in run.svc.poll()}
+    assert "new notices" in (res["crossref"].error or "") and res["crossref"].events == 1
+    assert run.mail()[0][0] == "d: 1 retraction"

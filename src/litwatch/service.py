@@ -269,6 +269,7 @@ class Service:
         """Send what is queued, then build and send what is pending, digest by digest.
         `retry_failed`: the messages refused for good are queued again first."""
         from .mail import transport_for
+        from .outbox import build_failed
         from .tasks import digest_task
 
         digests = self._select_digests(names)
@@ -280,7 +281,11 @@ class Service:
         with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
                 if dry_run:
-                    for res in self._build(d, dry_run=True):
+                    try:
+                        built = self._build(d, dry_run=True)
+                    except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                        built = [build_failed(d.name, d.to, e)]
+                    for res in built:
                         results.append(res)
                         last_html = res.html or last_html
                     continue
@@ -293,8 +298,12 @@ class Service:
                 blocked = self.send_queued(
                     [d.name], respect_backoff=respect_backoff, results=results, transport=transport
                 )
-                for res in self._build(d, dry_run=False, skip=blocked):
-                    last_html = res.html or last_html
+                try:
+                    for res in self._build(d, dry_run=False, skip=blocked):
+                        last_html = res.html or last_html
+                except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                    results.append(build_failed(d.name, d.to, e))
+                    continue
                 self.send_queued([d.name], respect_backoff=False, results=results, only_new=True, transport=transport)
                 with self.store.transaction() as tx:
                     self.store.set_digest_state(tx, d.name, last_run=self.now())
@@ -704,6 +713,7 @@ class Service:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "last_recheck": _iso(checked.last_ok) if checked else None,
+                        "recheck_note": checked.last_error if checked else None,
                     }
                 )
             digests = []
