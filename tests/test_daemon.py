@@ -346,7 +346,10 @@ def test_sigkill_at_random_moments_delivers_every_event_once(tmp_path: Path, eut
         return polled and events >= 20 + 14 and bound == 2 * events and queued == 0
 
     try:
-        wait_for(settled, 30, "every event delivered")
+        # on a loaded machine every earlier run may have been killed before it created
+        # the schema: query the database once this run has opened it
+        final.wait_log("run started", timeout=120)
+        wait_for(settled, 60, "every event delivered")
     finally:
         rc, _ = final.stop()
     with db.connect() as c:

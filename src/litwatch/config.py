@@ -69,17 +69,31 @@ def parse_every(value: str) -> timedelta:
 
 
 def check_cron(value: str, timezone: str = "UTC") -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    from .crontab import triggers
 
     try:
-        CronTrigger.from_crontab(value, timezone=ZoneInfo(timezone))
+        triggers(value, ZoneInfo(timezone))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {e}") from e
     return value
 
 
+def check_header(value: str) -> str:
+    """A value that goes into a mail header: no line break (CR, LF) and no NUL, which
+    the mail library refuses when the digest is built (or, worse, a header injected)."""
+    bad = next((c for c in ("\r", "\n", "\0") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} contains {_CONTROL[bad]}; a mail header must be one line without it")
+    return value
+
+
+_CONTROL = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\0": "a NUL character"}
+
+
 def check_address(value: str) -> str:
     from email.utils import parseaddr
+
+    check_header(value)
 
     _name, addr = parseaddr(value)
     if not addr or not _ADDRESS.match(addr) or (addr != value.strip() and "<" not in value):
@@ -202,6 +216,11 @@ class MailSettings(_Frozen):
     @classmethod
     def _from(cls, v: str) -> str:
         return check_address(v)
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
 
     @model_validator(mode="after")
     def _host(self) -> MailSettings:
@@ -381,6 +400,11 @@ class DigestSettings(Schedule):
         parse_every(v)
         return v
 
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
+
     @property
     def backfill_window(self) -> timedelta:
         return parse_every(self.backfill)
@@ -485,6 +509,11 @@ class Settings(_Frozen):
             )
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        if v.startswith("postgresql"):
+            from importlib.util import find_spec
+
+            if find_spec("psycopg") is None:
+                raise ValueError("PostgreSQL needs the postgresql extra: pip install 'litwatch[postgresql]'")
         return v
 
     def query(self, name: str) -> QuerySettings:
@@ -658,7 +687,9 @@ def loads(text: str, file: str = "<config>", env: Any = None) -> Settings:
     try:
         settings = Settings.model_validate({**data, "source": file})
     except ValidationError as e:
-        raise ConfigError(list(_pydantic_problems(e, lines, file, data))) from None
+        # every problem at once: the names that refer to nothing too, read from the raw data
+        found = list(_pydantic_problems(e, lines, file, data))
+        raise ConfigError(found + [x for x in _raw_references(data, lines, file) if x not in found]) from None
     problems = list(_cross_checks(settings, lines, file))
     if problems:
         raise ConfigError(problems)
@@ -746,6 +777,40 @@ def _cross_checks(s: Settings, lines: _Lines, file: str) -> Iterator[str]:
                 yield p(("digests", i, "cron"), str(e))
     if s.templates and s.template_dir and not s.template_dir.is_dir():
         yield p(("templates",), f"{s.templates!r} is not a directory")
+
+
+def _raw_references(data: dict[str, Any], lines: _Lines, file: str) -> Iterator[str]:
+    """The reference checks of `_cross_checks` (unknown feeds and queries, duplicate
+    names) on the raw config, when its fields do not validate: so that a user sees
+    every mistake in one `check`, not the references after the fields are mended."""
+
+    def p(path: Path_, msg: str) -> str:
+        return config_problem(file, lines.line(path), _dotted(path), msg)
+
+    def items(section: str) -> list[Any]:
+        got = data.get(section)
+        return got if isinstance(got, list) else []
+
+    def names(section: str) -> list[str]:
+        return [str(x["name"]) for x in items(section) if isinstance(x, dict) and isinstance(x.get("name"), str)]
+
+    for section in ("feeds", "queries", "digests"):
+        seen: set[str] = set()
+        for i, item in enumerate(items(section)):
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name in seen:
+                yield p((section, i, "name"), f"duplicate name {name!r}")
+            if isinstance(name, str):
+                seen.add(name)
+    for section, key, known, what in (
+        ("queries", "feeds", names("feeds"), "feed"),
+        ("digests", "queries", names("queries"), "query"),
+    ):
+        for i, item in enumerate(items(section)):
+            refs = item.get(key) if isinstance(item, dict) else None
+            for j, ref in enumerate(refs if isinstance(refs, list) else []):
+                if isinstance(ref, str) and ref not in known:
+                    yield p((section, i, key, j), f"unknown {what} {ref!r}{_near(ref, known)}")
 
 
 def _near(name: str, names: list[str]) -> str:

@@ -67,17 +67,22 @@ def _norm(text: str) -> str:
 def canonical(record: Record) -> dict[str, Any]:
     """Whitespace folded, unordered fields sorted, link citations reduced to (type, PMID):
     two parses of the same record, however serialised, give equal dicts."""
+    # Read from the record's attributes, as `Record.fields()` lists them, without
+    # building that dict first (a poll hashes every record it fetches: #22); the result
+    # is the same dict, so stored hashes are unchanged.
     out: dict[str, Any] = {}
-    for name, value in record.fields().items():
+    for name in FIELD_NAMES:
+        value = getattr(record, name)
+        if not value:
+            continue
         if name == "abstract":
             value = "\n".join(line for line in (_norm(v) for v in value.splitlines()) if line)
         elif name == "links":
-            value = sorted({(lk[0], lk[1]) for lk in value})
-            value = [list(v) for v in value]
+            value = [list(v) for v in sorted({(lk.ref_type, lk.pmid) for lk in value})]
         elif isinstance(value, str):
             value = _norm(value)
-        elif isinstance(value, list):
-            value = [_norm(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, tuple | list):
+            value = [_norm(v) if isinstance(v, str) else list(v) if isinstance(v, tuple) else v for v in value]
             if name in UNORDERED:
                 value = sorted(set(value))
         if value:

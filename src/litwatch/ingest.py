@@ -138,7 +138,7 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
         store.note_matched(tx, query, source, marker)
     for p in batch.progress:
         if p.error is None:
-            store.poll_ok(tx, p.query, p.source, now, last_error=None, **p.values)
+            store.poll_ok(tx, p.query, p.source, now, **{"last_error": None, **p.values})
         else:
             store.poll_failed(tx, p.query, p.source, p.error, now, **p.values)
     return Ingested(

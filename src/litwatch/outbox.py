@@ -54,6 +54,14 @@ def sending_ttl(timeout: float) -> timedelta:
     return timedelta(seconds=10 * timeout + 5)
 
 
+def build_failed(name: str, to: Sequence[str], error: Exception) -> DigestResult:
+    """A digest that could not be built: its failure, logged with its cause; the run
+    goes on with the next digest. Its events stay pending."""
+    log.error("digest %s could not be built: %s: %s", name, type(error).__name__, error)
+    log.debug("digest %s: the cause", name, exc_info=error)
+    return DigestResult(name, ", ".join(to), error=f"{type(error).__name__}: {error}", unbuilt=True)
+
+
 @dataclass
 class DigestResult:
     name: str
@@ -67,12 +75,15 @@ class DigestResult:
     permanent: bool = False  # the error: kept as refused, sent again only by --retry-failed
     split: int = 0  # too large for the server: sent as this many smaller messages
     busy: bool = False  # another process is sending it
+    unbuilt: bool = False  # the digest could not be built (`error` says why); its events stay pending
     text: str = ""
     html: str = ""
 
     def line(self) -> str:
         if self.busy:
             return f"{self.name} → {self.recipient}: {self.subject}: being sent by another litwatch process"
+        if self.unbuilt:
+            return f"{self.name} → {self.recipient}: FAILED, could not be built (its events stay pending): {self.error}"
         if self.split:
             return (
                 f"{self.name} → {self.recipient}: {self.subject}: too large for the server, "

@@ -109,6 +109,8 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(line)
             if src["last_error"]:
                 out.append(f"    failing since {src['failing_since']}: {src['last_error']}" + _retry(src))
+            if src.get("recheck_note") and src.get("recheck_note") != src["last_error"]:
+                out.append(f"    re-check: {src['recheck_note']}")
     out.append("Digests:")
     for d in st["digests"]:
         out.append(

@@ -107,6 +107,7 @@ class StatusView:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "last_recheck": _iso(checked.last_ok) if checked else None,
+                        "recheck_note": checked.last_error if checked else None,
                         "disabled": False,
                         "stale": None,
                         "next_retry": self._retry(r, crossref.period(tz, now.host)) if crossref else None,

@@ -73,6 +73,7 @@ class Digests:
         """Send what is queued, then build and send what is pending, digest by digest.
         `retry_failed`: the messages refused for good are queued again first."""
         from ..mail import transport_for
+        from ..outbox import build_failed
 
         results: list[DigestResult] = []
         last_html = ""
@@ -82,7 +83,11 @@ class Digests:
         with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
                 if dry_run:
-                    for res in self._build(d, dry_run=True):
+                    try:
+                        built = self._build(d, dry_run=True)
+                    except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                        built = [build_failed(d.name, d.to, e)]
+                    for res in built:
                         results.append(res)
                         last_html = res.html or last_html
                     continue
@@ -95,8 +100,12 @@ class Digests:
                 blocked = self.send_queued(
                     [d.name], respect_backoff=respect_backoff, results=results, transport=transport
                 )
-                for res in self._build(d, dry_run=False, skip=blocked):
-                    last_html = res.html or last_html
+                try:
+                    for res in self._build(d, dry_run=False, skip=blocked):
+                        last_html = res.html or last_html
+                except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                    results.append(build_failed(d.name, d.to, e))
+                    continue
                 self.send_queued([d.name], respect_backoff=False, results=results, only_new=True, transport=transport)
                 with self.store.transaction() as tx:
                     self.store.set_digest_state(tx, d.name, last_run=self.now())

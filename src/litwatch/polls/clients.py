@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from ..config import CrossrefSettings, FeedSettings, PubmedSettings, Settings
 from ..coordination import DailyRequests, RequestBudget
 from ..errors import UsageError
-from ..sources import biorxiv, openfda
 from ..sources.eutils import EutilsClient, EutilsSettings
 from ..sources.http import RetryPolicy
 from ..store.ports import ClaimsPort
@@ -100,6 +99,8 @@ def preprint_budget(feed: FeedSettings, claims: ClaimsPort | None) -> RequestBud
     `claims`, shared by every process; None: this process's own."""
     if claims is None:
         return None
+    from ..sources import biorxiv  # only where such a feed is polled (a first poll's fixed cost, #22)
+
     return RequestBudget(claims, f"preprints:{biorxiv.host(feed.url)}", biorxiv.PER_SECOND)
 
 
@@ -115,6 +116,8 @@ def openfda_budgets(feed: FeedSettings, claims: ClaimsPort | None) -> tuple[Requ
     database `claims`, shared by every process; (None, None): this process's own."""
     if claims is None:
         return None, None
+    from ..sources import openfda  # only where such a feed is polled (a first poll's fixed cost, #22)
+
     key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
     host = urlsplit(feed.url).netloc
     per_day = openfda.PER_DAY_WITH_KEY if key else openfda.PER_DAY_WITHOUT_KEY

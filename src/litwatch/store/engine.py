@@ -146,7 +146,7 @@ class StoreCore:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
-        if self._at_head():
+        if self._at_head() or self._created():
             return
         from alembic.config import Config
         from alembic.script import ScriptDirectory
@@ -178,6 +178,35 @@ class StoreCore:
         except sa.exc.DBAPIError:
             return False  # no table yet, or no server: the full path says which
         return versions == [SCHEMA_HEAD]
+
+    def _created(self) -> bool:
+        """On a database with no table at all (a first run), create the head schema from
+        `schema.metadata` and stamp it, without importing Alembic (a fifth of a first
+        `litwatch poll`'s fixed cost). The migrations build exactly these tables
+        (tests/test_store.py and test_migrations.py compare them). False if anything is
+        there already: Alembic's path then upgrades it, or refuses a newer schema."""
+        from .schema import metadata
+
+        version = sa.Table(  # what Alembic's stamp creates
+            "alembic_version",
+            sa.MetaData(),
+            sa.Column("version_num", sa.String(32), nullable=False),
+            sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+        )
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # a second process starting now waits, then finds tables
+                elif self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))  # as _migrate_once
+                if sa.inspect(conn).get_table_names():
+                    return False
+                metadata.create_all(conn, checkfirst=False)  # none there: no per-table check
+                version.create(conn)
+                conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+        except sa.exc.DBAPIError:
+            return False  # no server, a lock held too long...: the full path retries and says which
+        return True
 
     def _migrate_once(self, cfg: Config, heads: set[str], known: set[str]) -> None:
         sqlite = self.dialect == "sqlite"
