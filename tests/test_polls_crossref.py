@@ -500,7 +500,7 @@ def test_a_refused_batch_is_split_to_the_culprit_and_reported_once_in_status(
     crossref.add(WORKS[RETRACTED], indexed=run.clock.day(-30))  # older than the watermark: the re-check's
     res = run.poll(0)
     assert res["crossref"].ok and res["crossref"].events == 2  # type: ignore[attr-defined]  # one per query
-    (src,) = run.svc.status()["sources"]
+    src = crossref_status(run)
     assert src["last_error"] is None and src["recheck_note"] == f"1 stored DOI Crossref refused to check: {bad}"
     text = format_status(run.svc.status())
     assert text.count(bad) == 1, text
@@ -522,7 +522,7 @@ def test_a_refused_recheck_never_stops_the_new_notice_search_and_vice_versa(
     res = {r.name: r for r in run.svc.poll()}
     assert res["crossref"].events == 2 and "re-check" in (res["crossref"].error or "")
     assert run.mail()[0][0] == "d: 1 retraction"
-    (src,) = run.svc.status()["sources"]
+    src = crossref_status(run)
     assert src["failing_since"] and "HTTP 503" in src["last_error"]
     crossref.faults.clear()
     # the other way: the search is refused, the (due) re-check still reads a retraction
