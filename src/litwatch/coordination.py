@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
@@ -75,18 +76,57 @@ def host_name() -> str:
 
 
 def new_owner() -> str:
-    """`host:pid:random`: unique per process and start."""
-    return f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """`host:pid:boot.start.process.owner`: the host, the process id, and who exactly
+    holds a claim: this boot of the host (its boot id), the process's start (clock
+    ticks since boot, /proc/<pid>/stat), a random id drawn once per process start, and
+    a random id per owner. A pid reused since (in a container litwatch is always PID 1)
+    does not hide that the holder is gone (`dead_here`)."""
+    return f"{host_name()}:{os.getpid()}:{_identity()}.{uuid.uuid4().hex[:4]}"
+
+
+_IDENTITY: tuple[int, str] | None = None
+
+
+def _identity() -> str:
+    """`boot.start.process` for this process, drawn again after a fork."""
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:
+        _IDENTITY = (pid, f"{_boot_id()[:8] or '-'}.{_start_ticks(pid) or '-'}.{uuid.uuid4().hex[:8]}")
+    return _IDENTITY[1]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip().replace("-", "")
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), "" when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
 class LeaseLost(LitwatchError):
-    """This process no longer holds a claim it worked under: another one took it over
-    (after a stalled heartbeat, a paused process, a lost connection). The transaction
-    that found out is rolled back; the new holder does the work."""
+    """This process no longer holds a claim it worked under: its time ran out (a paused
+    process, a stalled heartbeat, a database out of reach), or another process took it
+    over. The transaction that found out is rolled back; whoever claims it next does the
+    work."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, *, taken: bool = True) -> None:
         self.task = task
-        super().__init__(f"{task}: lost the claim to another litwatch process; stopped before committing")
+        why = (
+            "lost the claim to another litwatch process"
+            if taken
+            else ("our claim ran out (was this process paused, or the database out of reach?)")
+        )
+        super().__init__(f"{task}: {why}; stopped before committing")
 
 
 @dataclass(frozen=True)
@@ -221,7 +261,8 @@ class Coordinator:
                 with self._lock:
                     if task in self._held:
                         self._held[task].lost = True
-                raise LeaseLost(task)
+                row = self.store.leases(tx).get(task)
+                raise LeaseLost(task, taken=row is not None and row.owner != self.owner)
 
         return check
 
@@ -261,7 +302,7 @@ class Coordinator:
                 if t in self._held and self._held[t].token == held[t]:
                     self._held[t].lost = True
         for t in lost:
-            log.warning("lease lost task=%s: another instance may have taken it over; this one stops it", t)
+            log.warning("lease lost task=%s: it ran out or another instance took it over; this one stops it", t)
         return lost
 
     def _ensure_heartbeat(self) -> None:
@@ -406,14 +447,28 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 def dead_here(owner: str | None) -> bool:
-    """The owner (`host:pid:random`, `new_owner`) is a process of this host that is no
-    longer running. Another host's process is judged by its lease's time only; a pid
-    reused since errs on the safe side (alive)."""
+    """The owner (`host:pid:boot.start.process.owner`, `new_owner`) is a process of this
+    host that is no longer running: its pid is gone, or is now another process's (another
+    start time, or this very process under another identity: a restart as PID 1), or the
+    host has rebooted since. Another host's process is judged by its lease's time only;
+    an owner of an older litwatch (`host:pid:random`) by its pid alone, erring on the
+    safe side (alive) when the pid is in use."""
     parts = (owner or "").rsplit(":", 2)
     if len(parts) != 3 or parts[0] != host_name() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
-    if pid == os.getpid():
+    ident = parts[2].split(".")
+    if len(ident) == 4:  # boot.start.process.owner
+        boot, start, process, _ = ident
+        mine = _identity().split(".")
+        if boot not in ("-", mine[0]):
+            return True  # the host has rebooted since: every process of before is gone
+        if pid == os.getpid():
+            return process != mine[2]  # an earlier process that had this pid
+        now_start = _start_ticks(pid)
+        if start != "-" and now_start and now_start != start:
+            return True  # the pid belongs to a process started since
+    elif pid == os.getpid():
         return False  # this process: its own claims are live
     try:
         os.kill(pid, 0)

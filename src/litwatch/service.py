@@ -271,7 +271,7 @@ class Service:
         results: list[DigestResult] = []
         last_html = ""
         if retry_failed and not dry_run:
-            self.outbox.requeue_refused([d.name for d in digests])
+            results += self.outbox.requeue_refused({d.name: d.to for d in digests})
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
         with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
