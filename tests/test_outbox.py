@@ -189,6 +189,56 @@ def test_retry_failed_sends_to_the_recipients_the_config_lists_now(
     assert r.returncode == 0 and "nothing to send" in r.stdout and len(box.got) == 2, r.stdout
 
 
+def _db_now(db: str) -> datetime:
+    if db.startswith("sqlite"):
+        return datetime.utcnow()  # noqa: DTZ003 - SQLite's clock is its host's
+    eng = sa.create_engine(db)
+    with eng.connect() as c:
+        now: datetime = c.execute(sa.text("select clock_timestamp() at time zone 'utc'")).scalar_one()
+    eng.dispose()
+    return now
+
+
+def test_a_host_whose_clock_runs_10_minutes_fast_delays_no_retry_and_skips_no_event(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], store_url: str
+) -> None:
+    """A `litwatch digest` on a host 10 minutes fast meets a 451: the retry time it
+    records is a minute from now by the database's clock, not 11. It then sends the
+    digest; a recipient added afterwards gets a paper polled right after (on a host
+    whose clock is right), instead of starting 10 minutes in the future."""
+    from litwatch.config import load
+    from litwatch.service import Service, utcnow
+
+    _add(eutils, 171, 2)
+    box = MailBox(fail_data="451 4.3.0 try again later")
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM, db=store_url)
+    _poll(cfg)
+    fast = Service(load(cfg), now=lambda: utcnow() + timedelta(minutes=10))
+    try:
+        (res,) = fast.digest(["weekly"])
+        assert res.error and not res.permanent, res
+        (row,) = _rows(store_url)
+        wait = _to_dt(row["next_attempt_at"]) - _db_now(store_url)
+        print(f"\nretry time recorded by a host 10 min fast: in {wait.total_seconds():.0f} s")
+        assert timedelta(seconds=30) < wait <= timedelta(minutes=1), wait
+        box.fail_data = None
+        assert [r.sent for r in fast.digest(["weekly"])] == [True]
+    finally:
+        fast.close()
+    cfg.write_text(cfg.read_text().replace(f"to: [{TEAM}]", f"to: [{TEAM}, {BOSS}]"))  # a recipient added
+    _add(eutils, 181, 1)
+    _poll(cfg)
+    r = _cli(cfg, "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    to_boss = [g.msg for g in box.got if g.rcpt_tos == [BOSS]]
+    assert len(to_boss) == 1 and _pmids(to_boss[0]) == {"181"}, r.stdout
+
+
+def _to_dt(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def test_552_too_large_is_split_without_losing_an_item(
     tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
 ) -> None:

@@ -227,8 +227,8 @@ class Outbox:
         failed now, waits for its retry time (`respect_backoff`), or is being sent by
         another process — nothing newer is built for them before it. `only_new`: just
         the messages never tried (those queued by this run)."""
-        now = self.now()
         with self.store.transaction() as tx:
+            now = self.store.db_now(tx)  # retry times are the database's: one clock for every instance
             busy = self._release_dead(tx, digests)
             queued = self.store.queued_messages(tx, digests=digests, now=None)
         for r in busy if not only_new else ():  # (a run's second pass: said in its first)
@@ -261,10 +261,10 @@ class Outbox:
                     results.append(res)
                     if down is not None:  # the server is unwell: don't hammer it with the rest
                         res.error = down
-                        self._failed(row, down, now)
+                        self._failed(row, down)
                         blocked.add(row.recipient)
                         continue
-                    parts, failure = self._send_one(transport, row, res, now, split, held)
+                    parts, failure = self._send_one(transport, row, res, split, held)
                     todo[:0] = parts  # the parts of a split message go out now, before anything newer
                     if failure is not None and not failure.permanent:
                         blocked.add(row.recipient)
@@ -330,7 +330,6 @@ class Outbox:
         transport: Transport,
         row: OutboxMessage,
         res: DigestResult,
-        now: datetime,
         split: Splitter | None,
         held: _Held,
     ) -> tuple[list[OutboxMessage], DeliveryError | None]:
@@ -365,11 +364,12 @@ class Outbox:
             if e.permanent:
                 self._refused(row, e)
             else:
-                self._failed(row, str(e), now)
+                self._failed(row, str(e))
             return [], e
         with self.store.transaction(fenced=False) as tx:
-            if self.store.mark_sent(tx, row.id, self.owner, self.now()):
-                self.store.set_digest_state(tx, row.digest, last_sent=self.now())
+            sent_at = self.store.db_now(tx)
+            if self.store.mark_sent(tx, row.id, self.owner, sent_at):
+                self.store.set_digest_state(tx, row.digest, last_sent=sent_at)
                 res.sent = True
             else:
                 log.warning(
@@ -385,16 +385,19 @@ class Outbox:
             parts = split(tx, row)
             if not parts or len(parts) < 2:
                 return []
-            ids = self.store.split_message(tx, row.id, self.owner, parts, self.now())
+            ids = self.store.split_message(tx, row.id, self.owner, parts, self.store.db_now(tx))
             return self.store.messages(tx, ids) if ids else []
 
-    def _failed(self, row: OutboxMessage, error: str, now: datetime) -> None:
+    def _failed(self, row: OutboxMessage, error: str) -> None:
+        """A temporary failure: tried again after a backoff on the database's clock, so a
+        host whose clock is off delays no other instance's retry."""
         with self.store.transaction(fenced=False) as tx:
-            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=retry_at(row.attempts + 1, now))
+            when = retry_at(row.attempts + 1, self.store.db_now(tx))
+            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=when)
 
     def _refused(self, row: OutboxMessage, e: DeliveryError) -> None:
         with self.store.transaction(fenced=False) as tx:
-            self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.now())
+            self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.store.db_now(tx))
         log.warning(
             "outbox message_id=%s to=%s refused for good: %s (kept; `litwatch digest --retry-failed` sends it again)",
             row.message_id,
