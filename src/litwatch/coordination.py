@@ -35,7 +35,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from .errors import LitwatchError, first_line
+from .errors import LitwatchError, StoreConflict, StoreError, first_line
 from .store.ports import ClaimsPort
 from .store.rows import Lease
 
@@ -48,6 +48,8 @@ WAIT_STEP = 0.25  # seconds between two tries of a busy claim
 # process, whose request reaches NCBI after a delay that varies with load (waking up,
 # the connection): keep 100 ms between a request and the one `rate` places later.
 BUDGET_MARGIN = 0.1
+BUDGET_WAIT = 60.0  # seconds a request waits at most for the budget's row lock
+LATE_GUARD = 0.005  # seconds kept between the budget's check and the request going out
 
 Clock = Callable[[], datetime]
 
@@ -368,7 +370,17 @@ class Coordinator:
 class RequestBudget:
     """At most `per_second` request starts in any second, across every process on the
     database: `wait()` reserves the next free start in the database and sleeps until it.
-    Has the in-process limiter's interface (`sources.http.Limiter`)."""
+    Has the in-process limiter's interface (`sources.http.Limiter`).
+
+    The slot is on the database's clock, and the process may reach it late: the clock is
+    read somewhere within one round trip, and the commit takes more round trips before
+    the process can start. Each reservation therefore records the *latest* moment its
+    request may start (the slot, plus the clock read's round trip, plus the commit time
+    this process has measured), and the next slots are counted from those, while the
+    request starts no earlier than the slot itself. Should a commit take longer than the
+    recorded allowance, that reservation is given up (it only wastes a slot) and another
+    taken: whatever an instance's latency to the database, no second holds more than
+    `per_second` starts."""
 
     def __init__(
         self,
@@ -384,23 +396,63 @@ class RequestBudget:
         self.per_second = per_second
         self.margin = margin
         self.sleep = sleep
+        self._commits: list[float] = []  # the latest commit times measured (seconds)
 
     def reserve(self) -> float:
         """Reserve the next start; returns the seconds to wait before it."""
+        start_at, _ = self._reserve()
+        return max(0.0, start_at - time.monotonic())
+
+    def wait(self) -> None:
+        """Wait for a reserved start. A process that reaches it later than its
+        reservation allows (its commit was slow, or it was not scheduled in time: a
+        loaded host, a pause) takes another instead of starting late."""
+        while True:
+            start_at, latest = self._reserve()
+            delay = start_at - time.monotonic()
+            if delay > 0:
+                self.sleep(delay)
+            if time.monotonic() <= latest:
+                return
+            log.debug("request budget %s: reached its start too late; reserving again", self.name)
+
+    def _reserve(self) -> tuple[float, float]:
+        """(the earliest, the latest) moment, on this process's monotonic clock, at which
+        the reserved request may start; retried while the row's lock is not granted."""
+        give_up_at = time.monotonic() + BUDGET_WAIT
+        while True:
+            try:
+                return self._reserve_once()
+            except StoreConflict as e:
+                # the row's lock was not granted in time (PostgreSQL's lock_timeout): its
+                # holder may be stopped; the server ends its idle transaction soon
+                if time.monotonic() >= give_up_at:
+                    raise StoreError(f"request budget {self.name}: not granted within {BUDGET_WAIT:g}s") from e
+                log.warning("request budget %s: waiting for a stalled holder (%s)", self.name, first_line(e))
+
+    def _reserve_once(self) -> tuple[float, float]:
         with self.store.transaction(immediate=True, fenced=False) as tx:
-            now, starts = self.store.budget_starts(tx, self.name)
+            _, starts = self.store.budget_starts(tx, self.name)  # the row, locked
+            before = time.monotonic()  # the clock is read within this round trip
+            now = self.store.clock_epoch(tx)
+            read = time.monotonic()
+            allowance = (read - before) + self._commit_allowance(read - before)
             starts = sorted(starts)[-self.per_second :] if self.per_second else []
             slot = now
             if len(starts) >= self.per_second:
                 slot = max(now, starts[0] + 1.0 + self.margin)
                 starts = starts[1:]
-            self.store.set_budget_starts(tx, self.name, [*starts, round(slot, 6)])
-        return slot - now
+            self.store.set_budget_starts(tx, self.name, [*starts, round(slot + allowance, 6)])
+        self._commits = [*self._commits[-4:], time.monotonic() - read]
+        # the database's clock is at `now` somewhere between `before` and `read`: it
+        # reaches the slot no earlier than `read + (slot - now)`, and the recorded start
+        # (slot + allowance) no earlier than `before + (slot + allowance - now)`
+        return read + (slot - now), before + (slot + allowance - now) - LATE_GUARD
 
-    def wait(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            self.sleep(delay)
+    def _commit_allowance(self, read_trip: float) -> float:
+        """How long this process's commit takes, with room: half again the longest of the
+        last few, or, before any, three clock reads' round trips."""
+        return 1.5 * max(self._commits) + 0.002 if self._commits else 3 * read_trip + 0.005
 
 
 class DailyRequests:
