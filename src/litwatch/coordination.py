@@ -50,6 +50,7 @@ WAIT_STEP = 0.25  # seconds between two tries of a busy claim
 BUDGET_MARGIN = 0.1
 BUDGET_WAIT = 60.0  # seconds a request waits at most for the budget's row lock
 LATE_GUARD = 0.005  # seconds kept between the budget's check and the request going out
+JITTER = 0.02  # seconds a sleep may overshoot on a busy host, allowed for in every reservation
 
 Clock = Callable[[], datetime]
 
@@ -452,7 +453,7 @@ class RequestBudget:
     def _commit_allowance(self, read_trip: float) -> float:
         """How long this process's commit takes, with room: half again the longest of the
         last few, or, before any, three clock reads' round trips."""
-        return 1.5 * max(self._commits) + 0.002 if self._commits else 3 * read_trip + 0.005
+        return 1.5 * max(self._commits) + JITTER if self._commits else 3 * read_trip + JITTER
 
 
 class DailyRequests:
