@@ -446,3 +446,42 @@ def test_a_digest_waits_only_for_its_catch_up_polls_even_when_they_share_a_cycle
         d.service.close()
     print(f"\ncatch-up digest after a shared cycle: {len(outbox)} mail(s)")
     assert len(outbox) == 1 and "P1" in outbox[0].read_text(encoding="utf-8")
+
+
+def test_a_lease_of_an_earlier_process_with_the_same_pid_is_taken_at_once(store_url: str) -> None:
+    """A lease recorded by a process that had this very PID (a restart as PID 1 in a
+    container), or by a PID now another process's, or before the host rebooted, is a
+    dead holder's: taken at once, not after its time runs out."""
+    import os
+
+    from litwatch.coordination import Coordinator
+    from litwatch.store import Store
+
+    def started(pid: int | str) -> str:  # clock ticks since boot (/proc/<pid>/stat)
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+
+    host, pid, process = socket.gethostname(), str(os.getpid()), "0badc0de"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    start, init_start = started(pid), started(1)
+    store = Store(store_url)
+    try:
+        me = Coordinator(store, heartbeat=False)
+        earlier = {
+            "this pid, an earlier process": f"{host}:{pid}:{boot}.{start}.{process}.abcd",
+            "pid 1, another process": f"{host}:1:{boot}.{int(init_start) + 1}.{process}.abcd",
+            "before a reboot": f"{host}:1:{'f' * 8}.{init_start}.{process}.abcd",
+        }
+        for n, (what, owner) in enumerate(earlier.items()):
+            task = f"poll:earlier{n}"
+            with store.transaction(fenced=False) as tx:
+                store.lock_lease(tx, task)
+                store.take_lease(tx, task, owner=owner, until=store.db_now(tx) + timedelta(hours=1), token=7)
+            claim = me.claim(task)
+            assert claim.won and claim.token == 8, f"{what}: {claim}"
+        alive = f"{host}:1:{boot}.{init_start}.{process}.abcd"  # PID 1 as it is: alive
+        with store.transaction(fenced=False) as tx:
+            store.lock_lease(tx, "poll:alive")
+            store.take_lease(tx, "poll:alive", owner=alive, until=store.db_now(tx) + timedelta(hours=1), token=1)
+        assert me.claim("poll:alive").busy
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ No sleeps longer than needed: every wait polls for its condition with a deadline
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -226,6 +227,29 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     assert len(emls(tmp_path / "outbox")) == 1 and len(re.findall(r"digest name=weekly", log)) == 1
     assert "Paper from the gap" in emls(tmp_path / "outbox")[0].read_text(encoding="utf-8")
     assert len(searches(eutils, "TRAIL")) == 2
+
+
+def test_a_second_instance_through_a_hard_link_to_the_sqlite_file_is_refused(
+    tmp_path: Path, eutils: FakeEutils
+) -> None:
+    """The single-instance lock is the database file's own: a second `run` given another
+    name of the same file (a hard link) is refused as well."""
+    cfg = basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests="")
+    run = Run(cfg, tmp_path / "run.log")
+    try:
+        run.wait_log("run started")
+        (tmp_path / "other").mkdir()
+        os.link(tmp_path / "litwatch.db", tmp_path / "other" / "same.db")
+        cfg2 = basic_config(tmp_path / "other", eutils.url, queries=QUERIES_2S, digests="")
+        assert str(tmp_path / "other" / "litwatch.db") in cfg2.read_text()
+        cfg2.write_text(cfg2.read_text().replace("other/litwatch.db", "other/same.db"))
+        second = run_cli("--config", str(cfg2), "run", env=daemon_env(), timeout=30)
+    finally:
+        rc, _ = run.stop()
+    print("\nsecond instance through a hard link:", second.returncode, second.stderr.strip())
+    assert second.returncode == 2, second.stderr
+    assert "another `litwatch run` is already using" in second.stderr and "Traceback" not in second.stderr
+    assert rc == 0
 
 
 def test_a_second_instance_on_sqlite_is_refused(tmp_path: Path, eutils: FakeEutils) -> None:

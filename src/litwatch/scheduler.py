@@ -97,8 +97,11 @@ def build_tasks(settings: Settings, now: datetime) -> dict[str, Task]:
     return {t.name: t for t in tasks}
 
 
-def single_instance_lock(database: str) -> IO[str] | None:
-    """SQLite is for one instance: hold `<db file>.lock` (flock) while running."""
+def single_instance_lock(database: str) -> IO[bytes] | None:
+    """SQLite is for one instance: hold a lock (flock) on the database file itself while
+    running, so that every name of it (a hard link, a symlink, a bind mount) finds it
+    held. SQLite's own locks on the file are POSIX locks, separate from this one; the
+    file stays open until the daemon has closed its connections."""
     if not database.startswith("sqlite"):
         return None
     import fcntl
@@ -106,19 +109,19 @@ def single_instance_lock(database: str) -> IO[str] | None:
     db = _sqlite_file(database)
     if db is None:
         return None
-    lock_path = Path(db).resolve().with_name(Path(db).name + ".lock")
-    f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
+    path = Path(db).resolve()
+    try:
+        f = open(path, "ab")  # noqa: SIM115 - held for the process's life; an empty file is a new database
+    except OSError as e:
+        raise StoreError(f"cannot open the database {db}: {e.strerror}") from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise StoreError(
-            f"another `litwatch run` is already using {db} (it holds {lock_path}); SQLite is for one "
+            f"another `litwatch run` is already using {db} (under this or another name); SQLite is for one "
             "instance: stop the other one, or use PostgreSQL to run several"
         ) from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
     return f
 
 
@@ -188,7 +191,7 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
 
-    def _shutdown(self, health: list[tuple[WebServer, bool]], lock: IO[str] | None) -> int:
+    def _shutdown(self, health: list[tuple[WebServer, bool]], lock: IO[bytes] | None) -> int:
         self.stopping = True
         log.info("stopping instance=%s running_jobs=%d", self.owner, self._running)
         self.scheduler.shutdown(wait=False)

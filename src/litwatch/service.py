@@ -243,7 +243,7 @@ class Service:
     def queued_digests(self) -> list[str]:
         """Digests with a queued message whose retry time has come."""
         with self.store.transaction() as tx:
-            return self.store.queued_digests(tx, self.now())
+            return self.store.queued_digests(tx, self.store.db_now(tx))
 
     def task_anchors(self) -> tuple[dict[tuple[str, str], SourceTimes], dict[str, datetime | None]]:
         """Each source's last success and failures, and each digest's last run, as

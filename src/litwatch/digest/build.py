@@ -78,7 +78,7 @@ class Digests:
         results: list[DigestResult] = []
         last_html = ""
         if retry_failed and not dry_run:
-            self.outbox.requeue_refused([d.name for d in digests])
+            results += self.outbox.requeue_refused({d.name: d.to for d in digests})
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
         with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
@@ -108,7 +108,7 @@ class Digests:
                     continue
                 self.send_queued([d.name], respect_backoff=False, results=results, only_new=True, transport=transport)
                 with self.store.transaction() as tx:
-                    self.store.set_digest_state(tx, d.name, last_run=self.now())
+                    self.store.set_digest_state(tx, d.name, last_run=self.store.db_now(tx))
         if html_path is not None and last_html:
             html_path.write_text(last_html, encoding="utf-8")
         return results
@@ -149,7 +149,7 @@ class Digests:
         return recipient_start(
             sent_before=st is not None and st.last_sent is not None,
             last_run=st.last_run if st is not None else None,
-            now=now,
+            now=self.store.db_now(tx),  # last_run is the database's clock too
             backfill=d.backfill_window,
         )
 
