@@ -243,6 +243,7 @@ class EventRow(TypedDict):
     version_n: int
     dedup: str
     detail: NotRequired[dict[str, Any]]
+    work_id: NotRequired[int]  # the work of `record_id`; the store fills it in when left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,58 @@ class PendingEvent:
     created_at: datetime
     record: Record
     terms: tuple[str, ...]
+    work_id: int = 0  # the work the record belongs to (0: not known, e.g. built by hand)
+    dedup: str = ""  # the event's key (its lookup form)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredNews:
+    """An event already delivered to one digest and recipient, as a pending event of
+    the same work is compared with (`works.heard`): the news it told, and the message
+    (outbox row) it went out in."""
+
+    event_id: int
+    work_id: int
+    kind: str
+    dedup: str
+    detail: dict[str, Any]
+    outbox_id: int
+
+
+# ====================================================================== works
+# A work is what a reader is told about: one paper, however many sources carry it, or
+# one regulatory decision. Records join a work by the identifiers they share (`work_idents`).
+
+_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
+
+
+def normalise_doi(doi: str) -> str:
+    """A DOI as works compare it: lower case (DOIs are case-insensitive), resolver and
+    "doi:" prefixes and surrounding blanks removed."""
+    d = doi.strip().lower()
+    for prefix in _DOI_PREFIXES:
+        if d.startswith(prefix):
+            d = d[len(prefix) :]
+    return d.strip()
+
+
+def work_idents(r: Record) -> tuple[str, ...]:
+    """What names the work a record is of, each in a form no other kind can take:
+    "doi:…" (normalised), "pmid:…", "pmcid:PMC…" for papers; "reg:FDA:<application>:
+    <submission>" or "reg:EMA:<product number>#<decision>" for a regulator's decision
+    (the record key of kinds openfda and ema). A press release has none: it joins the
+    decision it names (`approvals.same_decision`)."""
+    out: list[str] = []
+    if r.regulator:
+        return (f"reg:{r.regulator}:{r.key}",)
+    if r.doi and normalise_doi(r.doi):
+        out.append("doi:" + normalise_doi(r.doi))
+    if r.source == PUBMED and r.key:
+        out.append("pmid:" + r.key.strip())
+    if r.pmcid:
+        pmcid = r.pmcid.strip().upper()
+        out.append("pmcid:" + (pmcid if pmcid.startswith("PMC") else "PMC" + pmcid))
+    return tuple(out)
 
 
 # ====================================================================== poll_state keys

@@ -18,6 +18,7 @@ from .polls.feedkinds import stale_note
 from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, feed_source
 from .store.ports import ServicePort
 from .store.rows import Lease, PollState
+from .store.works import WorkDoubt
 from .tasks import (
     SourceTimes,
     crossref_plan,
@@ -46,7 +47,12 @@ class StatusView:
             found = self.store.find_records(tx, ident)
             if not found:
                 raise UsageError(f"no stored record with PMID, DOI or feed entry id {ident!r}")
-            reports = self.store.notice_reports_for(tx, [rid for rid, _, _ in found])
+            ids = [rid for rid, _, _ in found]
+            reports = self.store.notice_reports_for(tx, ids)
+            work_of = self.store.works_of(tx, ids)
+            members = self.store.records_of_works(tx, set(work_of.values()))
+            doubts = self.store.work_doubts(tx, ids)
+            names = self._record_names(tx, {r for rids in members.values() for r in rids})
             out = []
             for rid, source, key in found:
                 out.append(
@@ -55,9 +61,16 @@ class StatusView:
                         "key": key,
                         "versions": self.store.versions_of(tx, rid),
                         "notices": reports.get(rid, []),  # which source reported which notice, and when
+                        # the other records of its work (one paper, one decision: issue 25)
+                        "work": [names[r] for r in members.get(work_of.get(rid, 0), []) if r != rid and r in names],
+                        "doubts": [doubt_line(d, rid) for d in doubts if rid in (d.record_id, d.other_id)],
                     }
                 )
             return out
+
+    def _record_names(self, tx: Connection, record_ids: set[int]) -> dict[int, str]:
+        """ "pubmed 123", "feed:journal ami-1" for each record id."""
+        return {rid: f"{c.record.source} {c.record.key}" for rid, c in self.store.current_by_id(tx, record_ids).items()}
 
     def status(self) -> dict[str, Any]:
         with self.store.transaction() as tx:
@@ -153,7 +166,9 @@ class StatusView:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.digests.outbox.refused(tx)
+            doubts = [doubt_line(d) for d in self.store.work_doubts(tx)]
         return {
+            "work_doubts": doubts,
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
@@ -249,3 +264,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 __all__ = ["StatusView"]
+
+
+def doubt_line(d: WorkDoubt, about: int | None = None) -> str:
+    """A DOI not joined (issue 25), as `status` and `history` say it."""
+    doi = d.ident.removeprefix("doi:")
+    if about == d.other_id:
+        return f"DOI {doi} is also {d.source} {d.key}'s, whose title differs: not joined"
+    return (
+        f"{d.source} {d.key} carries DOI {doi}, as {d.other_source} {d.other_key} does, but its title differs: "
+        "kept apart (check the DOI)"
+    )

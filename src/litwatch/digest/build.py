@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
+from .. import works
 from ..config import DigestSettings, Settings
 from ..coordination import Coordinator, busy
 from ..outbox import DigestResult, Outbox, Part
@@ -104,11 +105,28 @@ class Digests:
         return results
 
     def render(
-        self, d: DigestSettings, recipient: str, tx: Connection, now: datetime, since: datetime | None = None
+        self,
+        d: DigestSettings,
+        recipient: str,
+        tx: Connection,
+        now: datetime,
+        since: datetime | None = None,
+        *,
+        bind: bool = False,
     ) -> DigestData | None:
+        """What the next message to `recipient` shows, or None. An event whose news the
+        recipient has had through another event of the same work (`works.heard`: the
+        paper from another source, the same notice again) is left out; with `bind`, it
+        is bound to the message that told it, so it is never mailed (issue 25)."""
         pending = self.store.pending_events(
             tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
         )
+        works_seen = {e.work_id for e in pending if e.work_id}
+        heard = works.heard(pending, self.store.delivered_news(tx, d.name, recipient, works_seen)) if works_seen else {}
+        if heard:
+            if bind:
+                self.store.bind_heard(tx, d.name, recipient, heard)
+            pending = [e for e in pending if e.id not in heard]
         if not pending:
             return None
         return self._group(d, pending, tx, now, max_items=d.max_items)
@@ -241,7 +259,7 @@ class Digests:
         self, tx: Connection, d: DigestSettings, recipient: str, now: datetime
     ) -> tuple[DigestResult | None, bool]:
         since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
-        data = self.render(d, recipient, tx, now, since)
+        data = self.render(d, recipient, tx, now, since, bind=True)
         if data is None:
             return None, False
         res = self._result(d, recipient, data)
