@@ -291,42 +291,58 @@ def join_works(
     idents = {s.record_id: work_idents(s.record) for s in todo}
     known = store.works_by_ident(tx, {i for ids in idents.values() for i in ids})
     titles = _work_titles(store, tx, {w for i, w in known.items() if i.startswith("doi:")})
+    keys: dict[str, int] = {}  # identifiers to record, by work
+    fresh = 0  # works made in this batch are numbered -1, -2, … until they are stored
     for s in todo:
         mine = list(idents[s.record_id])
         found: set[int] = set()
-        for ident in list(mine):
+        for ident in idents[s.record_id]:
             wid = known.get(ident)
             if wid is None or wid == work_of.get(s.record_id):
                 continue
-            if ident.startswith("doi:"):
-                clash = [(rid, t) for rid, t in titles.get(wid, []) if works.title_clash(s.record.title, t)]
-                if clash and len(clash) == len(titles.get(wid, [])):
-                    log.warning(
-                        "%s %s: DOI %s is also %s's, whose title differs; not joined",
-                        s.record.source,
-                        s.record.key,
-                        ident[4:],
-                        clash[0][0],
-                    )
-                    store.add_work_doubt(tx, s.record_id, clash[0][0], ident, now)
-                    mine.remove(ident)
-                    continue
+            members = titles.get(wid, [])
+            if ident.startswith("doi:") and members and all(works.title_clash(s.record.title, t) for _, t in members):
+                other = members[0][0]
+                log.warning(
+                    "%s %s: its DOI %s is also record %s's, whose title differs: not joined",
+                    s.record.source,
+                    s.record.key,
+                    ident[4:],
+                    other,
+                )
+                if other > 0:
+                    store.add_work_doubt(tx, s.record_id, other, ident, now)
+                mine.remove(ident)
+                continue
             found.add(wid)
         if s.record_id in work_of:
             found.add(work_of[s.record_id])
         if not found:
-            wid = store.new_work(tx, now)
+            fresh -= 1
+            wid = fresh
         else:
-            wid = min(found)
+            stored = {w for w in found if w > 0}
+            wid = min(stored) if stored else max(found)
             if len(found) > 1:
-                store.merge_works(tx, wid, found)
+                if len(stored) > 1:
+                    store.merge_works(tx, wid, stored)
                 _remap(work_of, known, titles, found, wid)
-        store.add_work_keys(tx, wid, mine)
+                keys = {i: (wid if w in found else w) for i, w in keys.items()}
         for ident in mine:
-            known.setdefault(ident, wid)
+            if known.setdefault(ident, wid) == wid:
+                keys[ident] = wid
         work_of[s.record_id] = wid
         titles.setdefault(wid, []).append((s.record_id, s.record.title))
-    store.set_record_works(tx, {s.record_id: work_of[s.record_id] for s in todo})
+    made = sorted({w for w in work_of.values() if w < 0}, reverse=True)
+    real = dict(zip(made, store.new_works(tx, len(made), now), strict=True))
+    for rid, w in work_of.items():
+        work_of[rid] = real.get(w, w)
+    store.add_work_keys(tx, {i: real.get(w, w) for i, w in keys.items()})
+    store.set_record_works(
+        tx,
+        {s.record_id: work_of[s.record_id] for s in todo if have.get(s.record_id) != work_of[s.record_id]},
+        with_events=[s.record_id for s in todo if s.status != "created" and s.record_id not in have],
+    )
     join_decisions(store, tx, [s for s in todo if s.status == "created"], work_of, now, approvals_source)
     return work_of
 

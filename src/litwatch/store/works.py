@@ -64,20 +64,35 @@ class WorksStore(StoreCore):
             out.update({forms[row.ident]: row.work_id for row in tx.execute(q)})
         return out
 
-    def new_work(self, tx: Connection, now: datetime) -> int:
-        return int(tx.execute(sa.insert(works).values(created_at=now).returning(works.c.id)).scalar_one())
+    def new_works(self, tx: Connection, n: int, now: datetime) -> list[int]:
+        """`n` new works; their ids, in order."""
+        if n <= 0:
+            return []
+        result = tx.execute(
+            sa.insert(works).returning(works.c.id, sort_by_parameter_order=True), [{"created_at": now}] * n
+        )
+        return [row.id for row in result]
 
-    def add_work_keys(self, tx: Connection, work_id: int, idents: Iterable[str]) -> None:
-        """Name `work_id` by `idents`; an identifier naming a work already keeps it."""
-        rows = [{"ident": lookup_form(i, IDENT_LIMIT), "work_id": work_id} for i in dict.fromkeys(idents)]
+    def add_work_keys(self, tx: Connection, keys: Mapping[str, int]) -> None:
+        """Name works by identifiers (identifier → work); one naming a work already keeps it."""
+        rows = [{"ident": lookup_form(i, IDENT_LIMIT), "work_id": w} for i, w in keys.items()]
         if rows:
             tx.execute(self._insert_ignore(work_keys, ["ident"]), rows)
 
-    def set_record_works(self, tx: Connection, work_of: Mapping[int, int]) -> None:
-        """Put records in works (their events move with them)."""
-        for rid, wid in work_of.items():
-            tx.execute(records.update().where(records.c.id == rid).values(work_id=wid))
-            tx.execute(events.update().where(events.c.record_id == rid).values(work_id=wid))
+    def set_record_works(self, tx: Connection, work_of: Mapping[int, int], *, with_events: Iterable[int] = ()) -> None:
+        """Put records in works; the events of the records `with_events` move with them
+        (a record's events otherwise have its work already, or none yet)."""
+        if work_of:
+            tx.execute(
+                records.update().where(records.c.id == sa.bindparam("rid")).values(work_id=sa.bindparam("wid")),
+                [{"rid": r, "wid": w} for r, w in sorted(work_of.items())],
+            )
+        moved = [{"rid": r, "wid": work_of[r]} for r in sorted(set(with_events)) if r in work_of]
+        if moved:
+            tx.execute(
+                events.update().where(events.c.record_id == sa.bindparam("rid")).values(work_id=sa.bindparam("wid")),
+                moved,
+            )
 
     def merge_works(self, tx: Connection, keep: int, gone: Iterable[int]) -> None:
         """Make the works `gone` part of `keep`: their records, events and identifiers."""
