@@ -103,6 +103,8 @@ def test_a_feed_paper_indexed_by_pubmed_days_later_is_mailed_once(run: Run, euti
     assert "https://journal.example.org/ami-1" in first[0][1]
     pubmed_indexes(eutils, run, 3)
     run.poll(3)
+    (digest,) = run.svc.status()["digests"]
+    assert digest["pending_events"] == 0  # nothing to tell
     assert run.mail() == []  # the PubMed record of the same paper: its link added, no second alert
     run.poll(4)
     assert run.mail() == []
@@ -264,6 +266,39 @@ def test_one_doi_with_two_different_titles_is_not_joined_and_is_shown(
         assert any(RETRACTED in line for line in status.get("work_doubts", [])), status
     finally:
         run.close()
+
+
+def test_a_record_that_reveals_a_join_later_merges_two_works(
+    run: Run, eutils: FakeEutils, crossref: FakeCrossref
+) -> None:
+    """PubMed first has the paper without its DOI (two works: the feed item's, the PubMed
+    record's); when PubMed adds the DOI the works merge, and a retraction reported by
+    Crossref for the DOI is one alert, not one per record."""
+    pubmed_indexes(eutils, run, 0, doi="")
+    run.poll(0)
+    assert subjects(run.mail()) == ["d: 2 new papers"]  # not known to be one paper yet
+    with run.svc.store.transaction() as tx:
+        ((feed_id, _, _),) = run.svc.store.find_records(tx, "ami-1")
+        ((pubmed_id, _, _),) = run.svc.store.find_records(tx, "22334455")
+        before = run.svc.store.works_of(tx, [feed_id, pubmed_id])
+    assert before[feed_id] != before[pubmed_id]
+    eutils.change("22334455", mdat=run.clock.day(2), title=TITLE, doi=RETRACTED.upper())
+    eutils.records["22334455"].terms = {"TRAIL"}
+    run.poll(2)
+    run.mail()  # (the DOI added is an update of the PubMed record)
+    with run.svc.store.transaction() as tx:
+        after = run.svc.store.works_of(tx, [feed_id, pubmed_id])
+    assert after[feed_id] == after[pubmed_id] == min(before.values())
+    crossref.add(WORKS[RETRACTED], indexed=run.clock.day(3))
+    crossref.add(WORKS[RETRACTION], indexed=run.clock.day(3))
+    run.poll(3)
+    mail = run.mail()
+    assert subjects(mail) == ["d: 1 retraction"]  # one work, one retraction (the feed item's and PubMed's)
+    text = " ".join(mail[0][1].split())
+    assert text.count("[Retraction — Retraction Watch]") == 1
+    assert "https://pubmed.ncbi.nlm.nih.gov/22334455/" in text and "https://journal.example.org/ami-1" in text
+    run.poll(4)
+    assert run.mail() == []
 
 
 # ------------------------------------------------------------------------ pure parts

@@ -151,6 +151,8 @@ class StatusView:
                             since=since,
                             before=before,
                         )
+                        if not before and n:
+                            n -= len(self.digests.heard(tx, d, to, since))  # already told: bound at the next run
                         pending, skipped = (pending, max(skipped, n)) if before else (max(pending, n), skipped)
                 last_run = st.last_run if st else None
                 refused = self.digests.outbox.refused(tx, d.name)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -252,10 +252,20 @@ def _item_key(e: PendingEvent) -> tuple[str, str]:
     return (e.kind, f"doi:{doi}" if doi else f"id:{e.record_id}")
 
 
+def _add_links(item: Item, r: Record) -> None:
+    if item.record.regulator and not r.regulator:
+        return  # a press release joins a decision's line as announcing it (`_add_record`)
+    for link in _links(r):
+        if link not in item.links:
+            item.links.append(link)
+
+
 def _add_record(item: Item, e: PendingEvent) -> None:
     """Another record of the item's work: PubMed's metadata is preferred for a paper, the
     regulator's record for a decision (a press release joins it as announcing it)."""
     r = e.record
+    if e.record_id in item.record_ids:
+        return
     if e.kind == "approval" and item.kind == "new":
         item.kind = "approval"  # the work's arrival is an approval
     if r.regulator and not item.record.regulator:
@@ -284,7 +294,11 @@ def group(
     failing: Sequence[dict[str, Any]] = (),
     config: str = "",
     stale: Sequence[dict[str, Any]] = (),
+    work_records: Mapping[int, Sequence[tuple[int, Record]]] | None = None,
 ) -> DigestData:
+    """The digest of `events`, one item per work and kind; `work_records` (work id →
+    [(record id, record)]) lends each item the links of its work's other records."""
+    work_records = work_records or {}
     items: dict[tuple[str, str], Item] = {}
     for e in events:
         key = _item_key(e)
@@ -301,12 +315,10 @@ def group(
                 flags=flags(e.record),
                 regulator=_regulator(e.record, e.kind),
             )
-        elif e.record_id not in item.record_ids:
+        else:
             _add_record(item, e)
+        _add_links(item, e.record)
         item.record_ids.add(e.record_id)
-        for link in _links(e.record) if not (item.record.regulator and not e.record.regulator) else []:
-            if link not in item.links:
-                item.links.append(link)
         item.event_ids.append(e.id)
         if e.query not in item.queries:
             item.queries.append(e.query)
@@ -314,6 +326,14 @@ def group(
             if t not in item.terms:
                 item.terms.append(t)
         _merge_detail(item, e.detail)
+    for (_, unit), item in items.items():
+        # the work's other records (another source of the same paper or decision): their links
+        first = next(e for e in events if e.id == item.event_ids[0])
+        for rid, rec in work_records.get(first.work_id, ()) if unit.startswith("work:") else ():
+            if rid not in item.record_ids:
+                _add_record(item, replace(first, record_id=rid, record=rec, kind=item.kind))
+                _add_links(item, rec)
+                item.record_ids.add(rid)
     ordered = sorted(items.values(), key=_order)
     ordered = join_approvals(ordered)
     for item in ordered:
