@@ -264,6 +264,12 @@ def test_one_doi_with_two_different_titles_is_not_joined_and_is_shown(
         assert "ami-1" in doubt and RETRACTED in doubt
         status = run.svc.status()
         assert any(RETRACTED in line for line in status.get("work_doubts", [])), status
+        from litwatch.report import format_history, format_status
+
+        shown = format_status(status)
+        print("\n" + shown + format_history(found))
+        assert "record(s) not joined by a DOI they share" in shown and "pubmed 22334466" in shown
+        assert "not joined: pubmed 22334466 carries DOI" in format_history(found)
     finally:
         run.close()
 

@@ -337,7 +337,15 @@ def join_works(
     real = dict(zip(made, store.new_works(tx, len(made), now), strict=True))
     for rid, w in work_of.items():
         work_of[rid] = real.get(w, w)
-    store.add_work_keys(tx, {i: real.get(w, w) for i, w in keys.items()})
+    keys = {i: real.get(w, w) for i, w in keys.items()}
+    store.add_work_keys(tx, keys)
+    # Another process may have named a work by one of these identifiers at the same
+    # moment (PostgreSQL: its key won, ours was skipped): join its work.
+    for ident, theirs in store.works_by_ident(tx, keys).items():
+        ours = keys[ident]
+        if theirs != ours:
+            _merge_into(store, tx, work_of, theirs, ours)
+            keys = {i: (min(theirs, ours) if w in (theirs, ours) else w) for i, w in keys.items()}
     store.set_record_works(
         tx,
         {s.record_id: work_of[s.record_id] for s in todo if have.get(s.record_id) != work_of[s.record_id]},
