@@ -318,6 +318,11 @@ def test_work_idents() -> None:
     reg = Record(source="feed:fda", key="BLA761901:ORIG:1", regulator="FDA", doi="10.1/x")
     assert work_idents(reg) == ("reg:FDA:BLA761901:ORIG:1",)
     assert normalise_doi("HTTPS://DX.DOI.ORG/10.1/A") == "10.1/a"
+    # PubMed's and PMC's own feeds name the record by link or guid
+    rss = Record(source="feed:pubmed-rss", key="pubmed:41000011", url="https://pubmed.ncbi.nlm.nih.gov/41000011/")
+    assert work_idents(rss) == ("pmid:41000011",)
+    pmc = Record(source="feed:pmc", key="x", url="https://pmc.ncbi.nlm.nih.gov/articles/PMC1234567/")
+    assert work_idents(pmc) == ("pmcid:PMC1234567",)
 
 
 def test_title_clash() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict
@@ -308,10 +309,26 @@ def work_idents(r: Record) -> tuple[str, ...]:
         out.append("doi:" + normalise_doi(r.doi))
     if r.source == PUBMED and r.key:
         out.append("pmid:" + r.key.strip())
-    if r.pmcid:
-        pmcid = r.pmcid.strip().upper()
+    pmcid = r.pmcid.strip().upper()
+    if r.source != PUBMED:
+        # a feed item of PubMed's or PMC's own feeds names the record by its link or guid
+        m = _PUBMED_LINK.search(r.url) or _PUBMED_GUID.match(r.key)
+        if m:
+            out.append("pmid:" + m.group(1))
+        m = _PMC_LINK.search(r.url)
+        if m and not pmcid:
+            pmcid = m.group(1).upper()
+    if pmcid:
         out.append("pmcid:" + (pmcid if pmcid.startswith("PMC") else "PMC" + pmcid))
     return tuple(out)
+
+
+_PUBMED_LINK = re.compile(r"^https?://(?:www\.)?(?:pubmed\.ncbi\.nlm\.nih\.gov|ncbi\.nlm\.nih\.gov/pubmed)/(\d+)\b")
+_PUBMED_GUID = re.compile(r"^pubmed:(\d+)$")
+_PMC_LINK = re.compile(
+    r"^https?://(?:www\.)?(?:ncbi\.nlm\.nih\.gov/pmc/articles|pmc\.ncbi\.nlm\.nih\.gov/articles)/(PMC\d+)\b",
+    re.IGNORECASE,
+)
 
 
 # ====================================================================== poll_state keys
