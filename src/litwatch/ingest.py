@@ -129,6 +129,7 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
     if plan.hits:
         store.add_hits(tx, plan.hits, now)
     rows, patches = attribute_notices(store, tx, plan.events, batch.crossref, hits, now, work_of)
+    rows = [{**r, "work_id": work_of[r["record_id"]]} if r["record_id"] in work_of else r for r in rows]
     n_events = store.add_events(tx, rows, now) if rows else 0
     for rid, dedup, patch in patches:
         store.patch_event_detail(tx, rid, dedup, patch)
@@ -283,7 +284,7 @@ def join_works(
     shared with clearly different titles (`works.title_clash`) is kept as a doubt, not
     a join. A regulator's record and a press release announcing it become one decision
     (`join_decisions`). Returns record id → work id for every record of the batch."""
-    have = store.works_of(tx, [s.record_id for s in saved])
+    have = store.works_of(tx, [s.record_id for s in saved if s.status != "created"])
     todo = [s for s in saved if s.status != "same" or s.record_id not in have]
     work_of = dict(have)
     if not todo:
@@ -292,7 +293,7 @@ def join_works(
     known = store.works_by_ident(tx, {i for ids in idents.values() for i in ids})
     titles = _work_titles(store, tx, {w for i, w in known.items() if i.startswith("doi:")})
     keys: dict[str, int] = {}  # identifiers to record, by work
-    fresh = 0  # works made in this batch are numbered -1, -2, … until they are stored
+    fresh: set[int] = set()  # works made in this batch: a new work takes its first record's id
     for s in todo:
         mine = list(idents[s.record_id])
         found: set[int] = set()
@@ -310,19 +311,18 @@ def join_works(
                     ident[4:],
                     other,
                 )
-                if other > 0:
-                    store.add_work_doubt(tx, s.record_id, other, ident, now)
+                store.add_work_doubt(tx, s.record_id, other, ident, now)
                 mine.remove(ident)
                 continue
             found.add(wid)
         if s.record_id in work_of:
             found.add(work_of[s.record_id])
         if not found:
-            fresh -= 1
-            wid = fresh
+            wid = s.record_id
+            fresh.add(wid)
         else:
-            stored = {w for w in found if w > 0}
-            wid = min(stored) if stored else max(found)
+            stored = found - fresh
+            wid = min(stored) if stored else min(found)
             if len(found) > 1:
                 if len(stored) > 1:
                     store.merge_works(tx, wid, stored)
@@ -333,15 +333,10 @@ def join_works(
                 keys[ident] = wid
         work_of[s.record_id] = wid
         titles.setdefault(wid, []).append((s.record_id, s.record.title))
-    made = sorted({w for w in work_of.values() if w < 0}, reverse=True)
-    real = dict(zip(made, store.new_works(tx, len(made), now), strict=True))
-    for rid, w in work_of.items():
-        work_of[rid] = real.get(w, w)
-    keys = {i: real.get(w, w) for i, w in keys.items()}
-    store.add_work_keys(tx, keys)
+    store.new_works(tx, sorted(fresh & set(work_of.values())), now)
     # Another process may have named a work by one of these identifiers at the same
     # moment (PostgreSQL: its key won, ours was skipped): join its work.
-    for ident, theirs in store.works_by_ident(tx, keys).items():
+    for ident, theirs in store.add_work_keys(tx, keys).items():
         ours = keys[ident]
         if theirs != ours:
             _merge_into(store, tx, work_of, theirs, ours)

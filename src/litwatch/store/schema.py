@@ -223,11 +223,13 @@ notice_reports = sa.Table(
 # decision — joining the records of every source that carries it. `work_keys` holds
 # each identifier a work is known by (records.work_idents: "doi:…", "pmid:…",
 # "pmcid:…", "reg:FDA:…"), in its lookup form; a record joins the work of any identifier
-# it shares, and a record naming two works merges them (the older id stays).
+# it shares, and a record naming two works merges them (the older id stays). A work is
+# numbered by the id of its first record (so ingest sets a new record's work in one
+# statement); a record makes at most one work, so the id is free.
 works = sa.Table(
     "works",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 

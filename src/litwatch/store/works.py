@@ -6,7 +6,7 @@ already (the delivered events of a work, to bind a later event of the same news 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,28 +64,37 @@ class WorksStore(StoreCore):
             out.update({forms[row.ident]: row.work_id for row in tx.execute(q)})
         return out
 
-    def new_works(self, tx: Connection, n: int, now: datetime) -> list[int]:
-        """`n` new works; their ids, in order."""
-        if n <= 0:
-            return []
-        result = tx.execute(
-            sa.insert(works).returning(works.c.id, sort_by_parameter_order=True), [{"created_at": now}] * n
-        )
-        return [row.id for row in result]
+    def new_works(self, tx: Connection, ids: Sequence[int], now: datetime) -> None:
+        """New works, each numbered by its first record's id (a record makes at most one:
+        the id is free, and a record's new work needs no id read back)."""
+        if ids:
+            tx.execute(sa.insert(works), [{"id": i, "created_at": now} for i in ids])
 
-    def add_work_keys(self, tx: Connection, keys: Mapping[str, int]) -> None:
-        """Name works by identifiers (identifier → work); one naming a work already keeps it."""
+    def add_work_keys(self, tx: Connection, keys: Mapping[str, int]) -> dict[str, int]:
+        """Name works by identifiers (identifier → work). An identifier naming a work
+        already keeps it: those are returned with the work they name (another process
+        may have stored it a moment ago)."""
         rows = [{"ident": lookup_form(i, IDENT_LIMIT), "work_id": w} for i, w in keys.items()]
-        if rows:
-            tx.execute(self._insert_ignore(work_keys, ["ident"]), rows)
+        if not rows:
+            return {}
+        added = {
+            row.ident
+            for row in tx.execute(self._insert_ignore(work_keys, ["ident"]).returning(work_keys.c.ident), rows)
+        }
+        taken = [i for i in keys if lookup_form(i, IDENT_LIMIT) not in added]
+        return self.works_by_ident(tx, taken) if taken else {}
 
     def set_record_works(self, tx: Connection, work_of: Mapping[int, int], *, with_events: Iterable[int] = ()) -> None:
         """Put records in works; the events of the records `with_events` move with them
         (a record's events otherwise have its work already, or none yet)."""
-        if work_of:
+        own = sorted(r for r, w in work_of.items() if r == w)  # the first record of a new work: one statement
+        for part in chunks(own):
+            tx.execute(records.update().where(records.c.id.in_(part)).values(work_id=records.c.id))
+        joined = [{"rid": r, "wid": w} for r, w in sorted(work_of.items()) if r != w]
+        if joined:
             tx.execute(
                 records.update().where(records.c.id == sa.bindparam("rid")).values(work_id=sa.bindparam("wid")),
-                [{"rid": r, "wid": w} for r, w in sorted(work_of.items())],
+                joined,
             )
         moved = [{"rid": r, "wid": work_of[r]} for r in sorted(set(with_events)) if r in work_of]
         if moved:

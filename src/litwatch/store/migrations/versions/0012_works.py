@@ -34,7 +34,7 @@ _CHUNK = 500
 def upgrade() -> None:
     op.create_table(
         "works",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -108,24 +108,20 @@ def _build_works(conn: sa.Connection) -> None:
                 if w in (root[target], rid):
                     root[r] = keep
             taken.add(keep)
-    # one works row per root, in the order of their first record
-    work_id: dict[int, int] = {}
-    for r in sorted(set(root.values())):
-        work_id[r] = conn.execute(
-            sa.text("INSERT INTO works (created_at) VALUES (:now) RETURNING id"), {"now": now}
-        ).scalar_one()
+    # one works row per root: a work is numbered by its first record's id, as ingest does
     _many(
         conn,
-        "UPDATE records SET work_id = :w WHERE id = :r",
-        [{"w": work_id[w], "r": r} for r, w in root.items()],
+        "INSERT INTO works (id, created_at) VALUES (:w, :now)",
+        [{"w": w, "now": now} for w in sorted(set(root.values()))],
     )
+    _many(conn, "UPDATE records SET work_id = :w WHERE id = :r", [{"w": w, "r": r} for r, w in root.items()])
     conn.execute(
         sa.text("UPDATE events SET work_id = (SELECT work_id FROM records WHERE records.id = events.record_id)")
     )
     _many(
         conn,
         "INSERT INTO work_keys (ident, work_id) VALUES (:i, :w)",
-        [{"i": lookup_form(i, 400), "w": work_id[root[w]]} for i, w in keys.items()],
+        [{"i": lookup_form(i, 400), "w": root[w]} for i, w in keys.items()],
     )
     _many(
         conn,
