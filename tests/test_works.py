@@ -27,7 +27,7 @@ from litwatch.records import Record, normalise_doi, work_idents
 from litwatch.works import title_clash
 from test_changes import NOTICE_TERM
 from test_crossref_poll import RETRACTED, RETRACTION, WORKS, Run, config, pubmed_retracts
-from test_example_approvals import press_feed, trailnova
+from test_example_approvals import EMPTY_RSS, press_feed, trailnova
 
 TITLE = "Chitosan hydrogel bandages with TRAIL"
 
@@ -191,6 +191,32 @@ def test_an_fda_press_release_then_the_drugs_at_fda_listing_is_one_approval(
             stored = run.svc.store.approval_candidates(tx, run.clock() - timedelta(days=30))
         assert len({c.work_id for c in stored}) == 1, stored  # one decision
         assert any(c.record.regulator == "FDA" for c in stored), (listed, stored)
+    finally:
+        run.close()
+
+
+def test_a_drugs_at_fda_listing_then_the_press_release_is_one_approval(
+    tmp_path: Path, eutils: FakeEutils, crossref: FakeCrossref, host: FeedHost, fda: FakeOpenFda, store_url: str
+) -> None:
+    approved = TODAY
+    host.feed("/press.xml", EMPTY_RSS)
+    fda.add(trailnova(approved))
+    queries = "queries:\n  - name: trail\n    feeds: [fda-press, fda-approvals]\n    match: aponermin OR TRAILNOVA\n"
+    extra = (
+        f"feeds:\n  - name: fda-press\n    url: {host.url('/press.xml')}\n    approvals: true\n"
+        f"  - name: fda-approvals\n    kind: openfda\n    url: {fda.search_url}\n    retries: 2\n    backoff: 0\n"
+    )
+    run = Run(config(tmp_path, eutils, crossref, store_url, queries=queries, digests=DIGESTS, extra=extra), tmp_path)
+    try:
+        run.poll(1)
+        first = run.mail()
+        assert subjects(first) == ["d: 1 approval"]
+        assert "BLA761901" in first[0][1]
+        host.feed("/press.xml", press_feed(approved))  # the FDA's press release, two days later
+        run.poll(3)
+        assert run.mail() == []
+        found = run.svc.history("https://www.fda.gov/news-events/press-announcements/fda-approves-aponermin")
+        assert any("BLA761901" in other for other in found[0]["work"]), found
     finally:
         run.close()
 
