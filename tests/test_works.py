@@ -137,6 +137,10 @@ def test_a_retraction_from_pubmed_then_retraction_watch_is_mailed_once(
     reports = [(r.source, r.dedup) for rec in run.svc.history(RETRACTED) for r in rec["notices"]]
     assert {s for s, _ in reports} == {"pubmed", "retraction-watch"}  # history names both sources
     assert {d for _, d in reports} == {"retraction:pubmed:22334455"}  # ... of one event
+    # looked up by PMID: Retraction Watch's report (stored about the feed item of the same paper) too
+    (by_pmid,) = run.svc.history("22334455")
+    assert {r.source for r in by_pmid["notices"]} == {"pubmed", "retraction-watch"}
+    assert by_pmid["work"] == ["feed:journal ami-1"]
 
 
 def test_a_retraction_watch_report_before_the_digest_is_another_link_on_its_line(

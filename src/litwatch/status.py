@@ -15,7 +15,7 @@ from .config import DigestSettings, QuerySettings, Settings
 from .digest.build import REPORT_GAPS_FOR, Digests, overflow_text
 from .errors import UsageError
 from .polls.feedkinds import stale_note
-from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, feed_source
+from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, NoticeReport, feed_source
 from .store.ports import ServicePort
 from .store.rows import Lease, PollState
 from .store.works import WorkDoubt
@@ -48,9 +48,11 @@ class StatusView:
             if not found:
                 raise UsageError(f"no stored record with PMID, DOI or feed entry id {ident!r}")
             ids = [rid for rid, _, _ in found]
-            reports = self.store.notice_reports_for(tx, ids)
             work_of = self.store.works_of(tx, ids)
             members = self.store.records_of_works(tx, set(work_of.values()))
+            # a notice reported about another record of the work (the feed item of a paper
+            # looked up by PMID) is this record's news too: shown with it, sources and all
+            reports = self.store.notice_reports_for(tx, {r for rids in members.values() for r in rids} | set(ids))
             doubts = self.store.work_doubts(tx, ids)
             names = self._record_names(tx, {r for rids in members.values() for r in rids})
             out = []
@@ -60,7 +62,8 @@ class StatusView:
                         "source": source,
                         "key": key,
                         "versions": self.store.versions_of(tx, rid),
-                        "notices": reports.get(rid, []),  # which source reported which notice, and when
+                        # which source reported which notice, and when
+                        "notices": _work_reports(rid, members.get(work_of.get(rid, 0), []), ids, reports),
                         # the other records of its work (one paper, one decision: issue 25)
                         "work": [names[r] for r in members.get(work_of.get(rid, 0), []) if r != rid and r in names],
                         "doubts": [doubt_line(d, rid) for d in doubts if rid in (d.record_id, d.other_id)],
@@ -266,6 +269,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 __all__ = ["StatusView"]
+
+
+def _work_reports(
+    rid: int, members: list[int], found: list[int], reports: Mapping[int, list[NoticeReport]]
+) -> list[NoticeReport]:
+    """The reports of `rid`, then those of the records of its work that were not looked
+    up themselves (those have their own entry)."""
+    others = [r for other in members if other != rid and other not in found for r in reports.get(other, [])]
+    return [*reports.get(rid, []), *others]
 
 
 def doubt_line(d: WorkDoubt, about: int | None = None) -> str:
