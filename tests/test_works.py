@@ -523,3 +523,51 @@ def config_for(tmp_path: Path, eutils: FakeEutils, store_url: str, queries: str)
     from helpers import basic_config
 
     return basic_config(tmp_path, eutils.url, db=store_url, queries=queries, digests=DIGESTS)
+
+
+def test_cluster_joins_chains_and_keeps_doubts_apart() -> None:
+    from litwatch.works import cluster
+
+    stored = [
+        (1, Record(source="feed:j", key="a", title="TRAIL agonists in myeloma", doi="10.1/A")),
+        (2, Record(source="pubmed", key="11", title="TRAIL agonists in myeloma")),  # no DOI yet: alone
+        (3, Record(source="pubmed", key="12", title="TRAIL agonists in myeloma.", doi="10.1/a", pmcid="PMC5")),
+        (
+            4,
+            Record(
+                source="feed:pmc", key="p", title="TRAIL agonists", url="https://pmc.ncbi.nlm.nih.gov/articles/PMC5/"
+            ),
+        ),
+        (5, Record(source="feed:k", key="b", title="Pancreatic cancer xenografts and DR5", doi="10.1/a")),
+    ]
+    root, keys, doubts = cluster(stored)
+    assert root == {1: 1, 2: 2, 3: 1, 4: 1, 5: 5}
+    assert keys["doi:10.1/a"] == 1 and keys["pmcid:PMC5"] == 1 and keys["pmid:12"] == 1
+    assert doubts == [(5, 1, "doi:10.1/a")]
+
+
+def test_heard_is_per_work_and_per_news() -> None:
+    from datetime import datetime
+
+    from litwatch.records import DeliveredNews, PendingEvent
+    from litwatch.works import heard
+
+    def pending(eid: int, kind: str, dedup: str, detail: dict[str, object], work: int = 7) -> PendingEvent:
+        return PendingEvent(
+            eid, eid, "q", kind, 1, dict(detail), datetime(2026, 1, 1), Record("pubmed", "1"), (), work, dedup
+        )
+
+    told = [
+        DeliveredNews(1, 7, "new", "first:feed:j:a", {}, 100),
+        DeliveredNews(2, 7, "erratum", "erratum:pubmed:1:91", {"notices": ["91"], "notice": {"doi": "10.1/e1"}}, 101),
+        DeliveredNews(3, 8, "retraction", "retraction:pubmed:2", {}, 102),
+    ]
+    events = [
+        pending(10, "new", "first:pubmed:1", {}),  # the paper again, from PubMed
+        pending(11, "erratum", "erratum:feed:j:a:doi:10.1/e1", {"notice": {"doi": "10.1/E1"}}),  # same erratum
+        pending(12, "erratum", "erratum:pubmed:1:92", {"notices": ["92"]}),  # another erratum: news
+        pending(13, "retraction", "retraction:feed:k:b", {}, work=8),  # the same retraction
+        pending(14, "new", "first:pubmed:3", {}, work=9),  # another work
+        pending(15, "update", "update:pubmed:1:v3", {"changes": [["title", "a", "b"]]}),  # a change: news
+    ]
+    assert heard(events, told) == {10: 100, 11: 101, 13: 102}
