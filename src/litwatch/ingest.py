@@ -284,8 +284,9 @@ def join_works(
     shared with clearly different titles (`works.title_clash`) is kept as a doubt, not
     a join. A regulator's record and a press release announcing it become one decision
     (`join_decisions`). Returns record id → work id for every record of the batch."""
-    have = store.works_of(tx, [s.record_id for s in saved if s.status != "created"])
-    todo = [s for s in saved if s.status != "same" or s.record_id not in have]
+    # a record seen again unchanged is in its work already (since 0012): nothing to read
+    have = store.works_of(tx, [s.record_id for s in saved if s.status == "changed"])
+    todo = [s for s in saved if s.status != "same"]
     work_of = dict(have)
     if not todo:
         return work_of
