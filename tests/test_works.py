@@ -26,8 +26,8 @@ from helpers.feedhost import FeedHost
 from litwatch.records import Record, normalise_doi, work_idents
 from litwatch.works import title_clash
 from test_changes import NOTICE_TERM
-from test_crossref_poll import RETRACTED, RETRACTION, WORKS, Run, config, pubmed_retracts
 from test_example_approvals import EMPTY_RSS, press_feed, trailnova
+from test_polls_crossref import RETRACTED, RETRACTION, WORKS, Run, config, pubmed_retracts
 
 TITLE = "Chitosan hydrogel bandages with TRAIL"
 

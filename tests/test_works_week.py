@@ -1,9 +1,10 @@
 """Issue 25's "done when": the example config as shipped (config/litwatch.yaml, only
 its addresses pointed at the local fakes: E-utilities, the FDA press feed and the
-journal feed, Drugs@FDA, the EMA medicines file, Crossref), polled and digested every
-day of a simulated week with an injected clock. Every source carries some of the same
-news — the aponermin approval (press release, then Drugs@FDA), its paper (journal feed,
-then PubMed), the paper's erratum (PubMed, then the publisher through Crossref), and the
+journal feed, Drugs@FDA, the EMA medicines file, Crossref, medRxiv), polled and
+digested every day of a simulated week with an injected clock. Every source carries
+some of the same news — the aponermin approval (press release, then Drugs@FDA), its
+paper (a medRxiv preprint, then the journal feed and medRxiv's "published in", then
+PubMed), the paper's erratum (PubMed, then the publisher through Crossref), and the
 retraction of another paper (PubMed, then Retraction Watch through Crossref) — and each
 digest mails each work's news exactly once."""
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TODAY
+from helpers.fake_biorxiv import FakeBiorxiv
 from helpers.fake_crossref import FakeCrossref
 from helpers.fake_eutils import FakeEutils
 from helpers.fake_openfda import FakeOpenFda
@@ -25,8 +27,8 @@ from helpers.feedhost import FeedHost
 from litwatch.config import load
 from litwatch.service import Service
 from test_changes import NOTICE_TERM, messages
-from test_crossref_poll import RETRACTED, RETRACTION, WORKS
 from test_example_approvals import DATA, EMPTY_RSS, MYELOMA_PUBMED, ema_file, press_feed, trailnova, user_config
+from test_polls_crossref import RETRACTED, RETRACTION, WORKS
 
 TRAIL_PUBMED = (
     '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) '
@@ -34,6 +36,8 @@ TRAIL_PUBMED = (
 )
 PAPER_DOI = "10.1182/blood.2026012345"
 PAPER = "Aponermin plus dexamethasone in relapsed multiple myeloma: a randomised phase 3 trial"
+PREPRINT = "Aponermin plus dexamethasone in relapsed or refractory multiple myeloma: a phase 3 trial"
+PREPRINT_DOI = "10.1101/2026.12.01.26301234"
 ERRATUM_DOI = "10.1182/blood.2026099999"
 OTHER = "Chitosan hydrogel bandages with a TRAIL agonist antibody"
 
@@ -101,11 +105,11 @@ def test_a_simulated_week_of_the_example_config_mails_each_works_news_once(
     clock = Clock()
     approved = clock.day(0).date()
     both = {MYELOMA_PUBMED, TRAIL_PUBMED}
-    with FakeOpenFda([]) as fda, FeedHost() as host:
+    with FakeOpenFda([]) as fda, FeedHost() as host, FakeBiorxiv() as preprints:
         host.feed("/press.xml", press_feed(approved))
         host.feed("/blood.xml", EMPTY_RSS)
         host.feed("/medicines.json", (DATA / "ema" / "medicines-excerpt.json").read_bytes())  # no Trailnova yet
-        cfg = user_config(tmp_path, eutils, fda, host, crossref)
+        cfg = user_config(tmp_path, eutils, fda, host, crossref, preprints)
         svc = Service(load(cfg), now=clock)
         seen: set[Path] = set()
         week: list[tuple[int, str, str, list[str]]] = []
@@ -119,14 +123,18 @@ def test_a_simulated_week_of_the_example_config_mails_each_works_news_once(
                 week.append((n, subject.split(":")[0], subject, _items(text)))
 
         try:
-            # day 0: the FDA press release; the paper in Blood's feed; another paper in PubMed
-            host.feed("/blood.xml", blood_toc())
+            # day 0: the FDA press release; the paper as a medRxiv preprint; another paper in PubMed
+            preprints.post("medrxiv", doi=PREPRINT_DOI, title=PREPRINT, date=clock.day(0).date(), category="hematology")
             eutils.add("41000010", terms=both, edat=clock.day(0), title=OTHER, doi=RETRACTED.upper())
             day(0)
-            # day 1: PubMed indexes the Blood paper (same DOI)
-            eutils.add("41000011", terms=both, edat=clock.day(1), title=PAPER, doi=PAPER_DOI)
+            # day 1: the paper in Blood's feed, and medRxiv says the preprint was published there
+            host.feed("/blood.xml", blood_toc())
+            preprints.publish("medrxiv", PREPRINT_DOI, PAPER_DOI, "Blood", clock.day(1).date())
             day(1)
-            # day 2: Drugs@FDA lists the approval of day 0
+            # day 2: PubMed indexes the Blood paper (same DOI)
+            eutils.add("41000011", terms=both, edat=clock.day(2), title=PAPER, doi=PAPER_DOI)
+            day(2)
+            # day 2 too: Drugs@FDA lists the approval of day 0
             fda.add(trailnova(approved))
             day(2)
             # day 3: the EU authorises it (two more decisions: the CHMP opinion, the
@@ -187,7 +195,8 @@ def test_a_simulated_week_of_the_example_config_mails_each_works_news_once(
 
     # weekly-myeloma: every work's news once, nothing twice
     assert len(weekly) == len(set(weekly)), weekly
-    assert count(weekly, "[New papers]", PAPER[:40]) == 1, weekly
+    assert count(weekly, "[New papers]", PAPER[:40]) == 1, weekly  # the preprint: the paper's arrival
+    assert count(weekly, "[Updates]", "Aponermin") == 1, weekly  # ... and its journal version, once
     assert count(weekly, "[New papers]", OTHER[:30]) == 1, weekly
     assert count(weekly, "[Approvals]", "aponermin") == 3, weekly  # FDA; EU opinion; EU authorisation
     assert count(weekly, "[Approvals]", "FDA approves aponermin") == 1, weekly
@@ -195,9 +204,9 @@ def test_a_simulated_week_of_the_example_config_mails_each_works_news_once(
     assert count(weekly, "[Approvals]", "EU authorisation", "Trailnova") == 1, weekly
     assert count(weekly, "[Errata", PAPER[:40]) == 1, weekly
     assert count(weekly, "[Errata", OTHER[:30]) == 1, weekly
-    assert count(weekly, "[Updates]") == 0, weekly
+    assert count(weekly, "[Updates]") == 1, weekly
     # safety-daily (approvals, errata, retractions, concerns): the same, without new papers
     assert len(daily) == len(set(daily)), daily
     assert [i for i in daily if "aponermin" in i.lower() or "trailnova" in i.lower() or OTHER[:30] in i] == [
-        i for i in weekly if not i.startswith("[New papers]")
+        i for i in weekly if not i.startswith(("[New papers]", "[Updates]"))
     ], (daily, weekly)

@@ -90,6 +90,12 @@ class Record:
     sponsor: str = ""  # applicant or marketing-authorisation holder
     reg_flags: tuple[str, ...] = ()  # "new molecular entity", "priority review", "orphan", ...
     documents: tuple[tuple[str, str], ...] = ()  # (label, url): approval letter, label, Drugs@FDA page
+    # Preprints (feeds of kind biorxiv and medrxiv; issue 27). Empty for everything else,
+    # so other records' stored forms and hashes are unchanged.
+    server: str = ""  # "bioRxiv", "medRxiv": the record is a preprint, keyed by its DOI
+    preprint_version: str = ""  # "2": the version posted last
+    published_doi: str = ""  # the journal version's DOI (lower case), once known
+    published_journal: str = ""  # its journal, as the server names it
 
     @property
     def pmid(self) -> str:
@@ -298,8 +304,8 @@ def normalise_doi(doi: str) -> str:
 
 def work_idents(r: Record) -> tuple[str, ...]:
     """What names the work a record is of, each in a form no other kind can take:
-    "doi:…" (normalised), "pmid:…", "pmcid:PMC…" for papers; "reg:FDA:<application>:
-    <submission>" or "reg:EMA:<product number>#<decision>" for a regulator's decision
+    "doi:…" (normalised; a preprint's also its journal version's), "pmid:…", "pmcid:PMC…"
+    for papers; "reg:FDA:<application>:<submission>" or "reg:EMA:<product number>#<decision>" for a regulator's decision
     (the record key of kinds openfda and ema). A press release has none: it joins the
     decision it names (`approvals.same_decision`)."""
     out: list[str] = []
@@ -307,6 +313,8 @@ def work_idents(r: Record) -> tuple[str, ...]:
         return (f"reg:{r.regulator}:{r.key}",)
     if r.doi and normalise_doi(r.doi):
         out.append("doi:" + normalise_doi(r.doi))
+    if r.published_doi and normalise_doi(r.published_doi) not in ("", normalise_doi(r.doi)):
+        out.append("doi:" + normalise_doi(r.published_doi))  # a preprint's journal version: one work
     if r.source == PUBMED and r.key:
         out.append("pmid:" + r.key.strip())
     pmcid = r.pmcid.strip().upper()

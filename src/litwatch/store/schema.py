@@ -33,6 +33,7 @@ records = sa.Table(
     # the work (paper or decision) the record is of (0012); NULL only for a moment
     sa.Column("work_id", sa.Integer, index=True),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
+    sa.Index("ix_records_key_hash", "key_hash"),  # a record by PMID or feed id, whatever its source (0008)
 )
 
 versions = sa.Table(
@@ -69,6 +70,7 @@ events = sa.Table(
     sa.Column("work_id", sa.Integer, index=True),  # its record's work, moved with it when works merge (0012)
     sa.UniqueConstraint("query", "dedup", name="uq_events_query_dedup"),
     sa.Index("ix_events_query_id", "query", "id"),
+    sa.Index("ix_events_record_id", "record_id"),  # a record's page: its events and mails (0008)
 )
 
 poll_state = sa.Table(
@@ -249,4 +251,15 @@ work_doubts = sa.Table(
     sa.Column("other_id", sa.Integer, sa.ForeignKey("records.id"), primary_key=True),
     sa.Column("ident", sa.String(400), nullable=False),
     sa.Column("noted_at", sa.DateTime, nullable=False),
+)
+
+# Recipients who stopped a digest's mail: by its one-click List-Unsubscribe link or
+# `litwatch unsubscribe` (0008). `litwatch resubscribe` deletes the row.
+unsubscribes = sa.Table(
+    "unsubscribes",
+    metadata,
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("recipient", sa.String(500), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("via", sa.String(20), nullable=False),  # link | cli
 )

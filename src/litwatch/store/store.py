@@ -11,6 +11,7 @@ SQLAlchemy Core. Each concern is a module of its own, whose part of `Store` is a
   entries, digest state and recipients
 - claims.py — task leases and the request budget
 - works.py — works (papers, decisions) joining records, their doubts, what was told of each
+- web.py — what the web view reads, and the unsubscribed recipients
 
 Mixins rather than composition: callers keep one object and one flat vocabulary
 (`store.poll_ok(tx, …)`, not `store.progress.poll_ok(tx, …)`), no method is written
@@ -29,13 +30,14 @@ from .notices import NoticesStore
 from .outbox import OutboxStore
 from .progress import ProgressStore
 from .versions import RecordsStore
+from .web import WebStore
 from .works import WorksStore
 
-PARTS = (RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WorksStore)
+PARTS = (RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WebStore, WorksStore)
 
 
 @guard_public
-class Store(RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WorksStore):
+class Store(RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WebStore, WorksStore):
     """The database of one litwatch: `Store(url)` creates or migrates its schema.
     Every public method raises `StoreError` (`StoreConflict` for a conflict a rerun
     resolves) for a database error, never a SQLAlchemy exception."""

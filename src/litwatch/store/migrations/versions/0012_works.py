@@ -10,7 +10,7 @@ event of the same work already brought them is bound to that message. Nothing is
 mailed again on upgrade.
 
 Revision ID: 0012_works
-Revises: 0007_notice_reports
+Revises: 0008_unsubscribes
 Create Date: 2026-12-08
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_works"
-down_revision = "0007_notice_reports"
+down_revision = "0008_unsubscribes"
 branch_labels = None
 depends_on = None
 
