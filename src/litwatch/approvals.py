@@ -18,10 +18,26 @@ Two questions, both asked when a record first matches a query (issue 17):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import date
+from typing import TypeVar
+from urllib.parse import urlsplit
 
-from .records import APPROVAL_REG_KINDS, UPDATE_REG_KINDS, Record
+from .records import APPROVAL_REG_KINDS, PUBMED, UPDATE_REG_KINDS, Record
 
-__all__ = ["announces_approval", "approval_phrase", "event_kind"]
+__all__ = [
+    "SAME_APPROVAL_DAYS",
+    "announces_approval",
+    "approval_phrase",
+    "day_of",
+    "decision_names",
+    "event_kind",
+    "named_in",
+    "press_regulator",
+    "same_decision",
+]
+
+T = TypeVar("T")
 
 _APPROVAL = re.compile(
     r"\baccelerated\s+approvals?\b"
@@ -87,3 +103,76 @@ def event_kind(record: Record) -> str | None:
 def _first_sentence(text: str) -> str:
     text = " ".join(text.split())
     return _SENTENCE_END.split(text, maxsplit=1)[0] if text else ""
+
+
+# --------------------------------------------------------------------------- one decision
+# A press release and the regulator's record of the decision it announces are one work
+# (issue 25; the digest joined them within one mail since issue 17): same regulator — a
+# release on fda.gov is FDA's, on ema.europa.eu EMA's —, the record's brand or substance
+# named in the release's title or summary, dates at most SAME_APPROVAL_DAYS apart.
+
+SAME_APPROVAL_DAYS = 14
+_PRESS_HOSTS = (("fda.gov", "FDA"), ("ema.europa.eu", "EMA"))
+_BIOLOGIC_SUFFIX = re.compile(r"-[a-z]{4}$")  # FDA's four-letter suffix: "pivekimab sunirine-pvzy"
+_MIN_NAME = 4  # shorter names ("AB") would match words by chance
+
+
+def press_regulator(r: Record) -> str:
+    """The regulator whose site a (non-PubMed, non-regulatory) record links to, or ""."""
+    if r.regulator or r.source == PUBMED or not r.url:
+        return ""
+    host = (urlsplit(r.url).hostname or "").lower()
+    for suffix, regulator in _PRESS_HOSTS:
+        if host == suffix or host.endswith("." + suffix):
+            return regulator
+    return ""
+
+
+def decision_names(r: Record) -> list[str]:
+    """The names an approval goes by: brands, then substances (FDA's "-xxxx" suffix of
+    biologics also without it), longest first within each."""
+    out: list[str] = []
+    for group in (r.product.split(" / "), r.substance.split(";")):
+        names: list[str] = []
+        for n in group:
+            n = " ".join(n.split())
+            names.append(n)
+            short = _BIOLOGIC_SUFFIX.sub("", n.lower())
+            if short != n.lower():
+                names.append(short)
+        out.extend(sorted((n for n in names if len(n) >= _MIN_NAME), key=len, reverse=True))
+    return out
+
+
+def named_in(names: Sequence[str], text: str) -> str:
+    """The first of `names` that `text` names as a whole word (case-insensitive), or ""."""
+    for name in names:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
+            return name.lower() if name.isupper() else name
+    return ""
+
+
+def day_of(value: str) -> date | None:
+    """The day of an ISO date or date-time ("2026-01-15", "2026-01-15T21:05:00Z")."""
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def same_decision(press: Record, regulator: str, when: date, decisions: Sequence[tuple[T, Record]]) -> T | None:
+    """Which of `decisions` (a handle and the regulator's record) the press release
+    `press` of `regulator`, dated `when`, announces: the nearest in date of those that
+    qualify, or None."""
+    text = f"{press.title}\n{press.abstract}"
+    best: tuple[int, int, T] | None = None
+    for i, (handle, rec) in enumerate(decisions):
+        decided = day_of(rec.pub_date)
+        if rec.regulator != regulator or decided is None:
+            continue
+        apart = abs((decided - when).days)
+        if apart > SAME_APPROVAL_DAYS or not named_in(decision_names(rec), text):
+            continue
+        if best is None or (apart, i) < best[:2]:
+            best = (apart, i, handle)
+    return best[2] if best else None

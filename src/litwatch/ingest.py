@@ -18,14 +18,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from . import approvals, works
 from . import events as ev
 from . import notices as nt
-from .records import PUBMED, EventRow, NewEvent, Notice, NoticeReport, Record
+from .records import (
+    APPROVAL_REG_KINDS,
+    PUBMED,
+    EventRow,
+    NewEvent,
+    Notice,
+    NoticeReport,
+    Record,
+    normalise_doi,
+    work_idents,
+)
 from .store.ports import IngestPort
 from .store.rows import Current
 
@@ -88,6 +99,7 @@ class Ingested:
 def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> Ingested:
     """Store `batch` in `tx`: versions, hits, the events `events.decide` plans, progress."""
     saved = save_records(store, tx, batch.records, now)
+    work_of = join_works(store, tx, saved, now, approvals_source=batch.approvals)
     ids = {(s.record.source, s.record.key): s.record_id for s in saved}
     _resolve(store, tx, ids, [k for m in batch.matches.values() for k in m if k not in ids])
     matches = {q: {ids[k]: terms for k, terms in m.items() if k in ids} for q, m in batch.matches.items()}
@@ -128,7 +140,8 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
     )
     if plan.hits:
         store.add_hits(tx, plan.hits, now)
-    rows, patches = attribute_notices(store, tx, plan.events, batch.crossref, hits, now)
+    rows, patches = attribute_notices(store, tx, plan.events, batch.crossref, hits, now, work_of)
+    rows = [{**r, "work_id": work_of[r["record_id"]]} if r["record_id"] in work_of else r for r in rows]
     n_events = store.add_events(tx, rows, now) if rows else 0
     for rid, dedup, patch in patches:
         store.patch_event_detail(tx, rid, dedup, patch)
@@ -167,11 +180,14 @@ def attribute_notices(
     crossref: Sequence[Notice],
     hits: dict[int, set[str]],
     now: datetime,
+    work_of: dict[int, int] | None = None,
 ) -> tuple[list[EventRow], list[tuple[int, str, dict[str, object]]]]:
-    """One event per notice: the notice events `decide` planned (PubMed's) and the
-    batch's Crossref notices, as reports attributed by `notices.attribute` against what
-    is stored of each record. Returns the event rows to add and the details to patch
-    (record id, dedup, patch). A batch with neither reads nothing."""
+    """One event per notice and work: the notice events `decide` planned (PubMed's) and
+    the batch's Crossref notices, as reports attributed by `notices.attribute` against
+    what is stored of every record of the work (a feed item and the PubMed record of one
+    paper share their notices: the second source of a retraction is another source of
+    the first event). Returns the event rows to add and the details to patch (record id,
+    dedup, patch). A batch with neither reads nothing."""
     groups: dict[tuple[int, str], list[EventRow]] = {}
     for row in planned:
         if row["dedup"].startswith(_NOTICE_PREFIXES):
@@ -181,15 +197,25 @@ def attribute_notices(
     # Crossref: each notice about every record stored with its target DOI
     by_doi = store.records_by_doi(tx, {n.target_doi for n in crossref}) if crossref else {}
     targets = {rid for ids in by_doi.values() for rid in ids}
+    work = dict(work_of or {})
+    missing = (targets | {rid for rid, _ in groups}) - set(work)
+    if missing:
+        work.update(store.works_of(tx, missing))
+    members = store.records_of_works(tx, {work[r] for r in targets | {rid for rid, _ in groups} if r in work})
+    unit = {
+        rid: work.get(rid, -rid) for rid in targets | {rid for rid, _ in groups}
+    }  # a record without a work is its own
+    of_unit: dict[int, list[int]] = {u: members.get(u, []) if u > 0 else [-u] for u in set(unit.values())}
+    everyone = {rid for rids in of_unit.values() for rid in rids} | set(unit)
     current = _current_by_id(store, tx, targets)
     first = store.first_versions(tx, targets) if targets else {}
-    if targets:
-        hits = {**hits, **store.hits_for(tx, targets - set(hits))}
+    if everyone - set(hits):
+        hits = {**hits, **store.hits_for(tx, everyone - set(hits))}
     new: dict[int, list[tuple[NoticeReport, NewEvent | None]]] = {}
-    planned_as: dict[int, list[str]] = {}  # per record, parallel to `new`: the key decide() gave ("" Crossref)
+    planned_as: dict[int, list[str]] = {}  # per work, parallel to `new`: the key decide() gave ("" Crossref)
     for (rid, dedup), rows in groups.items():
-        new.setdefault(rid, []).append(_pubmed_report(rows[0], now))
-        planned_as.setdefault(rid, []).append(dedup)
+        new.setdefault(unit[rid], []).append(_pubmed_report(rows[0], now))
+        planned_as.setdefault(unit[rid], []).append(dedup)
     for notice in crossref:
         for rid in by_doi.get(notice.target_doi, []):
             if rid not in current:
@@ -197,24 +223,35 @@ def attribute_notices(
             event = nt.crossref_event(notice, current[rid].record)
             if event is not None and nt.shown_at_first_sight(first[rid], event.kind, notice.type):
                 event = None  # the record was new with it: recorded, not news
-            new.setdefault(rid, []).append((nt.crossref_report(notice, rid, now), event))
-            planned_as.setdefault(rid, []).append("")
-    reports = store.notice_reports_for(tx, new)
-    stored = store.notice_events_for(tx, new, nt.NOTICE_KINDS)
+            new.setdefault(unit[rid], []).append((nt.crossref_report(notice, rid, now), event))
+            planned_as.setdefault(unit[rid], []).append("")
+    reports = store.notice_reports_for(tx, everyone)
+    stored = store.notice_events_for(tx, everyone, nt.NOTICE_KINDS)
+    owner: dict[str, int] = {}  # an event's key -> the record it is stored under
+    for rid in sorted(everyone):
+        for e in stored.get(rid, []):
+            owner.setdefault(e.dedup, rid)
     decided = [
-        (rid, dedup, a)
-        for rid, items in new.items()
+        (u, dedup, a)
+        for u, items in new.items()
         for dedup, a in zip(
-            planned_as[rid], nt.attribute(items, reports.get(rid, []), stored.get(rid, [])), strict=True
+            planned_as[u],
+            nt.attribute(
+                items,
+                [r for rid in of_unit[u] for r in reports.get(rid, [])],
+                sorted((e for rid in of_unit[u] for e in stored.get(rid, [])), key=lambda e: e.created_at),
+            ),
+            strict=True,
         )
     ]
     store.add_notice_reports(tx, [a.report for _, _, a in decided], now)
     keep: dict[tuple[int, str], dict[str, Any] | None] = {}  # planned notice events kept (a new detail)
     added: list[EventRow] = []
     patches: list[tuple[int, str, dict[str, object]]] = []
-    for rid, planned_key, a in decided:
+    for u, planned_key, a in decided:
+        rid = a.report.record_id
         if a.patch:
-            patches.append((rid, a.report.dedup, a.patch))
+            patches.append((owner.get(a.report.dedup, rid), a.report.dedup, a.patch))
         if planned_key:  # PubMed's
             if a.event is not None:  # news: as planned, its detail naming every source of this batch
                 keep[(rid, planned_key)] = a.event.detail
@@ -232,7 +269,7 @@ def attribute_notices(
                     "dedup": a.event.dedup,
                     "detail": a.event.detail,
                 }
-                for q in sorted(hits.get(rid, set()))
+                for q in sorted({q for r in of_unit[u] for q in hits.get(r, set())} | hits.get(rid, set()))
             ]
     out: list[EventRow] = []
     for row in planned:
@@ -243,6 +280,165 @@ def attribute_notices(
             detail = keep[key]
             out.append(row if detail is None else {**row, "detail": detail})
     return out + added, patches
+
+
+# ====================================================================== works
+
+# how far back a press release and the regulator's record of one decision are looked for
+DECISION_LOOKBACK = timedelta(days=60)
+
+
+def join_works(
+    store: IngestPort, tx: Connection, saved: Sequence[ev.Saved], now: datetime, *, approvals_source: bool = False
+) -> dict[int, int]:
+    """Put the batch's records in works (issue 25): a record joins the work of every
+    identifier it shares (`records.work_idents`), merging works it finds two of; a DOI
+    shared with clearly different titles (`works.title_clash`) is kept as a doubt, not
+    a join. A regulator's record and a press release announcing it become one decision
+    (`join_decisions`). Returns record id → work id for every record of the batch."""
+    # a record seen again unchanged is in its work already (since 0012): nothing to read
+    have = store.works_of(tx, [s.record_id for s in saved if s.status == "changed"])
+    todo = [s for s in saved if s.status != "same"]
+    work_of = dict(have)
+    if not todo:
+        return work_of
+    idents = {s.record_id: work_idents(s.record) for s in todo}
+    known = store.works_by_ident(tx, {i for ids in idents.values() for i in ids})
+    titles = _work_titles(store, tx, {w for i, w in known.items() if i.startswith("doi:")})
+    keys: dict[str, int] = {}  # identifiers to record, by work
+    fresh: set[int] = set()  # works made in this batch: a new work takes its first record's id
+    for s in todo:
+        mine = list(idents[s.record_id])
+        found: set[int] = set()
+        for ident in idents[s.record_id]:
+            wid = known.get(ident)
+            if wid is None or wid == work_of.get(s.record_id):
+                continue
+            members = titles.get(wid, [])
+            own_doi = ident == "doi:" + normalise_doi(s.record.doi)  # (a preprint's published DOI is no coincidence)
+            if own_doi and members and all(works.title_clash(s.record.title, t) for _, t in members):
+                other = members[0][0]
+                log.warning(
+                    "%s %s: its DOI %s is also record %s's, whose title differs: not joined",
+                    s.record.source,
+                    s.record.key,
+                    ident[4:],
+                    other,
+                )
+                store.add_work_doubt(tx, s.record_id, other, ident, now)
+                mine.remove(ident)
+                continue
+            found.add(wid)
+        if s.record_id in work_of:
+            found.add(work_of[s.record_id])
+        if not found:
+            wid = s.record_id
+            fresh.add(wid)
+        else:
+            stored = found - fresh
+            wid = min(stored) if stored else min(found)
+            if len(found) > 1:
+                if len(stored) > 1:
+                    store.merge_works(tx, wid, stored)
+                _remap(work_of, known, titles, found, wid)
+                keys = {i: (wid if w in found else w) for i, w in keys.items()}
+        for ident in mine:
+            if known.setdefault(ident, wid) == wid:
+                keys[ident] = wid
+        work_of[s.record_id] = wid
+        titles.setdefault(wid, []).append((s.record_id, s.record.title))
+    store.new_works(tx, sorted(fresh & set(work_of.values())), now)
+    # Another process may have named a work by one of these identifiers at the same
+    # moment (PostgreSQL: its key won, ours was skipped): join its work.
+    for ident, theirs in store.add_work_keys(tx, keys).items():
+        ours = keys[ident]
+        if theirs != ours:
+            _merge_into(store, tx, work_of, theirs, ours)
+            keys = {i: (min(theirs, ours) if w in (theirs, ours) else w) for i, w in keys.items()}
+    store.set_record_works(
+        tx,
+        {s.record_id: work_of[s.record_id] for s in todo if have.get(s.record_id) != work_of[s.record_id]},
+        with_events=[s.record_id for s in todo if s.status != "created" and s.record_id not in have],
+    )
+    join_decisions(store, tx, [s for s in todo if s.status == "created"], work_of, now, approvals_source)
+    return work_of
+
+
+def _remap(
+    work_of: dict[int, int],
+    known: dict[str, int],
+    titles: dict[int, list[tuple[int, str]]],
+    gone: set[int],
+    keep: int,
+) -> None:
+    for rid, w in work_of.items():
+        if w in gone:
+            work_of[rid] = keep
+    for ident, w in known.items():
+        if w in gone:
+            known[ident] = keep
+    for w in gone - {keep}:
+        titles.setdefault(keep, []).extend(titles.pop(w, []))
+
+
+def _work_titles(store: IngestPort, tx: Connection, work_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
+    """The titles of the records of `work_ids`: (record id, title), oldest first."""
+    if not work_ids:
+        return {}
+    members = store.records_of_works(tx, work_ids)
+    current = _current_by_id(store, tx, {r for rids in members.values() for r in rids})
+    return {w: [(r, current[r].record.title) for r in rids if r in current] for w, rids in members.items()}
+
+
+def join_decisions(
+    store: IngestPort,
+    tx: Connection,
+    created: Sequence[ev.Saved],
+    work_of: dict[int, int],
+    now: datetime,
+    approvals_source: bool,
+) -> None:
+    """One decision, one work: a new regulator's record joins the press release of
+    the last `DECISION_LOOKBACK` that announced it, and a new press release (of an
+    `approvals: true` feed, announcing an approval, on the regulator's site) joins the
+    regulator's record it names (`approvals.same_decision`)."""
+    decisions = [s for s in created if s.record.reg_kind in APPROVAL_REG_KINDS]
+    releases = [
+        s
+        for s in created
+        if approvals_source
+        and approvals.press_regulator(s.record)
+        and approvals.announces_approval(s.record.title, s.record.abstract)
+    ]
+    if not decisions and not releases:
+        return
+    candidates = [c for c in store.approval_candidates(tx, now - DECISION_LOOKBACK) if c.record_id not in work_of]
+    stored_regs = [c for c in candidates if c.record.regulator]
+    stored_press = [c for c in candidates if not c.record.regulator and approvals.press_regulator(c.record)]
+    with_decision = {c.work_id for c in stored_regs}
+    for s in releases:
+        regulator = approvals.press_regulator(s.record)
+        when = approvals.day_of(s.record.pub_date) or now.date()
+        options = [(c.work_id, c.record) for c in stored_regs] + [(work_of[d.record_id], d.record) for d in decisions]
+        target = approvals.same_decision(s.record, regulator, when, options)
+        if target is not None and target != work_of[s.record_id]:
+            _merge_into(store, tx, work_of, target, work_of[s.record_id])
+    for d in decisions:
+        for c in stored_press:
+            if c.work_id in with_decision or c.work_id == work_of[d.record_id]:
+                continue  # a release joins one decision
+            when = approvals.day_of(c.record.pub_date) or c.first_seen.date()
+            if approvals.same_decision(c.record, approvals.press_regulator(c.record), when, [(0, d.record)]) == 0:
+                _merge_into(store, tx, work_of, work_of[d.record_id], c.work_id)
+                with_decision.add(c.work_id)
+
+
+def _merge_into(store: IngestPort, tx: Connection, work_of: dict[int, int], a: int, b: int) -> None:
+    keep = min(a, b)
+    store.merge_works(tx, keep, {a, b})
+    for k, w in work_of.items():
+        if w in (a, b):
+            work_of[k] = keep
 
 
 def _pubmed_report(row: EventRow, now: datetime) -> tuple[NoticeReport, NewEvent]:
@@ -343,6 +539,8 @@ def record_failure(store: IngestPort, query: str, source: str, error: str, now: 
 __all__ = [
     "attribute_notices",
     "Batch",
+    "join_decisions",
+    "join_works",
     "Ingested",
     "Progress",
     "ingest",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict
@@ -249,6 +250,7 @@ class EventRow(TypedDict):
     version_n: int
     dedup: str
     detail: NotRequired[dict[str, Any]]
+    work_id: NotRequired[int]  # the work of `record_id`; the store fills it in when left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +267,76 @@ class PendingEvent:
     created_at: datetime
     record: Record
     terms: tuple[str, ...]
+    work_id: int = 0  # the work the record belongs to (0: not known, e.g. built by hand)
+    dedup: str = ""  # the event's key (its lookup form)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredNews:
+    """An event already delivered to one digest and recipient, as a pending event of
+    the same work is compared with (`works.heard`): the news it told, and the message
+    (outbox row) it went out in."""
+
+    event_id: int
+    work_id: int
+    kind: str
+    dedup: str
+    detail: dict[str, Any]
+    outbox_id: int
+
+
+# ====================================================================== works
+# A work is what a reader is told about: one paper, however many sources carry it, or
+# one regulatory decision. Records join a work by the identifiers they share (`work_idents`).
+
+_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
+
+
+def normalise_doi(doi: str) -> str:
+    """A DOI as works compare it: lower case (DOIs are case-insensitive), resolver and
+    "doi:" prefixes and surrounding blanks removed."""
+    d = doi.strip().lower()
+    for prefix in _DOI_PREFIXES:
+        if d.startswith(prefix):
+            d = d[len(prefix) :]
+    return d.strip()
+
+
+def work_idents(r: Record) -> tuple[str, ...]:
+    """What names the work a record is of, each in a form no other kind can take:
+    "doi:…" (normalised; a preprint's also its journal version's), "pmid:…", "pmcid:PMC…"
+    for papers; "reg:FDA:<application>:<submission>" or "reg:EMA:<product number>#<decision>" for a regulator's decision
+    (the record key of kinds openfda and ema). A press release has none: it joins the
+    decision it names (`approvals.same_decision`)."""
+    out: list[str] = []
+    if r.regulator:
+        return (f"reg:{r.regulator}:{r.key}",)
+    if r.doi and normalise_doi(r.doi):
+        out.append("doi:" + normalise_doi(r.doi))
+    if r.published_doi and normalise_doi(r.published_doi) not in ("", normalise_doi(r.doi)):
+        out.append("doi:" + normalise_doi(r.published_doi))  # a preprint's journal version: one work
+    if r.source == PUBMED and r.key:
+        out.append("pmid:" + r.key.strip())
+    pmcid = r.pmcid.strip().upper()
+    if r.source != PUBMED:
+        # a feed item of PubMed's or PMC's own feeds names the record by its link or guid
+        m = _PUBMED_LINK.search(r.url) or _PUBMED_GUID.match(r.key)
+        if m:
+            out.append("pmid:" + m.group(1))
+        m = _PMC_LINK.search(r.url)
+        if m and not pmcid:
+            pmcid = m.group(1).upper()
+    if pmcid:
+        out.append("pmcid:" + (pmcid if pmcid.startswith("PMC") else "PMC" + pmcid))
+    return tuple(out)
+
+
+_PUBMED_LINK = re.compile(r"^https?://(?:www\.)?(?:pubmed\.ncbi\.nlm\.nih\.gov|ncbi\.nlm\.nih\.gov/pubmed)/(\d+)\b")
+_PUBMED_GUID = re.compile(r"^pubmed:(\d+)$")
+_PMC_LINK = re.compile(
+    r"^https?://(?:www\.)?(?:ncbi\.nlm\.nih\.gov/pmc/articles|pmc\.ncbi\.nlm\.nih\.gov/articles)/(PMC\d+)\b",
+    re.IGNORECASE,
+)
 
 
 # ====================================================================== poll_state keys

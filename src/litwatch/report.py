@@ -30,6 +30,9 @@ def format_history(found: list[dict[str, Any]]) -> str:
                 out.append(f"      {fname}: {_value(old)}")
                 out.append(f"      {' ' * len(fname)}→ {_value(new)}")
         out += _notice_lines(rec.get("notices", []))
+        if rec.get("work"):
+            out.append(f"  the same work as: {', '.join(rec['work'])}")
+        out += [f"  not joined: {line}" for line in rec.get("doubts", [])]
         out.append("")
     return "\n".join(out)
 
@@ -138,4 +141,8 @@ def format_status(st: dict[str, Any]) -> str:
             f"  refused {r['refused_at']}: {r['digest']} → {r['recipient']}: {r['reply']} "
             f"({r['items']} items, {r['message_id']}); after the fix: litwatch digest --retry-failed {r['digest']}"
         )
+    doubts = st.get("work_doubts", [])
+    if doubts:
+        out.append(f"Works: {len(doubts)} record(s) not joined by a DOI they share (titles differ):")
+        out += [f"  {line}" for line in doubts]
     return "\n".join(out) + "\n"

@@ -15,9 +15,10 @@ from .config import DigestSettings, QuerySettings, Settings
 from .digest.build import REPORT_GAPS_FOR, Digests, overflow_text
 from .errors import UsageError
 from .polls.feedkinds import stale_note
-from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, feed_source
+from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, NoticeReport, feed_source
 from .store.ports import ServicePort
 from .store.rows import Lease, PollState
+from .store.works import WorkDoubt
 from .tasks import (
     SourceTimes,
     crossref_plan,
@@ -46,7 +47,14 @@ class StatusView:
             found = self.store.find_records(tx, ident)
             if not found:
                 raise UsageError(f"no stored record with PMID, DOI or feed entry id {ident!r}")
-            reports = self.store.notice_reports_for(tx, [rid for rid, _, _ in found])
+            ids = [rid for rid, _, _ in found]
+            work_of = self.store.works_of(tx, ids)
+            members = self.store.records_of_works(tx, set(work_of.values()))
+            # a notice reported about another record of the work (the feed item of a paper
+            # looked up by PMID) is this record's news too: shown with it, sources and all
+            reports = self.store.notice_reports_for(tx, {r for rids in members.values() for r in rids} | set(ids))
+            doubts = self.store.work_doubts(tx, ids)
+            names = self._record_names(tx, {r for rids in members.values() for r in rids})
             out = []
             for rid, source, key in found:
                 out.append(
@@ -54,10 +62,18 @@ class StatusView:
                         "source": source,
                         "key": key,
                         "versions": self.store.versions_of(tx, rid),
-                        "notices": reports.get(rid, []),  # which source reported which notice, and when
+                        # which source reported which notice, and when
+                        "notices": _work_reports(rid, members.get(work_of.get(rid, 0), []), ids, reports),
+                        # the other records of its work (one paper, one decision: issue 25)
+                        "work": [names[r] for r in members.get(work_of.get(rid, 0), []) if r != rid and r in names],
+                        "doubts": [doubt_line(d, rid) for d in doubts if rid in (d.record_id, d.other_id)],
                     }
                 )
             return out
+
+    def _record_names(self, tx: Connection, record_ids: set[int]) -> dict[int, str]:
+        """ "pubmed 123", "feed:journal ami-1" for each record id."""
+        return {rid: f"{c.record.source} {c.record.key}" for rid, c in self.store.current_by_id(tx, record_ids).items()}
 
     def status(self) -> dict[str, Any]:
         with self.store.transaction() as tx:
@@ -143,6 +159,8 @@ class StatusView:
                             since=since,
                             before=before,
                         )
+                        if not before and n:
+                            n -= len(self.digests.heard(tx, d, to, since))  # already told: bound at the next run
                         pending, skipped = (pending, max(skipped, n)) if before else (max(pending, n), skipped)
                 last_run = st.last_run if st else None
                 refused = self.digests.outbox.refused(tx, d.name)
@@ -158,11 +176,13 @@ class StatusView:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.digests.outbox.refused(tx)
+            doubts = [doubt_line(d) for d in self.store.work_doubts(tx)]
             unsubscribed = [
                 {"digest": u.digest, "recipient": u.recipient, "since": _iso(u.at), "via": u.via}
                 for u in self.store.unsubscribed(tx)
             ]
         return {
+            "work_doubts": doubts,
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
@@ -259,3 +279,23 @@ def _iso(value: datetime | None) -> str | None:
 
 
 __all__ = ["StatusView"]
+
+
+def _work_reports(
+    rid: int, members: list[int], found: list[int], reports: Mapping[int, list[NoticeReport]]
+) -> list[NoticeReport]:
+    """The reports of `rid`, then those of the records of its work that were not looked
+    up themselves (those have their own entry)."""
+    others = [r for other in members if other != rid and other not in found for r in reports.get(other, [])]
+    return [*reports.get(rid, []), *others]
+
+
+def doubt_line(d: WorkDoubt, about: int | None = None) -> str:
+    """A DOI not joined (issue 25), as `status` and `history` say it."""
+    doi = d.ident.removeprefix("doi:")
+    if about == d.other_id:
+        return f"DOI {doi} is also {d.source} {d.key}'s, whose title differs: not joined"
+    return (
+        f"{d.source} {d.key} carries DOI {doi}, as {d.other_source} {d.other_key} does, but its title differs: "
+        "kept apart (check the DOI)"
+    )

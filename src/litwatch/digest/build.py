@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
+from .. import works
 from ..config import DigestSettings, Settings
 from ..coordination import Coordinator, busy
 from ..outbox import DigestResult, Outbox, Part
 from ..polls.feedkinds import stale_note
-from ..records import CROSSREF, NOTICES, PUBMED, SHARED, PendingEvent, feed_source
+from ..records import CROSSREF, NOTICES, PUBMED, SHARED, PendingEvent, Record, feed_source
 from ..store.ports import ServicePort
 from ..store.rows import OutboxMessage, Overflow
 from ..tasks import digest_task
@@ -116,12 +117,31 @@ class Digests:
     def render(
         self, d: DigestSettings, recipient: str, tx: Connection, now: datetime, since: datetime | None = None
     ) -> DigestData | None:
+        """What the next message to `recipient` shows, or None (a dry run). An event whose
+        news the recipient has had through another event of the same work (`works.heard`:
+        the paper from another source, the same notice again) is left out: queueing binds
+        it to the message that told it (`_queue_next`), so it is never mailed (issue 25)."""
         pending = self.store.pending_events(
             tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
         )
+        heard = self._heard(tx, d, recipient, pending)
+        pending = [e for e in pending if e.id not in heard]
         if not pending:
             return None
         return self._group(d, pending, tx, now, max_items=d.max_items)
+
+    def heard(self, tx: Connection, d: DigestSettings, recipient: str, since: datetime | None) -> dict[int, int]:
+        """The pending events of `recipient` whose news they have had (`works.heard`)."""
+        pending = self.store.pending_events(
+            tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
+        )
+        return self._heard(tx, d, recipient, pending)
+
+    def _heard(
+        self, tx: Connection, d: DigestSettings, recipient: str, pending: Sequence[PendingEvent]
+    ) -> dict[int, int]:
+        seen = {e.work_id for e in pending if e.work_id}
+        return works.heard(pending, self.store.delivered_news(tx, d.name, recipient, seen)) if seen else {}
 
     def _group(
         self, d: DigestSettings, pending: Sequence[PendingEvent], tx: Connection, now: datetime, *, max_items: int
@@ -137,7 +157,18 @@ class Digests:
             failing=self.failing_sources(tx, d),
             config=self.settings.source,
             stale=self.stale_sources(tx, d),
+            work_records=self._work_records(tx, pending),
         )
+
+    def _work_records(self, tx: Connection, pending: Sequence[PendingEvent]) -> dict[int, list[tuple[int, Record]]]:
+        """The current records of the works of `pending` that no pending event names."""
+        members = self.store.records_of_works(tx, {e.work_id for e in pending if e.work_id})
+        named = {e.record_id for e in pending}
+        others = {rid for rids in members.values() for rid in rids if rid not in named}
+        if not others:
+            return {}
+        current = self.store.current_by_id(tx, others)
+        return {w: [(r, current[r].record) for r in rids if r in current] for w, rids in members.items()}
 
     def recipient_since(self, tx: Connection, d: DigestSettings, recipient: str, now: datetime) -> datetime:
         """From when `recipient` is sent the digest's events: as recorded, or, the first
@@ -266,6 +297,10 @@ class Digests:
         pending = self.store.pending_events(
             tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
         )
+        heard = self._heard(tx, d, recipient, pending)
+        if heard:  # news the recipient has had through the same work: bound to the mail that told it
+            self.store.bind_heard(tx, d.name, recipient, heard)
+            pending = [e for e in pending if e.id not in heard]
         if not pending:
             return [], False
         data = self._group(d, pending, tx, now, max_items=d.max_items)

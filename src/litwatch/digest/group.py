@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
+from ..approvals import day_of, decision_names, named_in, press_regulator, same_decision
 from ..events import flags
 from ..records import PUBMED, PendingEvent, Record, feed_name
 
@@ -60,11 +60,6 @@ _KIND_FLAG = {
 }
 _LINK_RANK = {"PubMed": 0, "DOI": 1}
 LONG_TEXT = 160  # longer old/new values are shown as a word diff
-SAME_APPROVAL_DAYS = 14  # a press release and the regulator's record of one approval
-# A press release's site tells whose it is: (host suffix, regulator as Record.regulator says it).
-_PRESS_HOSTS = (("fda.gov", "FDA"), ("ema.europa.eu", "EMA"))
-_BIOLOGIC_SUFFIX = re.compile(r"-[a-z]{4}$")  # FDA's four-letter suffix: "pivekimab sunirine-pvzy"
-_MIN_NAME = 4  # shorter names ("AB") would match words by chance
 
 
 @dataclass
@@ -97,6 +92,7 @@ class Item:
     regulator: str = ""  # "FDA", "EMA": a regulator's record, or a press release from its site
     announced: list[tuple[str, str]] = field(default_factory=list)  # (title, url): press releases joined in
     about: str = ""  # a paper placed after the approval it names: the name they share
+    record_ids: set[int] = field(default_factory=set)  # the records of the work the item shows
 
     @property
     def regulatory(self) -> bool:
@@ -246,8 +242,46 @@ def _links(r: Record) -> list[tuple[str, str]]:
 
 
 def _item_key(e: PendingEvent) -> tuple[str, str]:
+    """One line per work and kind (issue 25): a paper's arrival from a feed and from
+    PubMed, an approval's press release and the regulator's record. Events of no known
+    work (built by hand) fall back to the DOI, as before works."""
+    kind = "arrival" if e.kind in ("new", "approval") else e.kind
+    if e.work_id:
+        return (kind, f"work:{e.work_id}")
     doi = e.record.doi.lower()
     return (e.kind, f"doi:{doi}" if doi else f"id:{e.record_id}")
+
+
+def _add_links(item: Item, r: Record) -> None:
+    if item.record.regulator and not r.regulator:
+        return  # a press release joins a decision's line as announcing it (`_add_record`)
+    for link in _links(r):
+        if link not in item.links:
+            item.links.append(link)
+
+
+def _add_record(item: Item, e: PendingEvent) -> None:
+    """Another record of the item's work: PubMed's metadata is preferred for a paper, the
+    regulator's record for a decision (a press release joins it as announcing it)."""
+    r = e.record
+    if e.record_id in item.record_ids:
+        return
+    if e.kind == "approval" and item.kind == "new":
+        item.kind = "approval"  # the work's arrival is an approval
+    if r.regulator and not item.record.regulator:
+        press = item.record
+        item.record, item.regulator = r, r.regulator
+        if press.source != PUBMED and press.url:
+            item.announced.append((press.title, press.url))
+            item.links = [lk for lk in item.links if lk[1] != press.url]
+            item.links.append((f"{r.regulator} press release", press.url))
+    elif item.record.regulator and not r.regulator:
+        if r.source != PUBMED and r.url and (r.title, r.url) not in item.announced:
+            item.announced.append((r.title, r.url))
+            if all(url != r.url for _, url in item.links):
+                item.links.append((f"{item.regulator} press release", r.url))
+    elif r.source == PUBMED and item.record.source != PUBMED:
+        item.record = r  # one paper, one line: prefer the PubMed record's metadata, keep both links
 
 
 def group(
@@ -260,7 +294,11 @@ def group(
     failing: Sequence[dict[str, Any]] = (),
     config: str = "",
     stale: Sequence[dict[str, Any]] = (),
+    work_records: Mapping[int, Sequence[tuple[int, Record]]] | None = None,
 ) -> DigestData:
+    """The digest of `events`, one item per work and kind; `work_records` (work id →
+    [(record id, record)]) lends each item the links of its work's other records."""
+    work_records = work_records or {}
     items: dict[tuple[str, str], Item] = {}
     for e in events:
         key = _item_key(e)
@@ -277,12 +315,10 @@ def group(
                 flags=flags(e.record),
                 regulator=_regulator(e.record, e.kind),
             )
-        elif e.record.source == PUBMED and item.record.source != PUBMED:
-            # one paper, one line: prefer the PubMed record's metadata, keep both links
-            item.record = e.record
-        for link in _links(e.record):
-            if link not in item.links:
-                item.links.append(link)
+        else:
+            _add_record(item, e)
+        _add_links(item, e.record)
+        item.record_ids.add(e.record_id)
         item.event_ids.append(e.id)
         if e.query not in item.queries:
             item.queries.append(e.query)
@@ -290,6 +326,14 @@ def group(
             if t not in item.terms:
                 item.terms.append(t)
         _merge_detail(item, e.detail)
+    for (_, unit), item in items.items():
+        # the work's other records (another source of the same paper or decision): their links
+        first = next(e for e in events if e.id == item.event_ids[0])
+        for rid, rec in work_records.get(first.work_id, ()) if unit.startswith("work:") else ():
+            if rid not in item.record_ids:
+                _add_record(item, replace(first, record_id=rid, record=rec, kind=item.kind))
+                _add_links(item, rec)
+                item.record_ids.add(rid)
     ordered = sorted(items.values(), key=_order)
     ordered = join_approvals(ordered)
     for item in ordered:
@@ -370,22 +414,9 @@ def join_approvals(ordered: list[Item]) -> list[Item]:
 
 
 def _same_approval(press: Item, records: Sequence[Item]) -> Item | None:
-    """The regulator's record a press release announces: same regulator, its substance
-    or brand in the release's title or summary, dates `SAME_APPROVAL_DAYS` apart at most;
-    the nearest in date of several."""
+    """The regulator's record a press release announces (`approvals.same_decision`)."""
     when = _day(press.record.pub_date) or press.created_at.date()
-    text = f"{press.record.title}\n{press.record.abstract}"
-    best: tuple[int, Item] | None = None
-    for rec in records:
-        decided = _day(rec.record.pub_date)
-        if rec.record.regulator != press.regulator or decided is None:
-            continue
-        apart = abs((decided - when).days)
-        if apart > SAME_APPROVAL_DAYS or not _named_in(_names(rec.record), text):
-            continue
-        if best is None or apart < best[0]:
-            best = (apart, rec)
-    return best[1] if best else None
+    return same_decision(press.record, press.regulator, when, [(rec, rec.record) for rec in records])
 
 
 def _join(target: Item, press: Item) -> None:
@@ -403,28 +434,9 @@ def _join(target: Item, press: Item) -> None:
     target.created_at = min(target.created_at, press.created_at)
 
 
-def _names(r: Record) -> list[str]:
-    """The names an approval goes by: brands, then substances (FDA's "-xxxx" suffix of
-    biologics also without it), longest first within each."""
-    out: list[str] = []
-    for group in (r.product.split(" / "), r.substance.split(";")):
-        names: list[str] = []
-        for n in group:
-            n = " ".join(n.split())
-            names.append(n)
-            short = _BIOLOGIC_SUFFIX.sub("", n.lower())
-            if short != n.lower():
-                names.append(short)
-        out.extend(sorted((n for n in names if len(n) >= _MIN_NAME), key=len, reverse=True))
-    return out
-
-
-def _named_in(names: Sequence[str], text: str) -> str:
-    """The first of `names` that `text` names as a whole word (case-insensitive), or ""."""
-    for name in names:
-        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
-            return name.lower() if name.isupper() else name
-    return ""
+_names = decision_names
+_named_in = named_in
+_day = day_of
 
 
 def _regulator(r: Record, kind: str) -> str:
@@ -432,21 +444,7 @@ def _regulator(r: Record, kind: str) -> str:
     announcing an approval, the regulator whose site it is on."""
     if r.regulator:
         return r.regulator
-    if kind != "approval" or r.source == PUBMED or not r.url:
-        return ""
-    host = (urlsplit(r.url).hostname or "").lower()
-    for suffix, regulator in _PRESS_HOSTS:
-        if host == suffix or host.endswith("." + suffix):
-            return regulator
-    return ""
-
-
-def _day(value: str) -> date | None:
-    """The day of an ISO date or date-time ("2026-01-15", "2026-01-15T21:05:00Z")."""
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        return None
+    return press_regulator(r) if kind == "approval" else ""
 
 
 def _merge_detail(item: Item, detail: dict[str, Any]) -> None:

@@ -47,6 +47,11 @@ class EventsStore(StoreCore):
         Returns how many are new."""
         if not rows:
             return 0
+        missing = {r["record_id"] for r in rows if "work_id" not in r}
+        works: dict[int, int | None] = {}
+        for part in chunks(sorted(missing)):
+            q = sa.select(records.c.id, records.c.work_id).where(records.c.id.in_(part))
+            works.update({row.id: row.work_id for row in tx.execute(q)})
         # RETURNING names only the rows inserted (a conflict returns nothing), so the
         # count costs no scan of the events table (SQLAlchemy's insertmanyvalues batches it).
         inserted = tx.execute(
@@ -54,6 +59,7 @@ class EventsStore(StoreCore):
             [
                 {
                     **r,
+                    "work_id": r["work_id"] if "work_id" in r else works.get(r["record_id"]),
                     "dedup": lookup_form(r["dedup"], DEDUP_LIMIT),
                     "detail": dumps(r.get("detail", {})),
                     "created_at": now,
@@ -136,6 +142,8 @@ def _pending(tx: Connection, where: list[sa.ColumnElement[bool]]) -> list[Pendin
             created_at=row.created_at,
             record=Record.from_fields(row.source, row.key, json.loads(row.fields)),
             terms=tuple(json.loads(row.terms or "[]")),
+            work_id=row.work_id or 0,
+            dedup=row.dedup,
         )
         for row in tx.execute(q)
     ]

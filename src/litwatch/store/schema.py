@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0008_unsubscribes"
+SCHEMA_HEAD = "0012_works"
 
 metadata = sa.MetaData()
 
@@ -30,6 +30,8 @@ records = sa.Table(
     sa.Column("current_hash", sa.String(64), nullable=False),
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # the work (paper or decision) the record is of (0012); NULL only for a moment
+    sa.Column("work_id", sa.Integer, index=True),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
     sa.Index("ix_records_key_hash", "key_hash"),  # a record by PMID or feed id, whatever its source (0008)
 )
@@ -65,6 +67,7 @@ events = sa.Table(
     sa.Column("dedup", sa.String(400), nullable=False),  # lookup form
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("work_id", sa.Integer, index=True),  # its record's work, moved with it when works merge (0012)
     sa.UniqueConstraint("query", "dedup", name="uq_events_query_dedup"),
     sa.Index("ix_events_query_id", "query", "id"),
     sa.Index("ix_events_record_id", "record_id"),  # a record's page: its events and mails (0008)
@@ -216,6 +219,38 @@ notice_reports = sa.Table(
     sa.Column("reported_at", sa.DateTime, nullable=False),
     sa.Column("dedup", sa.String(400)),  # lookup form of the event's dedup; NULL: not an event ("other")
     sa.UniqueConstraint("record_id", "source", "kind", "notice_ident", name="uq_notice_reports_notice"),
+)
+
+# Works (0012, issue 25): what a reader is told about — one paper, or one regulatory
+# decision — joining the records of every source that carries it. `work_keys` holds
+# each identifier a work is known by (records.work_idents: "doi:…", "pmid:…",
+# "pmcid:…", "reg:FDA:…"), in its lookup form; a record joins the work of any identifier
+# it shares, and a record naming two works merges them (the older id stays). A work is
+# numbered by the id of its first record (so ingest sets a new record's work in one
+# statement); a record makes at most one work, so the id is free.
+works = sa.Table(
+    "works",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+work_keys = sa.Table(
+    "work_keys",
+    metadata,
+    sa.Column("ident", sa.String(400), primary_key=True),
+    sa.Column("work_id", sa.Integer, nullable=False, index=True),
+)
+
+# A record not joined to the work its DOI names because the titles clearly differ (a
+# publisher's DOI error): kept so `status` and `history` show it, never merged silently.
+work_doubts = sa.Table(
+    "work_doubts",
+    metadata,
+    sa.Column("record_id", sa.Integer, sa.ForeignKey("records.id"), primary_key=True),
+    sa.Column("other_id", sa.Integer, sa.ForeignKey("records.id"), primary_key=True),
+    sa.Column("ident", sa.String(400), nullable=False),
+    sa.Column("noted_at", sa.DateTime, nullable=False),
 )
 
 # Recipients who stopped a digest's mail: by its one-click List-Unsubscribe link or
