@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0007_notice_reports"
+SCHEMA_HEAD = "0013_scale_indexes"
 
 metadata = sa.MetaData()
 
@@ -30,6 +30,11 @@ records = sa.Table(
     sa.Column("current_hash", sa.String(64), nullable=False),
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # when a poll last fetched the record, changed or not (0013): PubMed's dates are
+    # whole days, so a known record is fetched again only when it was modified on or
+    # after the day it was last fetched, and never twice the same day (polls/pubmed.py).
+    # NULL: `updated_at` stands in (rows from before 0013, feed items)
+    sa.Column("checked_at", sa.DateTime),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
 )
 
