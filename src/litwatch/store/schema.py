@@ -56,6 +56,7 @@ hits = sa.Table(
     sa.Column("query", sa.String(200), primary_key=True),
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("terms", sa.Text, nullable=False, server_default="[]"),  # why it matched
+    sa.Index("ix_hits_query", "query"),  # a query's records, counted by `status` (0013)
 )
 
 events = sa.Table(
