@@ -70,6 +70,7 @@ class StatusView:
             by_query: dict[str, list[PollState]] = {}
             for (qn, _), row in states.items():
                 by_query.setdefault(qn, []).append(row)
+            times = _times(states)
             counts = self.store.count_records_by_query(tx, names)
             missing = self.store.missing_reports(tx, names)
             overflows: dict[str, list[Overflow]] = {}
@@ -85,7 +86,7 @@ class StatusView:
                         "last_success": _iso(last_ok),
                         "last_error": errs[0].last_error if errs else None,
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
-                        "next_run": _iso(self._next_poll(q, states, leases, now)),
+                        "next_run": _iso(self._next_poll(q, times, leases, now)),
                         "records": counts.get(q.name, 0),
                         **_gaps(missing.get(q.name, []), overflows.get(q.name, []), now.host),
                     }
@@ -177,14 +178,13 @@ class StatusView:
         }
 
     def _next_poll(
-        self, q: QuerySettings, states: dict[tuple[str, str], PollState], leases: dict[str, Lease], now: _Now
+        self, q: QuerySettings, times: dict[tuple[str, str], SourceTimes], leases: dict[str, Lease], now: _Now
     ) -> datetime:
         """When `litwatch run` polls `q` next: due after the last start by any instance
         (database clock), else after its oldest source's last success (host clock), not
         before the daemon's plan (tasks.py, the function the daemon uses)."""
         plan = plan_of(q)
         keys = task_sources("poll", q)
-        times = _times(states)
         planned = self._next_run(plan, leases.get(poll_task(q.name)), last_success(keys, times), now)
         # a failing source is tried again sooner: when the daemon will (tasks.next_retry)
         retry = next_retry(keys, times, retry_base(), plan.period(self.settings.timezone, now.host))
