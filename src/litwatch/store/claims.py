@@ -44,6 +44,13 @@ class ClaimsStore(StoreCore):
         """Extend the leases `owner` still holds with the given tokens; returns those."""
         if not held:
             return set()
+        if self.dialect == "postgresql":
+            # rows locked in task order, as `leases_held` share-locks them: a commit's
+            # fence and the heartbeat never wait on each other in a cycle (deadlock)
+            for part in chunks(sorted(held)):
+                tx.execute(
+                    sa.select(leases.c.task).where(leases.c.task.in_(part)).order_by(leases.c.task).with_for_update()
+                ).all()
         tx.execute(
             leases.update()
             .where(leases.c.task.in_(list(held)), leases.c.owner == owner, leases.c.until > self.db_now(tx))
@@ -60,8 +67,10 @@ class ClaimsStore(StoreCore):
         out: set[str] = set()
         now = self.db_now(tx)
         for part in chunks(sorted(tokens)):
-            q = sa.select(leases.c.task, leases.c.token, leases.c.until).where(
-                leases.c.task.in_(part), leases.c.owner == owner
+            q = (
+                sa.select(leases.c.task, leases.c.token, leases.c.until)
+                .where(leases.c.task.in_(part), leases.c.owner == owner)
+                .order_by(leases.c.task)
             )
             if self.dialect == "postgresql":
                 q = q.with_for_update(read=True)
