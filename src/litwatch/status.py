@@ -138,17 +138,10 @@ class StatusView:
                 pending, skipped = 0, 0
                 for to in d.to:
                     since = self.digests.recipient_since(tx, d, to, now.host)
-                    for before in (False, True):
-                        n = self.store.count_pending(
-                            tx,
-                            queries=d.queries,
-                            kinds=d.events,
-                            digest=d.name,
-                            recipient=to,
-                            since=since,
-                            before=before,
-                        )
-                        pending, skipped = (pending, max(skipped, n)) if before else (max(pending, n), skipped)
+                    waiting, early = self.store.count_pending(
+                        tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=to, since=since
+                    )
+                    pending, skipped = max(pending, waiting), max(skipped, early)
                 last_run = st.last_run if st else None
                 refused = self.digests.outbox.refused(tx, d.name)
                 digests.append(

@@ -99,17 +99,18 @@ class EventsStore(StoreCore):
         digest: str,
         recipient: str,
         since: datetime | None = None,
-        before: bool = False,
-    ) -> int:
-        """How many events `pending_events` gives; with `before`, how many undelivered
-        ones it leaves out because they were created before `since` (skipped)."""
+    ) -> tuple[int, int]:
+        """How many events `pending_events` gives, and how many undelivered ones it
+        leaves out because they were created before `since` (skipped): one pass over
+        the events, not two (`status`)."""
         where = _pending_where(queries=queries, kinds=kinds, digest=digest, recipient=recipient)
-        if since is not None:
-            where.append(events.c.created_at < since if before else events.c.created_at >= since)
-        elif before:
-            return 0
-        q = sa.select(sa.func.count()).select_from(events).where(*where)
-        return int(tx.execute(q).scalar_one())
+        if since is None:
+            n = tx.execute(sa.select(sa.func.count()).select_from(events).where(*where)).scalar_one()
+            return int(n), 0
+        late = sa.case((events.c.created_at >= since, 1), else_=0)
+        early = sa.case((events.c.created_at < since, 1), else_=0)
+        row = tx.execute(sa.select(sa.func.sum(late), sa.func.sum(early)).select_from(events).where(*where)).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
 
 def _pending_where(
