@@ -340,7 +340,7 @@ def measure(fn: Callable[[], Any], *, traced: bool = True) -> dict[str, float]:
     return out
 
 
-def run(kind: str, scale: float, ncbi_rate: bool) -> dict[str, dict[str, float]]:
+def run(kind: str, scale: float, ncbi_rate: bool, cycle_memory: bool = True) -> dict[str, dict[str, float]]:
     import sqlalchemy as sa
 
     from litwatch.config import PubmedSettings, load
@@ -377,10 +377,11 @@ def run(kind: str, scale: float, ncbi_rate: bool) -> dict[str, dict[str, float]]
                 same.update(requests=got["requests"], bytes=got["bytes"], efetch=got["efetch"])
                 out["quiet cycle, same day"] = same
                 if not ncbi_rate:
-                    tracemalloc.start()
-                    svc.poll()
-                    same["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
-                    tracemalloc.stop()
+                    if cycle_memory:
+                        tracemalloc.start()
+                        svc.poll()
+                        same["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+                        tracemalloc.stop()
                     fake.since_mark()
                     clock["now"] = NOW + timedelta(days=1)
                     nxt = measure(svc.poll, traced=False)
@@ -421,6 +422,9 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", default="0.1,0.2", help="fractions of the full size, comma-separated")
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument(
+        "--no-cycle-memory", action="store_true", help="skip the traced second run of the cycle (slow under load)"
+    )
     ap.add_argument("--queries", type=int, default=QUERIES, help="fewer queries, for a quick look")
     ap.add_argument("--ncbi-rate", action="store_true", help="only the same-day cycle, at NCBI's 10 requests/s")
     args = ap.parse_args(argv)
@@ -429,7 +433,7 @@ def main(argv: list[str] | None = None) -> str:
     scales = [float(s) for s in args.scale.split(",")]
     lines = []
     for kind in args.backends.split(","):
-        results = {s: run(kind, s, args.ncbi_rate) for s in scales}
+        results = {s: run(kind, s, args.ncbi_rate, not args.no_cycle_memory) for s in scales}
         ops = list(results[scales[0]])
         rows = []
         for op in ops:
