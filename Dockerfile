@@ -1,6 +1,6 @@
 # litwatch container image.
 #
-#   docker build -t litwatch .
+#   docker build --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)" -t litwatch .
 #   docker build --build-arg BASE=localhost/litwatch-base:bookworm -t litwatch .
 #
 # BASE is any Debian-like image with python3 (>= 3.11) and its venv module; the
@@ -24,7 +24,7 @@ COPY . .
 # Debian's "externally managed" system pip. pip and setuptools are not needed at run time.
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir --no-compile /wheels/litwatch-*.whl \
+    && /opt/venv/bin/pip install --no-cache-dir --no-compile "$(ls /wheels/litwatch-*.whl)[postgresql]" \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && install -m 0755 deploy/healthcheck.py /opt/venv/bin/litwatch-healthcheck
@@ -32,10 +32,11 @@ RUN python3 -m venv /opt/venv \
 # ---- runtime: the base image, the venv, an unprivileged user ----
 FROM ${BASE}
 
-ARG VERSION=0.1.0
+# the version is pyproject.toml's; scripts pass it (--build-arg VERSION=...), never repeated here
+ARG VERSION=unknown
 ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="litwatch" \
-      org.opencontainers.image.description="Scheduled literature monitoring: PubMed and RSS/Atom, errata and retraction alerts, e-mailed digests." \
+      org.opencontainers.image.description="Scheduled literature and approvals monitoring: PubMed, Crossref, RSS/Atom feeds, Drugs@FDA and EMA; errata and retraction alerts, e-mailed digests." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MIT"
@@ -63,6 +64,9 @@ USER 10001:10001
 
 # Serves /healthz when the config sets health_port (with health_bind: 0.0.0.0, as
 # deploy/litwatch.yaml does, so that the host can probe it too), else runs `litwatch status`.
+# 8080: health_port (/healthz, /metrics); 8090: web.port (the web view, with its own
+# /healthz), when the config sets them.
+EXPOSE 8080 8090
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["litwatch-healthcheck"]
 

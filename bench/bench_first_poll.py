@@ -40,7 +40,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import BENCH, ROOT, peak_rss_kb, ratio, run_child, table
+from common import BENCH, ROOT, WORK, peak_rss_kb, ratio, run_child, table
 
 TERM = "benchterm"
 BATCH = 500
@@ -116,14 +116,18 @@ def child_profile(cfg: str) -> None:
     print(json.dumps({"wall": wall, "buckets": totals}))
 
 
-def profile_table(n: int) -> str:
-    from corpus import PMID_MARK, articles
+CORPORA = ("real", "compact")  # bench/corpus.py: ~10 KB with references, or ~3 KB (8 authors, abstract, MeSH)
+
+
+def serving(n: int, corpus: str = "real") -> Any:
+    """The fake E-utilities server holding the first poll's n records, started."""
+    from corpus import PMID_MARK, articles, compact_articles
 
     from helpers.fake_eutils import FakeEutils
 
     fake = FakeEutils().start()
-    today = date.today()
-    for i, a in enumerate(articles(n)):
+    today = date.today()  # the CLI polls with the real clock: records entered in the last 20 days
+    for i, a in enumerate((compact_articles if corpus == "compact" else articles)(n)):
         pmid = str(36_000_000 + i)
         fake.add(
             pmid,
@@ -131,6 +135,37 @@ def profile_table(n: int) -> str:
             edat=today - timedelta(days=1 + i % 20),
             xml=a.decode().replace(PMID_MARK.decode(), pmid),
         )
+    return fake
+
+
+def serve(n: int, corpus: str, where: Path) -> None:
+    """Serve the corpus until interrupted, and write what times whole processes against
+    it: `litwatch.yaml` + `poll.sh` (a fresh database, then `litwatch poll`) and
+    `biopython.py` (the Biopython script), for a paired timer run from outside."""
+    fake = serving(n, corpus)
+    where.mkdir(parents=True, exist_ok=True)
+    cfg = config(where, fake.url)
+    db = where / "litwatch.db"
+    (where / "poll.sh").write_text(
+        f"rm -f {db} {db}-wal {db}-shm\nexec {sys.executable} -m litwatch.cli -c {cfg} poll >/dev/null\n"
+    )
+    (where / "biopython.py").write_text(BIOPYTHON)
+    print(
+        f"serving {n:,} {corpus} records at {fake.url}\n"
+        f"  sh {where / 'poll.sh'}\n  {sys.executable} {where / 'biopython.py'} {fake.url} read",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+
+
+def profile_table(n: int, corpus: str = "real") -> str:
+    fake = serving(n, corpus)
     try:
         with tempfile.TemporaryDirectory(prefix="litwatch-first-poll-") as d:
             tmp = Path(d)
@@ -263,21 +298,8 @@ def run_contender(name: str, url: str, n: int) -> dict[str, Any]:
 CONTENDERS = ("litwatch poll (CLI)", "litwatch in-process", "Biopython script", "Biopython fetch only")
 
 
-def first_poll(n: int, repeat: int) -> list[dict[str, Any]]:
-    from corpus import PMID_MARK, articles
-
-    from helpers.fake_eutils import FakeEutils
-
-    fake = FakeEutils().start()
-    today = date.today()  # the CLI polls with the real clock: records entered in the last 20 days
-    for i, a in enumerate(articles(n)):
-        pmid = str(36_000_000 + i)
-        fake.add(
-            pmid,
-            terms={TERM},
-            edat=today - timedelta(days=1 + i % 20),
-            xml=a.decode().replace(PMID_MARK.decode(), pmid),
-        )
+def first_poll(n: int, repeat: int, corpus: str = "real") -> list[dict[str, Any]]:
+    fake = serving(n, corpus)
     best: dict[str, dict[str, Any]] = {}
     try:
         for _ in range(repeat):  # interleaved, best wall per contender: the machine is noisy
@@ -312,14 +334,20 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--repeat", type=int, default=1, help="first polls per contender (best wall kept)")
     ap.add_argument("--parse-repeat", type=int, default=2, help="parser runs per contender (best kept)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile a first poll of N records")
+    ap.add_argument("--corpus", choices=CORPORA, default="real", help="~10 KB records, or ~3 KB (compact)")
+    ap.add_argument("--serve", type=int, default=0, metavar="N", help="only serve N records (see serve())")
+    ap.add_argument("--dir", type=Path, default=WORK / "first-poll", help="where --serve writes its files")
     args = ap.parse_args(argv)
     if args.child:
         (child_profile if args.child[0] == "profile" else child_litwatch)(args.child[1])
         return ""
+    if args.serve:
+        serve(args.serve, args.corpus, args.dir)
+        return ""
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = []
     for n in sizes:
-        runs = first_poll(n, args.repeat)
+        runs = first_poll(n, args.repeat, args.corpus)
         bio = next(r for r in runs if r["contender"] == "Biopython script")
         for r in runs:
             is_bio = r is bio
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> str:
         "(bench/floor_pubmed.py) is lxml.iterparse extracting exactly litwatch's fields.",
     )
     if args.profile:
-        text += "\n" + profile_table(args.profile)
+        text += "\n" + profile_table(args.profile, args.corpus)
     print(text)
     return text
 

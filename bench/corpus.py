@@ -135,6 +135,76 @@ def build(n: int, seed: int = 1) -> Path:
     return path
 
 
+COMPACT_SIZE = 2_500  # the held-out first-poll corpus of issue 22: ~2.5 KB, 8 authors, abstract, MeSH
+COMPACT_AUTHORS = 8
+
+
+def _compact(a: bytes) -> bytes | None:
+    """A template cut down to a short record as efetch gives one (None without MeSH):
+    no references, exactly 8 authors (real ones, repeated if the paper has fewer, no
+    affiliations), an abstract, at most 4 MeSH headings (no qualifiers) and one
+    publication type; the abstract shortened towards ~2.5 KB a record."""
+    el = etree.fromstring(a, etree.XMLParser(remove_blank_text=True))
+    mesh = el.find("MedlineCitation/MeshHeadingList")
+    if mesh is None or len(mesh) == 0:
+        return None
+    for heading in list(mesh)[4:]:
+        mesh.remove(heading)
+    for q in el.findall("MedlineCitation/MeshHeadingList/MeshHeading/QualifierName"):
+        q.getparent().remove(q)
+    for pt in el.findall("MedlineCitation/Article/PublicationTypeList/PublicationType")[1:]:
+        pt.getparent().remove(pt)
+    pd = el.find("PubmedData")
+    for x in pd.findall("ReferenceList") if pd is not None else []:
+        pd.remove(x)
+    for x in el.findall("PubmedData/History/PubMedPubDate"):
+        if x.get("PubStatus") not in ("pubmed", "entrez"):
+            x.getparent().remove(x)
+    for x in el.findall("MedlineCitation/CommentsCorrectionsList"):
+        x.getparent().remove(x)
+    for x in el.findall("MedlineCitation/KeywordList") + el.findall("MedlineCitation/ChemicalList"):
+        x.getparent().remove(x)
+    for x in el.findall("MedlineCitation/Article/GrantList"):
+        x.getparent().remove(x)
+    authors = el.find("MedlineCitation/Article/AuthorList")
+    people = list(authors)
+    for p in people:
+        authors.remove(p)
+        for aff in p.findall("AffiliationInfo"):
+            p.remove(aff)
+        for x in p.findall("Identifier"):
+            p.remove(x)
+    for i in range(COMPACT_AUTHORS):
+        authors.append(copy.deepcopy(people[i % len(people)]))
+    texts = el.findall("MedlineCitation/Article/Abstract/AbstractText")
+    for t in texts[1:]:
+        t.getparent().remove(t)
+    text = "".join(texts[0].itertext())
+    for child in list(texts[0]):
+        texts[0].remove(child)
+    texts[0].text = text
+    over = len(etree.tostring(el, encoding="utf-8")) - COMPACT_SIZE
+    if over > 0:
+        texts[0].text = text[: max(120, len(text) - over)]
+    return etree.tostring(el, encoding="utf-8") + b"\n"
+
+
+def compact_articles(n: int, seed: int = 1) -> list[bytes]:
+    """n short article XML strings (~2.5 KB, 8 authors, abstract, MeSH; no envelope)."""
+    dtd = _dtd()
+    templates = [
+        c
+        for c in (_compact(t) for t in _templates())
+        if c is not None
+        and (
+            dtd is None
+            or dtd.validate(etree.fromstring(b"<PubmedArticleSet>" + c.replace(PMID_MARK, b"1") + TAIL.strip()))
+        )
+    ]
+    rng = random.Random(seed)
+    return rng.choices(templates, k=n)
+
+
 def articles(n: int, seed: int = 1) -> list[bytes]:
     """n article XML strings (no envelope), for the fake E-utilities server."""
     templates = _templates()

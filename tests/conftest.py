@@ -18,6 +18,13 @@ from helpers import SHARED_DATA, MailBox, SmtpServer, pg_schema_url, serve_smtp
 from helpers.fake_eutils import FakeEutils
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests first (each takes a minute or more, mostly waiting on real
+    processes): with xdist the other workers meanwhile share out the rest, so the
+    suite ends with short tests instead of one worker finishing a long one alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

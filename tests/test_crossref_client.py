@@ -136,11 +136,11 @@ def test_rows_are_capped_at_crossrefs_limit(crossref: FakeCrossref) -> None:
 def test_a_refused_request_says_what_crossref_said(crossref: FakeCrossref) -> None:
     body = b'{"status":"failed","message-type":"validation-failure","message":[{"type":"filter-not-available","value":"doi","message":"Filter doi specified but there is no such filter for this route."}]}'
     crossref.faults.append(Fault(route="works", status=400, body=body))
-    with pytest.raises(SourceError) as e:
-        client(crossref).recheck([RETRACTED], today=TODAY)
+    with pytest.raises(SourceError) as e:  # (a refused re-check batch is split instead: #24)
+        client(crossref).new_notices(TODAY, today=TODAY)
     print(e.value)
     assert str(e.value).startswith(
-        "Crossref check of 1 DOIs: Crossref refused the request (HTTP 400): Filter doi specified"
+        "Crossref new notices: Crossref refused the request (HTTP 400): Filter doi specified"
     )
     assert "team@example.org" not in str(e.value)  # query strings stay out of messages
 
@@ -242,7 +242,7 @@ def test_daily_recheck_of_ten_thousand_dois_keeps_to_the_advertised_rate(crossre
     and enforces (a request over the rate or the concurrency limit is refused with a
     429 and counted). The fake advertises 20 a second, 3 at once, so the test takes
     about 11 s; the figure at the polite pool's 3 a second is the poll's
-    (`test_crossref_poll.py -k cost`), through the service and its shared budget."""
+    (`test_polls_crossref.py -k cost`), through the service and its shared budget."""
     crossref.limits["polite-array"] = (20, 1.0, 3)
     stored = fillers(crossref, 10_000)
     c = client(crossref)

@@ -7,6 +7,7 @@ No sleeps longer than needed: every wait polls for its condition with a deadline
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -228,6 +229,29 @@ def test_catch_up_after_a_stop_longer_than_the_interval(tmp_path: Path, eutils: 
     assert len(searches(eutils, "TRAIL")) == 2
 
 
+def test_a_second_instance_through_a_hard_link_to_the_sqlite_file_is_refused(
+    tmp_path: Path, eutils: FakeEutils
+) -> None:
+    """The single-instance lock is the database file's own: a second `run` given another
+    name of the same file (a hard link) is refused as well."""
+    cfg = basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests="")
+    run = Run(cfg, tmp_path / "run.log")
+    try:
+        run.wait_log("run started")
+        (tmp_path / "other").mkdir()
+        os.link(tmp_path / "litwatch.db", tmp_path / "other" / "same.db")
+        cfg2 = basic_config(tmp_path / "other", eutils.url, queries=QUERIES_2S, digests="")
+        assert str(tmp_path / "other" / "litwatch.db") in cfg2.read_text()
+        cfg2.write_text(cfg2.read_text().replace("other/litwatch.db", "other/same.db"))
+        second = run_cli("--config", str(cfg2), "run", env=daemon_env(), timeout=30)
+    finally:
+        rc, _ = run.stop()
+    print("\nsecond instance through a hard link:", second.returncode, second.stderr.strip())
+    assert second.returncode == 2, second.stderr
+    assert "another `litwatch run` is already using" in second.stderr and "Traceback" not in second.stderr
+    assert rc == 0
+
+
 def test_a_second_instance_on_sqlite_is_refused(tmp_path: Path, eutils: FakeEutils) -> None:
     cfg = basic_config(tmp_path, eutils.url, queries=QUERIES_2S, digests="")
     run = Run(cfg, tmp_path / "run.log")
@@ -284,7 +308,6 @@ def test_health_endpoints(tmp_path: Path, eutils: FakeEutils) -> None:
 
 def test_healthz_is_503_when_the_scheduler_is_not_running(tmp_path: Path) -> None:
     from litwatch.config import Settings
-    from litwatch.health import HealthServer
     from litwatch.scheduler import Daemon
     from litwatch.service import Service
 
@@ -294,7 +317,11 @@ def test_healthz_is_503_when_the_scheduler_is_not_running(tmp_path: Path) -> Non
     from apscheduler.schedulers.background import BackgroundScheduler
 
     daemon.scheduler = BackgroundScheduler()  # never started
-    server = HealthServer(0, daemon.health, daemon.render_metrics).start()
+    from litwatch.web.app import make_app
+    from litwatch.web.server import WebServer
+
+    app = make_app(daemon.service, settings, health=daemon.health, metrics=daemon.render_metrics, pages=False)
+    server = WebServer(app, port=0).start()
     try:
         status, body = _get(f"http://127.0.0.1:{server.port}/healthz")
         _, metrics = _get(f"http://127.0.0.1:{server.port}/metrics")
@@ -343,7 +370,10 @@ def test_sigkill_at_random_moments_delivers_every_event_once(tmp_path: Path, eut
         return polled and events >= 20 + 14 and bound == 2 * events and queued == 0
 
     try:
-        wait_for(settled, 30, "every event delivered")
+        # on a loaded machine every earlier run may have been killed before it created
+        # the schema: query the database once this run has opened it
+        final.wait_log("run started", timeout=120)
+        wait_for(settled, 60, "every event delivered")
     finally:
         rc, _ = final.stop()
     with db.connect() as c:

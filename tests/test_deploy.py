@@ -332,6 +332,9 @@ def test_deploy_config_uses_postgres_and_the_mail_catcher(
     assert mail["transport"] == "smtp" and mail["security"] == "none" and mail["port"] == 1025
     assert mail["host"] in compose["services"], "mail goes to the compose mail catcher"
     assert isinstance(deploy_config.get("health_port"), int)
+    web = deploy_config["web"]  # the web view: published, and so behind its password
+    assert web["bind"] == "0.0.0.0" and web["password"] == "${LITWATCH_WEB_PASSWORD}"
+    assert f"127.0.0.1:{web['port']}:{web['port']}" in compose["services"]["litwatch"]["ports"]
     for where, value in walk(deploy_config):
         if SECRET_NAME.search(where):
             assert "${" in str(value), f"{where}: from the environment"
@@ -351,7 +354,14 @@ def test_deploy_config_watches_what_the_example_config_watches(deploy_config: di
 
 def test_deploy_config_passes_litwatch_check(tmp_path: Path) -> None:
     pytest.importorskip("litwatch.cli", reason="litwatch is not installed")
-    env = {**os.environ, "POSTGRES_PASSWORD": "change-me", "NCBI_API_KEY": "", "SMTP_PASSWORD": ""}
+    env = {
+        **os.environ,
+        "POSTGRES_PASSWORD": "change-me",
+        "NCBI_API_KEY": "",
+        "SMTP_PASSWORD": "",
+        "LITWATCH_WEB_PASSWORD": "change-me",
+        "LITWATCH_SECRET": "change-me-to-16-or-more",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "litwatch.cli", "--config", str(DEPLOY / "litwatch.yaml"), "check"],
         capture_output=True,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import TODAY, run_cli
+from helpers.fake_biorxiv import FakeBiorxiv
 from helpers.fake_crossref import FakeCrossref
 from helpers.fake_eutils import FakeEutils
 from helpers.fake_openfda import FakeOpenFda
@@ -108,7 +109,9 @@ def press_feed(approved: date) -> bytes:
 EMPTY_RSS = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Blood</title><link>https://x/</link><description>toc</description></channel></rss>'
 
 
-def user_config(tmp_path: Path, eutils: FakeEutils, fda: FakeOpenFda, host: FeedHost, crossref: FakeCrossref) -> Path:
+def user_config(
+    tmp_path: Path, eutils: FakeEutils, fda: FakeOpenFda, host: FeedHost, crossref: FakeCrossref, preprints: FakeBiorxiv
+) -> Path:
     """The shipped example with only its addresses (and where it writes) changed."""
     text = EXAMPLE.read_text(encoding="utf-8")
     text = text.replace("database: sqlite:///litwatch.db", f"database: sqlite:///{tmp_path / 'litwatch.db'}")
@@ -119,6 +122,8 @@ def user_config(tmp_path: Path, eutils: FakeEutils, fda: FakeOpenFda, host: Feed
     text = re.sub(r"(- name: blood-toc\n    url: )\S+", rf"\g<1>{host.url('/blood.xml')}", text)
     text = text.replace("    kind: openfda", f"    kind: openfda\n    url: {fda.search_url}")
     text = text.replace("    kind: ema", f"    kind: ema\n    url: {host.url('/medicines.json')}")
+    for kind in ("medrxiv", "biorxiv"):  # preprints: an empty fake api.biorxiv.org
+        text = text.replace(f"    kind: {kind}", f"    kind: {kind}\n    url: {preprints.base}")
     cfg = tmp_path / "litwatch.yaml"
     cfg.write_text(text, encoding="utf-8")
     return cfg
@@ -135,11 +140,11 @@ def test_example_config_digest_shows_each_approval_once(tmp_path: Path, eutils: 
         mesh=("Multiple Myeloma/drug therapy",),
     )
     crossref = FakeCrossref().start()
-    with FakeOpenFda([trailnova(approved)]) as fda, FeedHost() as host:
+    with FakeOpenFda([trailnova(approved)]) as fda, FeedHost() as host, FakeBiorxiv() as preprints:
         host.feed("/press.xml", press_feed(approved))
         host.feed("/blood.xml", EMPTY_RSS)
         host.feed("/medicines.json", ema_file(TODAY - timedelta(days=20), TODAY - timedelta(days=3)))
-        cfg = user_config(tmp_path, eutils, fda, host, crossref)
+        cfg = user_config(tmp_path, eutils, fda, host, crossref, preprints)
         env = {"NCBI_API_KEY": "", "OPENFDA_API_KEY": "", "LITWATCH_EMAIL": "new-user@example.org"}
         polled = run_cli("--config", str(cfg), "poll", env=env, cwd=tmp_path)
         mailed = run_cli("--config", str(cfg), "digest", "weekly-myeloma", env=env, cwd=tmp_path)

@@ -23,10 +23,21 @@ def test_init_then_check_is_ok(tmp_path: Path) -> None:
     assert line.startswith("  email: you@example.org") and "FILL IN" in line
     assert f"fill in your contact address at line {email_line()} (pubmed.email) and line" in r.stdout
     assert "(crossref.email)" in r.stdout
+    assert "then try its queries with: .venv/bin/litwatch --config" in r.stdout  # as README installs it
+    # the placeholder is refused until filled in, both lines named at once (#24)
     r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
     print(r.stdout, r.stderr)
-    assert r.returncode == 0 and r.stdout == "litwatch.yaml: ok: 2 queries, 4 feeds, 2 digests\n", r.stderr
-    assert not (tmp_path / "litwatch.db").exists()  # init and check store nothing
+    lines = [n for n, x in enumerate(STARTER.splitlines(), 1) if x.startswith("  email: you@example.org")]
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"litwatch.yaml:{lines[0]}: pubmed.email: you@example.org is the starter's placeholder; "
+        "fill in your own address (NCBI asks for a contact)",
+        f"litwatch.yaml:{lines[1]}: crossref.email: you@example.org is the starter's placeholder; "
+        "fill in your own address (Crossref asks for a contact)",
+    ], r.stderr
+    written.write_text(STARTER.replace("you@example.org", "me@lab.example.net"), encoding="utf-8")
+    r = invoke("check", cwd=tmp_path, env=NO_ENV_CONFIG)
+    assert r.returncode == 0 and r.stdout.startswith("litwatch.yaml: ok: 2 queries, 6 feeds, 2 digests\n"), r.stderr
+    assert not (tmp_path / "my-litwatch.db").exists()  # init and check store nothing
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -45,6 +56,7 @@ def test_init_honours_config_option(tmp_path: Path) -> None:
     target = tmp_path / "etc" / "lw.yaml"
     target.parent.mkdir()
     assert invoke("--config", str(target), "init").returncode == 0
+    target.write_text(target.read_text().replace("you@example.org", "me@lab.example.net"))
     assert invoke("--config", str(target), "check").returncode == 0
 
 
@@ -53,5 +65,13 @@ def test_starter_is_the_example_with_an_address_to_fill_in() -> None:
     starter = loads(STARTER, "starter", env={})
     assert starter.pubmed.email == "you@example.org"
     assert starter.crossref is not None and starter.crossref.email == "you@example.org"
-    drop = {"source": True, "pubmed": {"email"}, "crossref": {"email"}}
-    assert starter.model_dump(exclude=drop) == example.model_dump(exclude=drop)
+    # its own database and query names: a user's first run never inherits the example's progress (#24)
+    assert starter.database == "sqlite:///my-litwatch.db" != example.database
+    assert not {q.name for q in starter.queries} & {q.name for q in example.queries}
+    drop = {"source": True, "database": True, "pubmed": {"email"}, "crossref": {"email"}}
+    mine = starter.model_dump(exclude=drop)
+    for q in mine["queries"]:
+        q["name"] = q["name"].removeprefix("my-")
+    for d in mine["digests"]:
+        d["queries"] = tuple(n.removeprefix("my-") for n in d["queries"])
+    assert mine == example.model_dump(exclude=drop)

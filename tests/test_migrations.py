@@ -3,6 +3,8 @@ and 0001 → head keeps what is stored (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -145,3 +147,77 @@ def test_upgrade_0002_to_0003_keeps_records_events_and_feed_state(store_url: str
     assert again == 0  # the event stored before the upgrade is recognised
     assert (state.watermark, state.etag, state.url) == ("http://x/f", '"e1"', "http://y/f")
     assert list(ids) == ["g" * 4000]
+
+
+def _shape(url: str) -> dict[str, dict[str, list[str]]]:
+    """Every table's columns (by name), keys, indexes and constraints, as the database reports them."""
+    eng = sa.create_engine(url)
+    insp = sa.inspect(eng)
+    out = {
+        t: {
+            "columns": sorted(
+                str((c["name"], str(c["type"]), c["nullable"], c.get("default"))) for c in insp.get_columns(t)
+            ),
+            "primary key": [str(insp.get_pk_constraint(t))],
+            "foreign keys": sorted(str(f) for f in insp.get_foreign_keys(t)),
+            "indexes": sorted(str(i) for i in insp.get_indexes(t)),
+            "unique": sorted(str(u) for u in insp.get_unique_constraints(t)),
+            "checks": sorted(str(c) for c in insp.get_check_constraints(t)),
+        }
+        for t in insp.get_table_names()
+    }
+    eng.dispose()
+    return out
+
+
+def test_a_new_database_gets_the_schema_the_migrations_build(store_url: str, tmp_path: Path) -> None:
+    """A first run creates the head schema directly (no Alembic); it is the schema that
+    0001 → head builds: same tables, columns, keys, indexes and constraints."""
+    from alembic import command
+    from alembic.config import Config
+
+    from helpers import pg_schema_url
+
+    Store(store_url).close()
+    if store_url.startswith("sqlite"):
+        migrated_url, other = f"sqlite:///{tmp_path / 'migrated.db'}", None
+    else:
+        other = pg_schema_url()
+        migrated_url = next(other)
+    try:
+        eng = sa.create_engine(migrated_url)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("litwatch.store") / "migrations"))
+        with eng.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        eng.dispose()
+        created, migrated = _shape(store_url), _shape(migrated_url)
+    finally:
+        if other is not None:
+            other.close()
+    assert sorted(created) == sorted(migrated)
+    for table in migrated:
+        assert created[table] == migrated[table], table
+
+
+def test_a_new_database_is_created_without_alembic(store_url: str) -> None:
+    """A first run on an empty database: one transaction creates and stamps the head
+    schema, and Alembic (a fifth of a first poll's fixed cost) is never imported; the
+    next start finds it current."""
+    code = (
+        f"import sys\nfrom litwatch.store import Store\nStore({store_url!r}).close()\nprint('alembic' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=daemon_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+    eng = sa.create_engine(store_url)
+    with eng.connect() as c:
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
+    eng.dispose()
+    statements: list[str] = []
+    store = Store(store_url, migrate=False)
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.migrate()
+    store.close()
+    assert statements == ["SELECT version_num FROM alembic_version"]

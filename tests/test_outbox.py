@@ -153,6 +153,92 @@ def test_554_for_one_recipient_is_kept_and_retry_failed_sends_it_once(
     assert st["outbox"]["refused"] == [] and st["outbox"]["failed"] == 0
 
 
+def test_retry_failed_sends_to_the_recipients_the_config_lists_now(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """A typo refused (550), another recipient refused and then removed: after the fix,
+    `--retry-failed` sends the refused message to the corrected address (same
+    Message-ID, every item), neither to the typo nor to the removed one again, and
+    `status` has nothing refused or skipped left."""
+    pmids = _add(eutils, 151, 3)
+    typo, gone = "bos@example.org", "gone@example.org"
+    box = MailBox(refuse={typo: "550 5.1.1 unknown user", gone: "550 5.1.1 unknown user"})
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=f"{TEAM}, {typo}, {gone}")
+    _poll(cfg)
+    r = _cli(cfg, "digest")
+    assert r.returncode == 1 and [g.rcpt_tos for g in box.got] == [[TEAM]], r.stdout + r.stderr
+    refused = {row["recipient"]: row["message_id"] for row in _rows(_sqlite(tmp_path)) if row["state"] == "refused"}
+    assert set(refused) == {typo, gone}
+
+    cfg.write_text(cfg.read_text().replace(f"{TEAM}, {typo}, {gone}", f"{TEAM}, {BOSS}"))  # fixed, and removed
+    r = _cli(cfg, "digest", "--retry-failed")
+    print("\n" + r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"queued again for {BOSS}" in r.stdout and "no longer a recipient: not sent again" in r.stdout
+    to_boss = [g.msg for g in box.got if g.rcpt_tos == [BOSS]]
+    assert len(to_boss) == 1, r.stdout  # the corrected address gets the message, once
+    assert to_boss[0]["Message-ID"].strip() == refused[typo] and to_boss[0]["To"] == BOSS
+    assert _pmids(to_boss[0]) == set(pmids)  # with every item
+    assert box.rcpts.count(typo) == 1 and box.rcpts.count(gone) == 1  # neither tried again
+    st = json.loads(_cli(cfg, "status", "--json").stdout)
+    assert st["outbox"]["refused"] == [] and st["outbox"]["queued"] == 0
+    (weekly,) = st["digests"]
+    assert (weekly["pending_events"], weekly["skipped_events"], weekly["failed_messages"]) == (0, 0, 0)
+    r = _cli(cfg, "digest", "--retry-failed")
+    assert r.returncode == 0 and "nothing to send" in r.stdout and len(box.got) == 2, r.stdout
+
+
+def _db_now(db: str) -> datetime:
+    if db.startswith("sqlite"):
+        return datetime.utcnow()  # noqa: DTZ003 - SQLite's clock is its host's
+    eng = sa.create_engine(db)
+    with eng.connect() as c:
+        now: datetime = c.execute(sa.text("select clock_timestamp() at time zone 'utc'")).scalar_one()
+    eng.dispose()
+    return now
+
+
+def test_a_host_whose_clock_runs_10_minutes_fast_delays_no_retry_and_skips_no_event(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer], store_url: str
+) -> None:
+    """A `litwatch digest` on a host 10 minutes fast meets a 451: the retry time it
+    records is a minute from now by the database's clock, not 11. It then sends the
+    digest; a recipient added afterwards gets a paper polled right after (on a host
+    whose clock is right), instead of starting 10 minutes in the future."""
+    from litwatch.config import load
+    from litwatch.service import Service, utcnow
+
+    _add(eutils, 171, 2)
+    box = MailBox(fail_data="451 4.3.0 try again later")
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM, db=store_url)
+    _poll(cfg)
+    fast = Service(load(cfg), now=lambda: utcnow() + timedelta(minutes=10))
+    try:
+        (res,) = fast.digest(["weekly"])
+        assert res.error and not res.permanent, res
+        (row,) = _rows(store_url)
+        wait = _to_dt(row["next_attempt_at"]) - _db_now(store_url)
+        print(f"\nretry time recorded by a host 10 min fast: in {wait.total_seconds():.0f} s")
+        assert timedelta(seconds=30) < wait <= timedelta(minutes=1), wait
+        box.fail_data = None
+        assert [r.sent for r in fast.digest(["weekly"])] == [True]
+    finally:
+        fast.close()
+    cfg.write_text(cfg.read_text().replace(f"to: [{TEAM}]", f"to: [{TEAM}, {BOSS}]"))  # a recipient added
+    _add(eutils, 181, 1)
+    _poll(cfg)
+    r = _cli(cfg, "digest")
+    assert r.returncode == 0, r.stdout + r.stderr
+    to_boss = [g.msg for g in box.got if g.rcpt_tos == [BOSS]]
+    assert len(to_boss) == 1 and _pmids(to_boss[0]) == {"181"}, r.stdout
+
+
+def _to_dt(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def test_552_too_large_is_split_without_losing_an_item(
     tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
 ) -> None:
@@ -296,6 +382,47 @@ def test_a_sending_claim_of_a_killed_process_on_this_host_is_taken_over_at_once(
     assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
     (after,) = _rows(_sqlite(tmp_path))
     assert (after["state"], after["attempts"]) == ("sent", 1)
+
+
+def _as_pid_1(cfg: Path, *args: str) -> list[str]:
+    """`litwatch --config cfg *args` as PID 1 of a new PID namespace, as in a container;
+    SIGKILL to the `unshare` kills it too."""
+    return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, "-m", "litwatch.cli",
+            "--config", str(cfg), *args]  # fmt: skip
+
+
+def _can_unshare() -> bool:
+    return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare --pid (root)")
+def test_a_sending_claim_of_a_killed_pid_1_is_taken_over_at_once_by_the_next_pid_1(
+    tmp_path: Path, eutils: FakeEutils, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """In a container litwatch is PID 1, before a SIGKILL and after the restart: the new
+    PID 1 recognises the claim of the old one as a dead process's and sends at once,
+    instead of taking it for its own live claim and waiting it out."""
+    pmids = _add(eutils, 751, 2)
+    box = Holding()
+    port = smtp_server(box).port
+    cfg = _cfg(tmp_path, eutils, port, to=TEAM)
+    _poll(cfg)
+    first = subprocess.Popen(
+        _as_pid_1(cfg, "digest"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=daemon_env()
+    )
+    assert box.holding.wait(30), "the digest never reached DATA"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    box.release.set()
+    (row,) = _rows(_sqlite(tmp_path))
+    assert row["state"] == "sending" and row["owner"].split(":")[1] == "1", row["owner"]
+    again = subprocess.run(_as_pid_1(cfg, "digest"), capture_output=True, text=True, env=daemon_env(), timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "being sent by another litwatch process" not in again.stdout, again.stdout
+    (got,) = box.got
+    assert got.msg["Message-ID"].strip() == row["message_id"] and _pmids(got.msg) == set(pmids)
+    assert [r["state"] for r in _rows(_sqlite(tmp_path))] == ["sent"]
+    print(f"\nclaim of a SIGKILLed PID 1, taken over by the next PID 1 at once: {again.stdout.strip()}")
 
 
 def test_a_sending_claim_of_another_host_holds_until_it_runs_out(

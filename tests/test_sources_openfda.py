@@ -224,10 +224,10 @@ def test_daily_budget_without_key_and_its_reset(fda: FakeOpenFda) -> None:
         assert keyed.client.limiter is not None and keyed.client.limiter.per_second == 4
 
 
-def test_plan_window_overlaps_two_weeks_in_us_eastern_days() -> None:
+def test_plan_window_overlaps_sixty_days_in_us_eastern_days() -> None:
     assert plan_window(None, datetime(2026, 1, 20, 15, tzinfo=UTC)) == Window(date(2025, 12, 21), date(2026, 1, 20))
     assert plan_window(date(2026, 1, 20), datetime(2026, 1, 27, 15, tzinfo=UTC)) == Window(
-        date(2026, 1, 6), date(2026, 1, 27)
+        date(2025, 11, 21), date(2026, 1, 27)
     )
     # 03:00 UTC on the 27th is still the 26th in Washington
     assert plan_window(date(2026, 1, 20), datetime(2026, 1, 27, 3, tzinfo=UTC)).until == date(2026, 1, 26)

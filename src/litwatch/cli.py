@@ -16,7 +16,7 @@ import click
 
 from . import __version__, logs
 from .config import Settings, find_config, load
-from .errors import ConfigError, LitwatchError, StoreError, first_line
+from .errors import ConfigError, LitwatchError, StoreError, UsageError, first_line
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -61,9 +61,23 @@ class Ctx:
     def __init__(self, config: str | None, verbose: int) -> None:
         self.config_arg = config
         self.verbose = verbose
+        self.missing_database: Path | None = None
 
     def settings(self) -> Settings:
         return load(find_config(self.config_arg))
+
+    def read_only_service(self) -> Any:
+        """A Service for a command that only reads (status, history): a SQLite file that
+        does not exist yet is not created; the command reads an empty in-memory
+        database instead (`missing_database` names the file)."""
+        from .service import Service
+
+        settings = self.settings()
+        missing = missing_sqlite_file(settings.database)
+        if missing is not None:
+            self.missing_database = missing
+            settings = settings.model_copy(update={"database": "sqlite://"})
+        return Service(settings)
 
     def service(self, progress: PollProgress | None = None) -> Any:
         from .service import Service
@@ -159,16 +173,110 @@ def main(ctx: click.Context, config: str | None, verbose: int) -> None:
 def check(obj: Ctx, online: bool) -> None:
     """Validate the config. Exit 0 valid, 2 invalid (or PubMed warns), 1 a source did not answer."""
     settings = obj.settings()
+    from .errors import ConfigError
+    from .starter import placeholder_problems
+
+    emails = {
+        "pubmed": settings.pubmed.email or "",
+        "crossref": (settings.crossref.email or "") if settings.crossref else "",
+    }
+    try:
+        text = Path(settings.source).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    left = placeholder_problems(text, settings.source, emails)
+    if left:
+        raise ConfigError(left)
     click.echo(
-        f"{settings.source}: ok: {len(settings.queries)} queries, {len(settings.feeds)} feeds, "
-        f"{len(settings.digests)} digests"
+        f"{settings.source}: ok: {plural(len(settings.queries), 'query', 'queries')}, "
+        f"{plural(len(settings.feeds), 'feed')}, {plural(len(settings.digests), 'digest')}"
     )
+    _warn_unsubscribed(settings)
+    _schedules(settings)
     if online:
         _check_online(settings)
 
 
+def _warn_unsubscribed(settings: Settings) -> None:
+    """Recipients in the config who stopped their mail (issue 26): a warning, not an error."""
+    from .service import Service
+
+    if not settings.digests:
+        return
+    if settings.database.startswith("sqlite"):
+        path = settings.database.split(":///", 1)[-1]
+        if path in ("", ":memory:") or not Path(path).exists():
+            return  # `check` creates no database
+    try:
+        service = Service(settings)
+    except StoreError:
+        return  # no database yet, or it does not answer: nothing to say about recipients
+    try:
+        stopped = service.unsubscribed()
+    except StoreError:
+        return
+    finally:
+        service.close()
+    for d in settings.digests:
+        listed = {a.lower() for a in d.to}
+        for u in stopped:
+            if u.digest == d.name and u.recipient.lower() in listed:
+                click.echo(
+                    f"warning: digests.{d.name}: {u.recipient} unsubscribed on {u.at:%Y-%m-%d} and gets no mail "
+                    f"from it (litwatch resubscribe {u.recipient} {d.name} undoes it)",
+                    err=True,
+                )
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist yet (None: it exists, or the
+    database is not a SQLite file)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not ours to judge here: the store reports it
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _schedules(settings: Settings) -> None:
+    """Each schedule's next three times in the config's zone: what `cron:` means."""
+    from datetime import UTC, datetime
+
+    from .tasks import next_times, plan_of
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    items = [("query", q.name, q) for q in settings.queries] + [("digest", d.name, d) for d in settings.digests]
+    for kind, name, item in items:
+        plan = plan_of(item)
+        if plan.cron is None:
+            click.echo(f"schedule of {kind} {name}: every {item.every or '1d (default)'}, from each run")
+            continue
+        times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M %Z") for t in next_times(plan, settings.timezone, now))
+        click.echo(f'schedule of {kind} {name}: cron "{plan.cron}" in {settings.timezone}: next {times}')
+
+
 def _check_online(settings: Settings) -> None:
-    """What each query would find now; stores nothing (see preview.py)."""
+    """What each query would find now; stores nothing (see preview.py). A connection
+    that fails is said at once, without retries (`http.FAIL_FAST`, for this call only)."""
+    from .sources.http import FAIL_FAST
+
+    FAIL_FAST.set()
+    try:
+        _preview_online(settings)
+    finally:
+        FAIL_FAST.clear()
+
+
+def _preview_online(settings: Settings) -> None:
     from datetime import UTC, datetime
 
     from .preview import preview
@@ -213,7 +321,7 @@ def init(obj: Ctx, path: Path | None) -> None:
     also = f" and line {crossref[0]} (crossref.email)" if crossref else ""
     click.echo(
         f"wrote {target}: fill in your contact address at line {line} (pubmed.email){also}, "
-        f"then try its queries with: litwatch --config {target} check --online"
+        f"then try its queries with: .venv/bin/litwatch --config {target} check --online"
     )
 
 
@@ -259,8 +367,12 @@ def digest(obj: Ctx, names: tuple[str, ...], dry_run: bool, html: Path | None, r
         for r in results:
             if r.text:
                 click.echo(r.text, nl=False)
+            if r.unbuilt:
+                click.echo(r.line(), err=True)
         if not results:
             click.echo("nothing to send", err=True)
+        if any(r.unbuilt for r in results):
+            sys.exit(1)
         return
     for r in results:
         click.echo(r.line())
@@ -283,6 +395,61 @@ def run(obj: Ctx) -> None:
 
 
 @main.command()
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen here (default: web.port, else 8090).")
+@click.pass_obj
+@handle_errors
+def web(obj: Ctx, port: int | None) -> None:
+    """Serve the web view, /healthz and /metrics until SIGTERM/SIGINT."""
+    if obj.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    from .web.standalone import serve_forever
+
+    sys.exit(serve_forever(obj.settings(), port))
+
+
+def _digest_names(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    known = [d.name for d in settings.digests]
+    for n in names:
+        if n not in known:
+            raise UsageError(f"no digest named {n!r} in {settings.source} (digests: {', '.join(known) or 'none'})")
+    return list(names) or known
+
+
+@main.command()
+@click.argument("address")
+@click.argument("digests", nargs=-1)
+@click.pass_obj
+@handle_errors
+def unsubscribe(obj: Ctx, address: str, digests: tuple[str, ...]) -> None:
+    """Stop ADDRESS's mail from DIGESTS (default: every digest), as its one-click link does."""
+    settings = obj.settings()
+    service = obj.service()
+    try:
+        for name in _digest_names(settings, digests):
+            done = service.unsubscribe(name, address, "cli")
+            click.echo(f"{name}: {address} {'unsubscribed' if done else 'was already unsubscribed'}")
+    finally:
+        service.close()
+
+
+@main.command()
+@click.argument("address")
+@click.argument("digests", nargs=-1)
+@click.pass_obj
+@handle_errors
+def resubscribe(obj: Ctx, address: str, digests: tuple[str, ...]) -> None:
+    """Resume ADDRESS's mail from DIGESTS (default: every digest) with the digest's next mail."""
+    settings = obj.settings()
+    service = obj.service()
+    try:
+        for name in _digest_names(settings, digests):
+            done = service.resubscribe(name, address)
+            click.echo(f"{name}: {address} {'resubscribed' if done else 'was not unsubscribed'}")
+    finally:
+        service.close()
+
+
+@main.command()
 @click.argument("ident")
 @click.pass_obj
 @handle_errors
@@ -290,7 +457,7 @@ def history(obj: Ctx, ident: str) -> None:
     """Every stored version of a record (PMID, DOI or feed entry id) with diffs."""
     from .report import format_history
 
-    service = obj.service()
+    service = obj.read_only_service()
     try:
         found = service.history(ident)
     finally:
@@ -304,11 +471,13 @@ def history(obj: Ctx, ident: str) -> None:
 @handle_errors
 def status(obj: Ctx, as_json: bool) -> None:
     """Per query, feed and digest: last success, errors, next run; the outbox."""
-    service = obj.service()
+    service = obj.read_only_service()
     try:
         st = service.status()
     finally:
         service.close()
+    if obj.missing_database is not None and not as_json:
+        click.echo(f"no database yet at {obj.missing_database}: nothing polled so far", err=True)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from .errors import ConfigError, config_problem
+from .parse.biorxiv import CATEGORIES as PREPRINT_CATEGORIES
+from .parse.biorxiv import normal_category
 from .records import EVENT_KINDS
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ DEFAULT_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 DEFAULT_FEED_URLS = {
     "openfda": "https://api.fda.gov/drug/drugsfda.json",
     "ema": "https://www.ema.europa.eu/en/documents/report/medicines-output-medicines_json-report_en.json",
+    "biorxiv": "https://api.biorxiv.org",  # sources/biorxiv.py DEFAULT_URL: one API for both servers
+    "medrxiv": "https://api.biorxiv.org",
 }
 DEFAULT_STALE_DAYS = 14
 DEFAULT_LOOKBACK_DAYS = 30
@@ -65,17 +69,31 @@ def parse_every(value: str) -> timedelta:
 
 
 def check_cron(value: str, timezone: str = "UTC") -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    from .crontab import triggers
 
     try:
-        CronTrigger.from_crontab(value, timezone=ZoneInfo(timezone))
+        triggers(value, ZoneInfo(timezone))
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday): {e}") from e
     return value
 
 
+def check_header(value: str) -> str:
+    """A value that goes into a mail header: no line break (CR, LF) and no NUL, which
+    the mail library refuses when the digest is built (or, worse, a header injected)."""
+    bad = next((c for c in ("\r", "\n", "\0") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} contains {_CONTROL[bad]}; a mail header must be one line without it")
+    return value
+
+
+_CONTROL = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\0": "a NUL character"}
+
+
 def check_address(value: str) -> str:
     from email.utils import parseaddr
+
+    check_header(value)
 
     _name, addr = parseaddr(value)
     if not addr or not _ADDRESS.match(addr) or (addr != value.strip() and "<" not in value):
@@ -199,6 +217,11 @@ class MailSettings(_Frozen):
     def _from(cls, v: str) -> str:
         return check_address(v)
 
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
+
     @model_validator(mode="after")
     def _host(self) -> MailSettings:
         if self.transport == "smtp" and not self.host:
@@ -216,12 +239,13 @@ class FeedSettings(_Frozen):
     two have a default `url`; `api_key` belongs to openfda, `stale_days` to ema."""
 
     name: str
-    kind: Literal["rss", "openfda", "ema"] = "rss"
+    kind: Literal["rss", "openfda", "ema", "biorxiv", "medrxiv"] = "rss"
     url: str
     approvals: bool = False
     api_key: SecretStr | None = None  # openfda: 120,000 requests a day instead of 1,000
     stale_days: int | None = Field(None, ge=1, le=3650)  # ema: report the file stale after this many days
-    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema: how far back the first poll reaches
+    lookback_days: int | None = Field(None, ge=0, le=36500)  # openfda, ema, preprints: the first poll's reach
+    categories: tuple[str, ...] = ()  # biorxiv, medrxiv: the server's subject categories (default: all)
     timeout: float = Field(30.0, gt=0)
     max_mb: int = Field(20, ge=1)
     retries: int = Field(3, ge=0, le=20)
@@ -273,8 +297,26 @@ class FeedSettings(_Frozen):
     @classmethod
     def _lookback_days(cls, v: int | None, info: ValidationInfo) -> int | None:
         if v is not None and info.data.get("kind") == "rss":
-            raise ValueError("`lookback_days` is for feeds of kind openfda or ema, not rss")
+            raise ValueError("`lookback_days` is for feeds of kind openfda, ema, biorxiv or medrxiv, not rss")
         return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        kind = info.data.get("kind")
+        if not v or kind is None:
+            return v
+        if kind not in PREPRINT_CATEGORIES:
+            raise ValueError(f"`categories` is for feeds of kind biorxiv or medrxiv, not {kind}")
+        # the server answers every category for one it does not know: say so here
+        known = PREPRINT_CATEGORIES[kind]
+        for c in v:
+            if normal_category(c) not in known:
+                raise ValueError(
+                    f"{c!r} is not a {kind} category{_near(normal_category(c), sorted(known))} "
+                    f"(the server would silently answer every category)"
+                )
+        return tuple(dict.fromkeys(normal_category(c) for c in v))
 
     @property
     def first_lookback_days(self) -> int:
@@ -358,6 +400,11 @@ class DigestSettings(Schedule):
         parse_every(v)
         return v
 
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str | None) -> str | None:
+        return check_header(v) if v is not None else v
+
     @property
     def backfill_window(self) -> timedelta:
         return parse_every(self.backfill)
@@ -384,6 +431,51 @@ class DigestSettings(Schedule):
         return v
 
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class WebSettings(_Frozen):
+    """`web:`: the web view, /healthz and /metrics on one server, and one-click
+    unsubscribe links in mail (issue 26)."""
+
+    port: int | None = Field(None, ge=0, le=65535)  # `run` serves the web view when set
+    bind: str = "127.0.0.1"
+    base_url: str | None = None  # where readers reach it: links in mail
+    password: SecretStr | None = None  # HTTP basic auth for the pages
+    auth: Literal["password", "proxy", "none"] | None = None  # default: password if set, else none
+    secret: SecretStr | None = None  # signs unsubscribe tokens; else $LITWATCH_SECRET
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL (e.g. https://litwatch.example.org/)")
+        return v if v.endswith("/") else v + "/"
+
+    @model_validator(mode="after")
+    def _safe(self) -> WebSettings:
+        if self.auth == "password" and self.password is None:
+            raise ValueError("auth: password needs `password`")
+        if self.bind not in _LOOPBACK and self.auth_mode == "none":
+            raise ValueError(
+                f"bind {self.bind} is reachable from other hosts: set `password` (HTTP basic auth) "
+                "or `auth: proxy` (a reverse proxy authenticates)"
+            )
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("secret needs at least 16 characters (it signs unsubscribe links)")
+        if self.base_url and self.secret is None and len(os.environ.get("LITWATCH_SECRET", "")) < 16:
+            raise ValueError(
+                "base_url puts unsubscribe links in mail: set `secret` (or $LITWATCH_SECRET), 16+ characters"
+            )
+        return self
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth or ("password" if self.password is not None else "none")
+
+
 class Settings(_Frozen):
     database: str = "sqlite:///litwatch.db"
     pubmed: PubmedSettings = PubmedSettings()
@@ -396,6 +488,7 @@ class Settings(_Frozen):
     templates: str | None = None
     health_port: int | None = Field(None, ge=1, le=65535)
     health_bind: str = "127.0.0.1"  # the address health_port listens on; 0.0.0.0 in a container
+    web: WebSettings | None = None
     source: str = Field("", exclude=True)  # the file it came from; set by load()
 
     @field_validator("timezone")
@@ -416,6 +509,11 @@ class Settings(_Frozen):
             )
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://") :]
+        if v.startswith("postgresql"):
+            from importlib.util import find_spec
+
+            if find_spec("psycopg") is None:
+                raise ValueError("PostgreSQL needs the postgresql extra: pip install 'litwatch[postgresql]'")
         return v
 
     def query(self, name: str) -> QuerySettings:
@@ -589,7 +687,9 @@ def loads(text: str, file: str = "<config>", env: Any = None) -> Settings:
     try:
         settings = Settings.model_validate({**data, "source": file})
     except ValidationError as e:
-        raise ConfigError(list(_pydantic_problems(e, lines, file, data))) from None
+        # every problem at once: the names that refer to nothing too, read from the raw data
+        found = list(_pydantic_problems(e, lines, file, data))
+        raise ConfigError(found + [x for x in _raw_references(data, lines, file) if x not in found]) from None
     problems = list(_cross_checks(settings, lines, file))
     if problems:
         raise ConfigError(problems)
@@ -677,6 +777,40 @@ def _cross_checks(s: Settings, lines: _Lines, file: str) -> Iterator[str]:
                 yield p(("digests", i, "cron"), str(e))
     if s.templates and s.template_dir and not s.template_dir.is_dir():
         yield p(("templates",), f"{s.templates!r} is not a directory")
+
+
+def _raw_references(data: dict[str, Any], lines: _Lines, file: str) -> Iterator[str]:
+    """The reference checks of `_cross_checks` (unknown feeds and queries, duplicate
+    names) on the raw config, when its fields do not validate: so that a user sees
+    every mistake in one `check`, not the references after the fields are mended."""
+
+    def p(path: Path_, msg: str) -> str:
+        return config_problem(file, lines.line(path), _dotted(path), msg)
+
+    def items(section: str) -> list[Any]:
+        got = data.get(section)
+        return got if isinstance(got, list) else []
+
+    def names(section: str) -> list[str]:
+        return [str(x["name"]) for x in items(section) if isinstance(x, dict) and isinstance(x.get("name"), str)]
+
+    for section in ("feeds", "queries", "digests"):
+        seen: set[str] = set()
+        for i, item in enumerate(items(section)):
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name in seen:
+                yield p((section, i, "name"), f"duplicate name {name!r}")
+            if isinstance(name, str):
+                seen.add(name)
+    for section, key, known, what in (
+        ("queries", "feeds", names("feeds"), "feed"),
+        ("digests", "queries", names("queries"), "query"),
+    ):
+        for i, item in enumerate(items(section)):
+            refs = item.get(key) if isinstance(item, dict) else None
+            for j, ref in enumerate(refs if isinstance(refs, list) else []):
+                if isinstance(ref, str) and ref not in known:
+                    yield p((section, i, key, j), f"unknown {what} {ref!r}{_near(ref, known)}")
 
 
 def _near(name: str, names: list[str]) -> str:

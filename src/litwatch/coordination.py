@@ -31,10 +31,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from .errors import LitwatchError, first_line
+from .errors import LitwatchError, StoreConflict, StoreError, first_line
 from .store.ports import ClaimsPort
 from .store.rows import Lease
 
@@ -47,6 +48,9 @@ WAIT_STEP = 0.25  # seconds between two tries of a busy claim
 # process, whose request reaches NCBI after a delay that varies with load (waking up,
 # the connection): keep 100 ms between a request and the one `rate` places later.
 BUDGET_MARGIN = 0.1
+BUDGET_WAIT = 60.0  # seconds a request waits at most for the budget's row lock
+LATE_GUARD = 0.005  # seconds kept between the budget's check and the request going out
+JITTER = 0.02  # seconds a sleep may overshoot on a busy host, allowed for in every reservation
 
 Clock = Callable[[], datetime]
 
@@ -70,18 +74,57 @@ def host_name() -> str:
 
 
 def new_owner() -> str:
-    """`host:pid:random`: unique per process and start."""
-    return f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """`host:pid:boot.start.process.owner`: the host, the process id, and who exactly
+    holds a claim: this boot of the host (its boot id), the process's start (clock
+    ticks since boot, /proc/<pid>/stat), a random id drawn once per process start, and
+    a random id per owner. A pid reused since (in a container litwatch is always PID 1)
+    does not hide that the holder is gone (`dead_here`)."""
+    return f"{host_name()}:{os.getpid()}:{_identity()}.{uuid.uuid4().hex[:4]}"
+
+
+_IDENTITY: tuple[int, str] | None = None
+
+
+def _identity() -> str:
+    """`boot.start.process` for this process, drawn again after a fork."""
+    global _IDENTITY
+    pid = os.getpid()
+    if _IDENTITY is None or _IDENTITY[0] != pid:
+        _IDENTITY = (pid, f"{_boot_id()[:8] or '-'}.{_start_ticks(pid) or '-'}.{uuid.uuid4().hex[:8]}")
+    return _IDENTITY[1]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip().replace("-", "")
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), "" when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
 
 
 class LeaseLost(LitwatchError):
-    """This process no longer holds a claim it worked under: another one took it over
-    (after a stalled heartbeat, a paused process, a lost connection). The transaction
-    that found out is rolled back; the new holder does the work."""
+    """This process no longer holds a claim it worked under: its time ran out (a paused
+    process, a stalled heartbeat, a database out of reach), or another process took it
+    over. The transaction that found out is rolled back; whoever claims it next does the
+    work."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, *, taken: bool = True) -> None:
         self.task = task
-        super().__init__(f"{task}: lost the claim to another litwatch process; stopped before committing")
+        why = (
+            "lost the claim to another litwatch process"
+            if taken
+            else ("our claim ran out (was this process paused, or the database out of reach?)")
+        )
+        super().__init__(f"{task}: {why}; stopped before committing")
 
 
 @dataclass(frozen=True)
@@ -282,7 +325,8 @@ class Coordinator:
                 for task in lost:
                     if task in self._held:
                         self._held[task].lost = True
-            raise LeaseLost(lost[0])
+            row = self.store.leases(tx).get(lost[0])
+            raise LeaseLost(lost[0], taken=row is not None and row.owner != self.owner)
 
     def check(self, task: str) -> None:
         """Raise `LeaseLost` unless this process still holds `task` (before an action
@@ -320,7 +364,7 @@ class Coordinator:
                 if t in self._held and self._held[t].token == held[t]:
                     self._held[t].lost = True
         for t in lost:
-            log.warning("lease lost task=%s: another instance may have taken it over; this one stops it", t)
+            log.warning("lease lost task=%s: it ran out or another instance took it over; this one stops it", t)
         return lost
 
     def _ensure_heartbeat(self) -> None:
@@ -386,7 +430,17 @@ class Coordinator:
 class RequestBudget:
     """At most `per_second` request starts in any second, across every process on the
     database: `wait()` reserves the next free start in the database and sleeps until it.
-    Has the in-process limiter's interface (`sources.http.Limiter`)."""
+    Has the in-process limiter's interface (`sources.http.Limiter`).
+
+    The slot is on the database's clock, and the process may reach it late: the clock is
+    read somewhere within one round trip, and the commit takes more round trips before
+    the process can start. Each reservation therefore records the *latest* moment its
+    request may start (the slot, plus the clock read's round trip, plus the commit time
+    this process has measured), and the next slots are counted from those, while the
+    request starts no earlier than the slot itself. Should a commit take longer than the
+    recorded allowance, that reservation is given up (it only wastes a slot) and another
+    taken: whatever an instance's latency to the database, no second holds more than
+    `per_second` starts."""
 
     def __init__(
         self,
@@ -402,23 +456,63 @@ class RequestBudget:
         self.per_second = per_second
         self.margin = margin
         self.sleep = sleep
+        self._commits: list[float] = []  # the latest commit times measured (seconds)
 
     def reserve(self) -> float:
         """Reserve the next start; returns the seconds to wait before it."""
+        start_at, _ = self._reserve()
+        return max(0.0, start_at - time.monotonic())
+
+    def wait(self) -> None:
+        """Wait for a reserved start. A process that reaches it later than its
+        reservation allows (its commit was slow, or it was not scheduled in time: a
+        loaded host, a pause) takes another instead of starting late."""
+        while True:
+            start_at, latest = self._reserve()
+            delay = start_at - time.monotonic()
+            if delay > 0:
+                self.sleep(delay)
+            if time.monotonic() <= latest:
+                return
+            log.debug("request budget %s: reached its start too late; reserving again", self.name)
+
+    def _reserve(self) -> tuple[float, float]:
+        """(the earliest, the latest) moment, on this process's monotonic clock, at which
+        the reserved request may start; retried while the row's lock is not granted."""
+        give_up_at = time.monotonic() + BUDGET_WAIT
+        while True:
+            try:
+                return self._reserve_once()
+            except StoreConflict as e:
+                # the row's lock was not granted in time (PostgreSQL's lock_timeout): its
+                # holder may be stopped; the server ends its idle transaction soon
+                if time.monotonic() >= give_up_at:
+                    raise StoreError(f"request budget {self.name}: not granted within {BUDGET_WAIT:g}s") from e
+                log.warning("request budget %s: waiting for a stalled holder (%s)", self.name, first_line(e))
+
+    def _reserve_once(self) -> tuple[float, float]:
         with self.store.transaction(immediate=True, fenced=False) as tx:
-            now, starts = self.store.budget_starts(tx, self.name)
+            _, starts = self.store.budget_starts(tx, self.name)  # the row, locked
+            before = time.monotonic()  # the clock is read within this round trip
+            now = self.store.clock_epoch(tx)
+            read = time.monotonic()
+            allowance = (read - before) + self._commit_allowance(read - before)
             starts = sorted(starts)[-self.per_second :] if self.per_second else []
             slot = now
             if len(starts) >= self.per_second:
                 slot = max(now, starts[0] + 1.0 + self.margin)
                 starts = starts[1:]
-            self.store.set_budget_starts(tx, self.name, [*starts, round(slot, 6)])
-        return slot - now
+            self.store.set_budget_starts(tx, self.name, [*starts, round(slot + allowance, 6)])
+        self._commits = [*self._commits[-4:], time.monotonic() - read]
+        # the database's clock is at `now` somewhere between `before` and `read`: it
+        # reaches the slot no earlier than `read + (slot - now)`, and the recorded start
+        # (slot + allowance) no earlier than `before + (slot + allowance - now)`
+        return read + (slot - now), before + (slot + allowance - now) - LATE_GUARD
 
-    def wait(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            self.sleep(delay)
+    def _commit_allowance(self, read_trip: float) -> float:
+        """How long this process's commit takes, with room: half again the longest of the
+        last few, or, before any, three clock reads' round trips."""
+        return 1.5 * max(self._commits) + JITTER if self._commits else 3 * read_trip + JITTER
 
 
 class DailyRequests:
@@ -470,14 +564,28 @@ def busy(holder: str) -> str:
 
 
 def dead_here(owner: str | None) -> bool:
-    """The owner (`host:pid:random`, `new_owner`) is a process of this host that is no
-    longer running. Another host's process is judged by its lease's time only; a pid
-    reused since errs on the safe side (alive)."""
+    """The owner (`host:pid:boot.start.process.owner`, `new_owner`) is a process of this
+    host that is no longer running: its pid is gone, or is now another process's (another
+    start time, or this very process under another identity: a restart as PID 1), or the
+    host has rebooted since. Another host's process is judged by its lease's time only;
+    an owner of an older litwatch (`host:pid:random`) by its pid alone, erring on the
+    safe side (alive) when the pid is in use."""
     parts = (owner or "").rsplit(":", 2)
     if len(parts) != 3 or parts[0] != host_name() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
-    if pid == os.getpid():
+    ident = parts[2].split(".")
+    if len(ident) == 4:  # boot.start.process.owner
+        boot, start, process, _ = ident
+        mine = _identity().split(".")
+        if boot not in ("-", mine[0]):
+            return True  # the host has rebooted since: every process of before is gone
+        if pid == os.getpid():
+            return process != mine[2]  # an earlier process that had this pid
+        now_start = _start_ticks(pid)
+        if start != "-" and now_start and now_start != start:
+            return True  # the pid belongs to a process started since
+    elif pid == os.getpid():
         return False  # this process: its own claims are live
     try:
         os.kill(pid, 0)

@@ -47,6 +47,7 @@ UNORDERED = frozenset({"mesh", "keywords", "pubtypes", "links"})
 SUBSTANTIVE = ("title", "abstract", "authors", "doi", "url")
 
 _RETRACTED_TITLE = re.compile(r"^\s*\[?\s*(retracted|withdrawn)\b\s*[\]:.\-]", re.IGNORECASE)
+_WITHDRAWN_TITLE = re.compile(r"^\s*withdrawn\s*:", re.IGNORECASE)
 _APPROVAL_TITLE = re.compile(
     r"\bfirst(?:\s+global)?\s+approval\b"
     r"|\bapproval\s+summary\b"
@@ -66,17 +67,22 @@ def _norm(text: str) -> str:
 def canonical(record: Record) -> dict[str, Any]:
     """Whitespace folded, unordered fields sorted, link citations reduced to (type, PMID):
     two parses of the same record, however serialised, give equal dicts."""
+    # Read from the record's attributes, as `Record.fields()` lists them, without
+    # building that dict first (a poll hashes every record it fetches: #22); the result
+    # is the same dict, so stored hashes are unchanged.
     out: dict[str, Any] = {}
-    for name, value in record.fields().items():
+    for name in FIELD_NAMES:
+        value = getattr(record, name)
+        if not value:
+            continue
         if name == "abstract":
             value = "\n".join(line for line in (_norm(v) for v in value.splitlines()) if line)
         elif name == "links":
-            value = sorted({(lk[0], lk[1]) for lk in value})
-            value = [list(v) for v in value]
+            value = [list(v) for v in sorted({(lk.ref_type, lk.pmid) for lk in value})]
         elif isinstance(value, str):
             value = _norm(value)
-        elif isinstance(value, list):
-            value = [_norm(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, tuple | list):
+            value = [_norm(v) if isinstance(v, str) else list(v) if isinstance(v, tuple) else v for v in value]
             if name in UNORDERED:
                 value = sorted(set(value))
         if value:
@@ -144,6 +150,8 @@ def flags(r: Record) -> list[str]:
         out.append("corrected")
     if newer_versions(r):
         out.append("newer version")  # e.g. a preprint whose journal article appeared
+    if r.published_doi:
+        out.append(f"published in {r.published_journal or 'a journal'}")  # a preprint's journal version
     return out
 
 
@@ -185,6 +193,8 @@ def classify_change(old: Record, new: Record, changes: list[FieldChange], versio
     """Events for a known record that changed from `old` to `new` (version `version_n`)."""
     shown = [[c.field, c.old, c.new] for c in changes if c.field in SUBSTANTIVE]
     ident = _ident(new)
+    if new.server:
+        return _preprint_change(old, new, shown, version_n)
     out: list[NewEvent] = []
     if is_retracted(new) and not is_retracted(old):
         notices = sorted(new.link_pmids(RETRACTION_ON_ORIGINAL))
@@ -202,6 +212,40 @@ def classify_change(old: Record, new: Record, changes: list[FieldChange], versio
     if not out and shown:
         out.append(NewEvent("update", f"update:{ident}:v{version_n}", {"changes": shown}))
     return out
+
+
+def is_withdrawn(r: Record) -> bool:
+    """A preprint whose server posted its withdrawal (a version of type "withdrawn",
+    titled "WITHDRAWN: ...")."""
+    return r.pub_status == "withdrawn" or bool(_WITHDRAWN_TITLE.match(r.title))
+
+
+def _preprint_change(old: Record, new: Record, shown: list[list[Any]], version_n: int) -> list[NewEvent]:
+    """A preprint's versions are versions of one record (issue 27): its withdrawal is a
+    `retraction` shown as "Withdrawn"; a new version vN an `update` shown as a newer
+    version, with what changed. Its journal version is a notice from the server
+    (preprints.py), not decided here; nor is a change of `published_doi` news here."""
+    ident = _ident(new)
+    label = new.server
+    if is_withdrawn(new) and not is_withdrawn(old):
+        detail = {"label": "Withdrawn", "sources": [label], "source_label": label, "notices": [], "changes": shown}
+        # one withdrawal per preprint; a Crossref retraction report of it meets it (one retraction per record)
+        return [NewEvent("retraction", f"withdrawn:{ident}", detail)]
+    if is_withdrawn(new):
+        return []
+    if _int(new.preprint_version) > _int(old.preprint_version):
+        v = new.preprint_version
+        posted = f", posted {new.pub_date}" if new.pub_date else ""
+        url = f"{new.url}v{v}" if new.url else ""  # bioRxiv's and medRxiv's page of that version
+        newer = {"pmid": "", "title": f"new version v{v}{posted}", "url": url, "doi": ""}
+        return [NewEvent("update", f"preprint:{ident}:v{v}", {"newer": [newer], "sources": [label], "changes": shown})]
+    if shown:
+        return [NewEvent("update", f"update:{ident}:v{version_n}", {"changes": shown})]
+    return []
+
+
+def _int(value: str) -> int:
+    return int(value) if value.isdigit() else 0
 
 
 def _newer(r: Record, key: str) -> dict[str, str]:
@@ -290,6 +334,7 @@ def decide(
     approvals_source: bool = False,
     notices: Iterable[tuple[str, int, Record]] = (),
     first_versions: Mapping[int, Record] | None = None,
+    heard: Mapping[int, set[str]] | None = None,
 ) -> Plan:
     """The events that follow from what a batch stored, decided on data alone.
 
@@ -301,8 +346,12 @@ def decide(
     - `notices`: (kind, target id, notice) for the PubMed notices of the batch naming a
       stored record: an event of the target for every query that matches it, this batch's
       first hits included — unless the target's first version (`first_versions`) already
-      showed it."""
+      showed it;
+    - `heard`: {record id: queries}: the queries that already had this work through
+      another record — the preprint whose journal version this record is (issue 27):
+      the first hit is kept (the article's own notices are news), but not as `new`."""
     plan = Plan()
+    heard = heard or {}
     seen: set[tuple[str, str]] = set()
 
     def add(record_id: int, query: str, n: int, e: NewEvent) -> None:
@@ -327,6 +376,8 @@ def decide(
             plan.hits.append((rid, query, terms))
             record, n = current[rid]
             kind = classify_new(record, approvals_source=approvals_source)
+            if kind == "new" and query in heard.get(rid, ()):
+                continue  # the journal version of a preprint this query had: one work, one alert
             if kind is not None:  # a notice: reported as news about what it names, not as a paper
                 add(rid, query, n, NewEvent(kind, f"first:{record.source}:{record.key}"))
     first = first_versions or {}

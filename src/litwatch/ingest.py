@@ -115,11 +115,13 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
     first = {rid for q, m in matches.items() for rid in m if q not in hits.get(rid, set())}
     wanted = {rid for rid in first if rid not in fresh} | set(targets.values())
     current = {rid: (c.record, c.n) for rid, c in _current_by_id(store, tx, wanted).items()}
+    records = {**current, **fresh}
     plan = ev.decide(
         saved=saved,
         matches=matches,
         hits=hits,
-        current={**current, **fresh},
+        current=records,
+        heard=_heard_as_preprint(store, tx, {rid: records[rid][0].doi for rid in first if rid in records}),
         approvals_source=batch.approvals,
         notices=[(kind, targets[pmid], notice) for kind, pmid, notice in pairs if pmid in targets],
         first_versions=store.first_versions(tx, targets.values()) if targets else {},
@@ -136,7 +138,7 @@ def ingest(store: IngestPort, tx: Connection, batch: Batch, now: datetime) -> In
         store.note_matched(tx, query, source, marker)
     for p in batch.progress:
         if p.error is None:
-            store.poll_ok(tx, p.query, p.source, now, last_error=None, **p.values)
+            store.poll_ok(tx, p.query, p.source, now, **{"last_error": None, **p.values})
         else:
             store.poll_failed(tx, p.query, p.source, p.error, now, **p.values)
     return Ingested(
@@ -263,6 +265,24 @@ def _pubmed_report(row: EventRow, now: datetime) -> tuple[NoticeReport, NewEvent
     )
     report = nt.pubmed_report(kind, row["record_id"], now, notice_pmid=key, notice_doi=doi, ref_type=ref_type)
     return report, NewEvent(kind, dedup, detail)
+
+
+def _heard_as_preprint(store: IngestPort, tx: Connection, dois: dict[int, str]) -> dict[int, set[str]]:
+    """{record id: queries} for records that are the journal version of a preprint a
+    preprint server told us of (issue 27): the queries that matched that preprint."""
+    wanted = {rid: doi.lower() for rid, doi in dois.items() if doi}
+    if not wanted:
+        return {}
+    preprints = store.reported_versions(tx, set(wanted.values()), sorted(nt.PREPRINT_SOURCES))
+    if not preprints:
+        return {}
+    hits = store.hits_for(tx, {p for ids in preprints.values() for p in ids})
+    out: dict[int, set[str]] = {}
+    for rid, doi in wanted.items():
+        for p in preprints.get(doi, []):
+            if p != rid:
+                out.setdefault(rid, set()).update(hits.get(p, set()))
+    return out
 
 
 def _resolve(

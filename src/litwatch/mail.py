@@ -1,4 +1,5 @@
-"""Mail: building the `EmailMessage` (stable Message-ID, List-Id, Auto-Submitted) and
+"""Mail: building the `EmailMessage` (stable Message-ID, List-Id, Auto-Submitted,
+List-Unsubscribe with one-click List-Unsubscribe-Post when the web view has a URL) and
 the transports: SMTP (starttls | ssl | none, AUTH, one connection per run) and file
 (one .eml per message, written atomically). Errors become `DeliveryError`, temporary
 (4xx, refused connection: retry later) or permanent (5xx for a recipient)."""
@@ -14,6 +15,7 @@ import socket
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -26,9 +28,20 @@ from .errors import DeliveryError
 
 
 def build_message(
-    *, mail: MailSettings, digest: str, recipient: str, subject: str, text: str, html: str | None
+    *,
+    mail: MailSettings,
+    digest: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
-    sender_domain = parseaddr(mail.from_)[1].rpartition("@")[2] or "localhost"
+    """`unsubscribe`: the recipient's one-click https link (web.base_url set): the
+    message then carries List-Unsubscribe (the link, and a mailto to the sender when
+    it has a real domain) and List-Unsubscribe-Post (RFC 2369, RFC 8058)."""
+    sender = parseaddr(mail.from_)[1]
+    sender_domain = sender.rpartition("@")[2] or "localhost"
     msg = EmailMessage()
     msg["From"] = mail.from_
     msg["To"] = recipient
@@ -39,6 +52,14 @@ def build_message(
     msg["List-Id"] = mail.list_id or f"{digest} <{_token(digest)}.litwatch.{sender_domain}>"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
     msg["X-Litwatch-Digest"] = digest
+    # Each message its own: Gmail does not thread a run's mail with last week's alike subject.
+    msg["X-Entity-Ref-ID"] = msg["Message-ID"].strip("<>").partition("@")[0]
+    if unsubscribe is not None:
+        links = [f"<{unsubscribe}>"]
+        if "." in sender_domain and sender_domain != "localhost":
+            links.append(f"<mailto:{sender}?subject=unsubscribe%20{_token(digest)}>")
+        msg["List-Unsubscribe"] = ", ".join(links)
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text, cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
@@ -64,12 +85,23 @@ class MessageTooLarge(DeliveryError):
     in smaller parts."""
 
 
+class ClaimLost(DeliveryError):
+    """Raised by a `Guard` at the point of no return: this process may no longer hold
+    the message's claim (it was paused past it, or another process took it over), so
+    the message is not handed over; the conversation is cut before the end of DATA."""
+
+
+# Called at the point of no return (before the end of DATA, before the file is put in
+# place): raises `ClaimLost` when the message must not be handed over.
+Guard = Callable[[], None]
+
+
 class Transport(Protocol):
     def __enter__(self) -> Transport: ...
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
 
-    def send(self, mime: bytes, recipient: str, message_id: str) -> None: ...
+    def send(self, mime: bytes, recipient: str, message_id: str, guard: Guard | None = None) -> None: ...
 
 
 def transport_for(mail: MailSettings) -> Transport:
@@ -92,7 +124,7 @@ class FileTransport:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         return None
 
-    def send(self, mime: bytes, recipient: str, message_id: str) -> None:
+    def send(self, mime: bytes, recipient: str, message_id: str, guard: Guard | None = None) -> None:
         if not self.ready:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -108,6 +140,8 @@ class FileTransport:
                 f.write(mime)
                 f.flush()
                 os.fsync(f.fileno())
+            if guard is not None:
+                guard()  # the point of no return: the rename
             os.replace(tmp, target)
             tmp = None
             # the rename itself must be on disk before the message is marked sent
@@ -172,12 +206,15 @@ class SmtpTransport:
             raise DeliveryError(f"{self.where}: cannot connect: {_describe(e)}") from None
         return smtp
 
-    def send(self, mime: bytes, recipient: str, message_id: str) -> None:
+    def send(self, mime: bytes, recipient: str, message_id: str, guard: Guard | None = None) -> None:
         if self.smtp is None:
             self.smtp = self._connect()
         sender = parseaddr(self.mail.from_)[1]
         try:
-            refused = self.smtp.sendmail(sender, [recipient], mime)
+            refused = _sendmail(self.smtp, sender, recipient, mime, guard)
+        except ClaimLost:
+            self._drop()  # mid-DATA without the final dot: the server discards the message
+            raise
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
             raise _refused(self.where, recipient, code, text) from None
@@ -219,6 +256,50 @@ class SmtpTransport:
             self.smtp = None
 
 
+def _sendmail(
+    smtp: smtplib.SMTP, sender: str, recipient: str, mime: bytes, guard: Guard | None
+) -> dict[str, tuple[int, bytes]]:
+    """`smtplib.SMTP.sendmail` for one recipient, with the same replies and exceptions,
+    driven step by step so that `guard` runs after the body is sent and before the final
+    ".": the end of DATA is the point after which the server has the message."""
+    smtp.ehlo_or_helo_if_needed()
+    options = [f"size={len(mime)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+    code, resp = smtp.mail(sender, options)
+    if code != 250:
+        _reset(smtp, code)
+        raise smtplib.SMTPSenderRefused(code, resp, sender)
+    code, resp = smtp.rcpt(recipient)
+    if code not in (250, 251):
+        _reset(smtp, code)
+        raise smtplib.SMTPRecipientsRefused({recipient: (code, resp)})
+    smtp.putcmd("data")
+    code, resp = smtp.getreply()
+    if code != 354:
+        _reset(smtp, code)
+        raise smtplib.SMTPDataError(code, resp)
+    body = re.sub(rb"(?m)^\.", b"..", mime)
+    if body[-2:] != b"\r\n":
+        body += b"\r\n"
+    smtp.send(body)
+    if guard is not None:
+        guard()  # the point of no return: the final "." hands the message over
+    smtp.send(b".\r\n")
+    code, resp = smtp.getreply()
+    if code != 250:
+        _reset(smtp, code)
+        raise smtplib.SMTPDataError(code, resp)
+    return {}
+
+
+def _reset(smtp: smtplib.SMTP, code: int) -> None:
+    """After a refusal, as `sendmail` does: 421 closes; anything else resets the session."""
+    if code == 421:
+        smtp.close()
+        return
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        smtp.rset()
+
+
 def _refused(where: str, recipient: str, code: int, text: bytes | str) -> RecipientRefused:
     reply = f"{code} {_text(text)}"
     # RFC 5321 4.5.3.1.10: a 552 to RCPT (mailbox over its quota) is to be taken as 452: temporary
@@ -243,7 +324,9 @@ def _describe(e: BaseException) -> str:
 
 __all__ = [
     "Address",
+    "ClaimLost",
     "DeliveryError",
+    "Guard",
     "FileTransport",
     "MessageTooLarge",
     "RecipientRefused",

@@ -50,7 +50,9 @@ from .records import SOURCE_LABELS, NewEvent, Notice, NoticeEvent, NoticeReport,
 WINDOW = timedelta(weeks=6)  # rule 3: PubMed links a notice days to weeks after Crossref has it
 PUBMED_SOURCE = "pubmed"
 NOTICE_KINDS = ("erratum", "retraction", "concern", "update")
-LABELS = {**SOURCE_LABELS, PUBMED_SOURCE: "PubMed"}
+# the preprint servers report a preprint's journal version (issue 27, preprints.py)
+PREPRINT_SOURCES = {"biorxiv": "bioRxiv", "medrxiv": "medRxiv"}
+LABELS = {**SOURCE_LABELS, PUBMED_SOURCE: "PubMed", **PREPRINT_SOURCES}
 # how the digest names a notice by Crossref's type ("Correction — publisher notice")
 TYPE_LABELS = {
     "correction": "Correction",
@@ -183,7 +185,8 @@ def shown_at_first_sight(first: Record, kind: str, update_type: str = "") -> boo
     if kind == "concern":
         return bool(ev.concern_notices(first))
     if kind == "update" and family(kind, update_type) == "version":
-        return bool(ev.newer_versions(first))
+        # a preprint first seen with its journal version already known (`published`)
+        return bool(ev.newer_versions(first) or first.published_doi)
     return False
 
 

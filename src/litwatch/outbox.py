@@ -20,7 +20,8 @@ Message-ID — after a crash, the one repeat SPEC.md allows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,10 +30,10 @@ from sqlalchemy.engine import Connection
 
 from .config import MailSettings
 from .coordination import dead_here, new_owner
-from .errors import DeliveryError
-from .mail import MessageTooLarge, RecipientRefused, Transport, transport_for
+from .errors import DeliveryError, StoreError
+from .mail import ClaimLost, MessageTooLarge, RecipientRefused, Transport, transport_for
 from .store.ports import OutboxPort
-from .store.rows import OutboxMessage, RefusedMessage, SendingMessage
+from .store.rows import OutboxMessage, SendingMessage
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,24 @@ def sending_ttl(timeout: float) -> timedelta:
     return timedelta(seconds=10 * timeout + 5)
 
 
+def build_failed(name: str, to: Sequence[str], error: Exception) -> DigestResult:
+    """A digest that could not be built: its failure, logged with its cause; the run
+    goes on with the next digest. Its events stay pending."""
+    log.error("digest %s could not be built: %s: %s", name, type(error).__name__, error)
+    log.debug("digest %s: the cause", name, exc_info=error)
+    return DigestResult(name, ", ".join(to), error=f"{type(error).__name__}: {error}", unbuilt=True)
+
+
+@dataclass
+class _Held:
+    """A message's sending claim as this process knows it: `deadline` on this process's
+    monotonic clock, taken from *before* the transaction that granted or renewed the
+    claim, so it never ends later than the claim does on the database's clock (a pause,
+    a SIGSTOP, a frozen VM all count: the monotonic clock runs on through them)."""
+
+    deadline: float
+
+
 @dataclass
 class DigestResult:
     name: str
@@ -67,12 +86,26 @@ class DigestResult:
     permanent: bool = False  # the error: kept as refused, sent again only by --retry-failed
     split: int = 0  # too large for the server: sent as this many smaller messages
     busy: bool = False  # another process is sending it
+    unbuilt: bool = False  # the digest could not be built (`error` says why); its events stay pending
+    retried: str = ""  # --retry-failed: the refused message is queued again, for this recipient
+    withdrawn: bool = False  # --retry-failed: its recipient is no longer listed
     text: str = ""
     html: str = ""
 
     def line(self) -> str:
+        if self.withdrawn and self.retried:
+            return (
+                f"{self.name} → {self.recipient}: {self.subject}: refused, and no longer a recipient: "
+                f"queued again for {self.retried}"
+            )
+        if self.withdrawn:
+            return f"{self.name} → {self.recipient}: {self.subject}: refused, and no longer a recipient: not sent again"
+        if self.retried:
+            return f"{self.name} → {self.recipient}: {self.subject}: refused before, queued again"
         if self.busy:
             return f"{self.name} → {self.recipient}: {self.subject}: being sent by another litwatch process"
+        if self.unbuilt:
+            return f"{self.name} → {self.recipient}: FAILED, could not be built (its events stay pending): {self.error}"
         if self.split:
             return (
                 f"{self.name} → {self.recipient}: {self.subject}: too large for the server, "
@@ -133,14 +166,46 @@ class Outbox:
 
     # ------------------------------------------------------------------ refusals
 
-    def requeue_refused(self, digests: Sequence[str] | None) -> list[RefusedMessage]:
-        """`--retry-failed`: the messages refused for good go back to the queue as they
-        were (same Message-ID, same events), ahead of anything newer."""
+    def requeue_refused(self, recipients: Mapping[str, Sequence[str]]) -> list[DigestResult]:
+        """`--retry-failed` for the digests in `recipients` (digest -> the recipients the
+        config lists now). A refused message to a listed recipient goes back to the
+        queue as it was (same Message-ID, same events), ahead of anything newer. One to a
+        recipient the config no longer lists goes to its corrected address: a recipient
+        listed since (never sent anything), the most alike if several; with none, it is
+        withdrawn (the recipient was removed). Returns what happened to each."""
+        out: list[DigestResult] = []
         with self.store.transaction() as tx:
-            rows = self.store.requeue_refused(tx, digests)
-        for r in rows:
-            log.info("outbox requeued refused digest=%s to=%s message_id=%s", r.digest, r.recipient, r.message_id)
-        return rows
+            rows = [r for r in self.store.refused_messages(tx) if r.digest in recipients]
+            again = [r.id for r in rows if r.recipient in recipients[r.digest]]
+            self.store.requeue_refused(tx, again)
+            fixes: dict[str, dict[str, str]] = {}
+            for d in {r.digest for r in rows if r.id not in again}:
+                added = [to for to in recipients[d] if self.store.recipient_since(tx, d, to) is None]
+                gone = list(dict.fromkeys(r.recipient for r in rows if r.digest == d and r.id not in again))
+                fixes[d] = corrections(gone, added)
+            for r in rows:
+                res = DigestResult(r.digest, r.recipient, items=r.items, subject=r.subject, message_id=r.message_id)
+                out.append(res)
+                if r.id in again:
+                    res.retried = r.recipient
+                    continue
+                res.withdrawn = True
+                fixed = fixes[r.digest].get(r.recipient)
+                if fixed is None:
+                    self.store.readdress_refused(tx, r.id, None)
+                    continue
+                (msg,) = self.store.messages(tx, [r.id])
+                self.store.readdress_refused(tx, r.id, (fixed, _readdressed(bytes(msg.mime), fixed)))
+                res.retried = fixed
+        for res in out:
+            log.info(
+                "outbox refused digest=%s to=%s message_id=%s: %s",
+                res.name,
+                res.recipient,
+                res.message_id,
+                f"queued again for {res.retried}" if res.retried else "withdrawn (no longer a recipient)",
+            )
+        return out
 
     def refused(self, tx: Connection, digest: str | None = None) -> list[dict[str, object]]:
         return [
@@ -173,8 +238,8 @@ class Outbox:
         failed now, waits for its retry time (`respect_backoff`), or is being sent by
         another process — nothing newer is built for them before it. `only_new`: just
         the messages never tried (those queued by this run)."""
-        now = self.now()
         with self.store.transaction() as tx:
+            now = self.store.db_now(tx)  # retry times are the database's: one clock for every instance
             busy = self._release_dead(tx, digests)
             queued = self.store.queued_messages(tx, digests=digests, now=None)
         for r in busy if not only_new else ():  # (a run's second pass: said in its first)
@@ -192,7 +257,8 @@ class Outbox:
                     row = todo.pop(0)
                     if row.recipient in blocked and down is None:
                         continue  # an older message to them is waiting: keep their order
-                    if not self._claim(row):  # another process was quicker
+                    held = self._claim(row)
+                    if held is None:  # another process was quicker
                         results.append(
                             DigestResult(
                                 row.digest, row.recipient, subject=row.subject, message_id=row.message_id, busy=True
@@ -206,14 +272,15 @@ class Outbox:
                     results.append(res)
                     if down is not None:  # the server is unwell: don't hammer it with the rest
                         res.error = down
-                        self._failed(row, down, now)
+                        self._failed(row, down)
                         blocked.add(row.recipient)
                         continue
-                    parts, failure = self._send_one(transport, row, res, now, split)
+                    parts, failure = self._send_one(transport, row, res, split, held)
                     todo[:0] = parts  # the parts of a split message go out now, before anything newer
                     if failure is not None and not failure.permanent:
                         blocked.add(row.recipient)
-                        if not isinstance(failure, RecipientRefused):  # one full mailbox holds up no one else
+                        # one full mailbox, or a claim lost to a pause, holds up no one else
+                        if not isinstance(failure, RecipientRefused | ClaimLost):
                             down = str(failure)
         except DeliveryError as e:  # the transport could not even start (e.g. directory)
             for row in todo:
@@ -239,17 +306,61 @@ class Outbox:
                 )
         return live
 
-    def _claim(self, row: OutboxMessage) -> bool:
+    def _claim(self, row: OutboxMessage) -> _Held | None:
+        start = time.monotonic()
         with self.store.transaction() as tx:
-            return self.store.claim_message(tx, row.id, self.owner, self.ttl)
+            if not self.store.claim_message(tx, row.id, self.owner, self.ttl):
+                return None
+        return _Held(start + self.ttl.total_seconds())
+
+    def _guard(self, row: OutboxMessage, held: _Held) -> Callable[[], None]:
+        """The check at the point of no return (before the end of DATA): this process
+        still holds the message's claim, by its own monotonic deadline (a process paused
+        past it knows without asking) and by the database, where the claim is renewed for
+        another `ttl` so that it outlasts the rest of the conversation (the final "." and
+        one reply, each bounded by `mail.timeout`). Raises `ClaimLost` otherwise."""
+        margin = self.mail.timeout + 1
+
+        def check() -> None:
+            if time.monotonic() + margin >= held.deadline:
+                raise ClaimLost(f"message {row.message_id}: our sending claim ran out (was this process paused?)")
+            start = time.monotonic()
+            try:
+                with self.store.transaction(fenced=False) as tx:
+                    renewed = self.store.renew_claim(tx, row.id, self.owner, self.ttl, timedelta(seconds=margin))
+            except StoreError as e:
+                raise ClaimLost(f"message {row.message_id}: cannot confirm our sending claim: {e}") from None
+            if not renewed:
+                raise ClaimLost(f"message {row.message_id}: another litwatch process took over its sending claim")
+            held.deadline = start + self.ttl.total_seconds()
+
+        return check
 
     def _send_one(
-        self, transport: Transport, row: OutboxMessage, res: DigestResult, now: datetime, split: Splitter | None
+        self,
+        transport: Transport,
+        row: OutboxMessage,
+        res: DigestResult,
+        split: Splitter | None,
+        held: _Held,
     ) -> tuple[list[OutboxMessage], DeliveryError | None]:
         """Send one claimed message and record the outcome. Returns the parts it was split
-        into (queued already) when the server found it too large, and the failure."""
+        into (queued already) when the server found it too large, and the failure.
+
+        The outcome is recorded under the message's own claim (owner-checked), never
+        fenced by the digest's lease: once the server has the message, a digest lease
+        that ran out meanwhile (a pause) must not roll back the record that it was sent."""
         try:
-            transport.send(bytes(row.mime), row.recipient, row.message_id)
+            transport.send(bytes(row.mime), row.recipient, row.message_id, self._guard(row, held))
+        except ClaimLost as e:
+            res.busy = True
+            log.warning("outbox message_id=%s not handed to the server: %s", row.message_id, e)
+            try:  # still ours (the database was out of reach): back to the queue, tried again
+                with self.store.transaction(fenced=False) as tx:
+                    self.store.release_claim(tx, row.id, self.owner)
+            except StoreError:
+                pass  # it runs out on its own
+            return [], e
         except MessageTooLarge as e:
             parts = self._split(row, split)
             if parts:
@@ -264,11 +375,12 @@ class Outbox:
             if e.permanent:
                 self._refused(row, e)
             else:
-                self._failed(row, str(e), now)
+                self._failed(row, str(e))
             return [], e
-        with self.store.transaction() as tx:
-            if self.store.mark_sent(tx, row.id, self.owner, self.now()):
-                self.store.set_digest_state(tx, row.digest, last_sent=self.now())
+        with self.store.transaction(fenced=False) as tx:
+            sent_at = self.store.db_now(tx)
+            if self.store.mark_sent(tx, row.id, self.owner, sent_at):
+                self.store.set_digest_state(tx, row.digest, last_sent=sent_at)
                 res.sent = True
             else:
                 log.warning(
@@ -280,26 +392,64 @@ class Outbox:
     def _split(self, row: OutboxMessage, split: Splitter | None) -> list[OutboxMessage]:
         if split is None:
             return []
-        with self.store.transaction() as tx:
+        with self.store.transaction(fenced=False) as tx:
             parts = split(tx, row)
             if not parts or len(parts) < 2:
                 return []
-            ids = self.store.split_message(tx, row.id, self.owner, parts, self.now())
+            ids = self.store.split_message(tx, row.id, self.owner, parts, self.store.db_now(tx))
             return self.store.messages(tx, ids) if ids else []
 
-    def _failed(self, row: OutboxMessage, error: str, now: datetime) -> None:
-        with self.store.transaction() as tx:
-            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=retry_at(row.attempts + 1, now))
+    def _failed(self, row: OutboxMessage, error: str) -> None:
+        """A temporary failure: tried again after a backoff on the database's clock, so a
+        host whose clock is off delays no other instance's retry."""
+        with self.store.transaction(fenced=False) as tx:
+            when = retry_at(row.attempts + 1, self.store.db_now(tx))
+            self.store.mark_failed(tx, row.id, self.owner, error, retry_at=when)
 
     def _refused(self, row: OutboxMessage, e: DeliveryError) -> None:
-        with self.store.transaction() as tx:
-            self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.now())
+        with self.store.transaction(fenced=False) as tx:
+            self.store.mark_refused(tx, row.id, self.owner, str(e), e.reply or str(e), self.store.db_now(tx))
         log.warning(
             "outbox message_id=%s to=%s refused for good: %s (kept; `litwatch digest --retry-failed` sends it again)",
             row.message_id,
             row.recipient,
             e.reply or e,
         )
+
+
+def _readdressed(mime: bytes, recipient: str) -> bytes:
+    """The stored message with its `To:` header naming `recipient` (the header block is
+    rewritten; the body is left byte for byte)."""
+    head, sep, body = mime.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    out: list[bytes] = []
+    skipping = False
+    for line in lines:
+        if skipping and line[:1] in (b" ", b"\t"):
+            continue  # a folded continuation of the old To:
+        skipping = line.lower().startswith(b"to:")
+        out.append(b"To: " + recipient.encode("utf-8") if skipping else line)
+    return b"\r\n".join(out) + sep + body
+
+
+def corrections(gone: Sequence[str], added: Sequence[str]) -> dict[str, str]:
+    """Which address listed since corrects which one no longer listed: pairs, most alike
+    first (a typo fixed is much like the typo), each address in at most one pair."""
+    from difflib import SequenceMatcher
+
+    alike = [
+        (SequenceMatcher(None, g.lower(), a.lower()).ratio(), i, j)
+        for i, g in enumerate(gone)
+        for j, a in enumerate(added)
+    ]
+    pairs = sorted(alike, key=lambda p: (-p[0], p[1], p[2]))
+    out: dict[str, str] = {}
+    used: set[int] = set()
+    for _, i, j in pairs:
+        if gone[i] not in out and j not in used:
+            out[gone[i]] = added[j]
+            used.add(j)
+    return out
 
 
 def _iso(value: datetime | None) -> str | None:

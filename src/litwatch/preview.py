@@ -52,12 +52,17 @@ class FeedPreview:
     items: int = 0
     matches: dict[str, int] = field(default_factory=dict)  # query name -> items its `match` selects
     error: str | None = None
+    window: str = ""  # what "now" means for a preprint feed: "preprints of the last 7 days"
+    titles: dict[str, list[str]] = field(default_factory=dict)  # query name -> up to TITLES titles it selects
 
     def lines(self) -> list[str]:
         if self.error:
             return [f"feed {self.name}: does not answer: {_unprefixed(self.error, f'feed {self.name}: ')}"]
         used = ", ".join(f"{q} matches {n}" for q, n in self.matches.items()) or "no query scans it"
-        return [f"feed {self.name}: answers, {self.items} items now; {used}"]
+        out = [f"feed {self.name}: answers, {self.items} {self.window or 'items now'}; {used}"]
+        for q, titles in self.titles.items():
+            out += [f"  {q}: {t}" for t in titles]
+        return out
 
 
 def _unprefixed(message: str, prefix: str) -> str:
@@ -106,6 +111,8 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
     from .polls.feedkinds import fetch
 
     out = FeedPreview(feed.name)
+    if feed.kind in ("biorxiv", "medrxiv"):
+        return _preview_preprints(feed, queries, now, out)
     try:
         records = fetch(feed, None, now).records or ()
     except SourceError as e:
@@ -116,6 +123,43 @@ def preview_feed(feed: FeedSettings, queries: Sequence[QuerySettings], now: date
         if feed.name in q.feeds and q.matcher is not None:
             matcher = q.matcher
             out.matches[q.name] = sum(1 for r in records if matcher.hits(r.title, r.abstract) is not None)
+    return out
+
+
+def _preview_preprints(
+    feed: FeedSettings, queries: Sequence[QuerySettings], now: datetime, out: FeedPreview
+) -> FeedPreview:
+    """A biorxiv or medrxiv feed (issue 27): the preprints posted in the last
+    `RECENT_DAYS` days in its categories (`details` only), each query's count and its
+    three most recent titles."""
+    from .polls.clients import feed_max_bytes, feed_policy
+    from .sources import biorxiv
+
+    try:
+        records = biorxiv.poll_preprints(
+            name=feed.name,
+            server=feed.kind,
+            last_until=None,
+            now=now,
+            url=feed.url,
+            categories=feed.categories,
+            lookback_days=RECENT_DAYS,
+            policy=feed_policy(feed),
+            max_bytes=feed_max_bytes(feed, biorxiv.DEFAULT_MAX_BYTES),
+            pubs=False,
+        ).records
+    except SourceError as e:
+        out.error = str(e)
+        return out
+    out.items = len(records)
+    out.window = f"preprints in the last {RECENT_DAYS} days"
+    newest = sorted(records, key=lambda r: (r.pub_date, r.key), reverse=True)
+    for q in queries:
+        if feed.name in q.feeds and q.matcher is not None:
+            matcher = q.matcher
+            picked = [r for r in newest if matcher.hits(r.title, r.abstract) is not None]
+            out.matches[q.name] = len(picked)
+            out.titles[q.name] = [f"{r.pub_date} {r.title}" for r in picked[:TITLES]]
     return out
 
 

@@ -89,6 +89,12 @@ class Record:
     sponsor: str = ""  # applicant or marketing-authorisation holder
     reg_flags: tuple[str, ...] = ()  # "new molecular entity", "priority review", "orphan", ...
     documents: tuple[tuple[str, str], ...] = ()  # (label, url): approval letter, label, Drugs@FDA page
+    # Preprints (feeds of kind biorxiv and medrxiv; issue 27). Empty for everything else,
+    # so other records' stored forms and hashes are unchanged.
+    server: str = ""  # "bioRxiv", "medRxiv": the record is a preprint, keyed by its DOI
+    preprint_version: str = ""  # "2": the version posted last
+    published_doi: str = ""  # the journal version's DOI (lower case), once known
+    published_journal: str = ""  # its journal, as the server names it
 
     @property
     def pmid(self) -> str:

@@ -109,6 +109,8 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(line)
             if src["last_error"]:
                 out.append(f"    failing since {src['failing_since']}: {src['last_error']}" + _retry(src))
+            if src.get("recheck_note") and src.get("recheck_note") != src["last_error"]:
+                out.append(f"    re-check: {src['recheck_note']}")
     out.append("Digests:")
     for d in st["digests"]:
         out.append(
@@ -119,6 +121,11 @@ def format_status(st: dict[str, Any]) -> str:
             out.append(
                 f"    {d['skipped_events']} older events skipped (before a recipient's start, or beyond `backfill`)"
             )
+    for u in st.get("unsubscribed", []):
+        out.append(
+            f"  unsubscribed since {u['since']}: {u['recipient']} from {u['digest']} (by {u['via']}); "
+            f"litwatch resubscribe {u['recipient']} {u['digest']} undoes it"
+        )
     box = st["outbox"]
     out.append(
         f"Outbox: {box['queued']} queued"

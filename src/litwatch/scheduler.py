@@ -1,6 +1,7 @@
 """The daemon behind `litwatch run`: APScheduler 3 jobs built from the config (the YAML is
 the truth, not a job store), the claim on the database that lets several instances
-share one schedule, catch-up at start, SIGTERM/SIGINT/SIGHUP, and the health server.
+share one schedule, catch-up at start, SIGTERM/SIGINT/SIGHUP, and the web server
+(health_port, web.port).
 
 Jobs: one per query (`poll:<name>`: its PubMed search and its feeds), one for the
 shared notice search (`poll:*notices`, as often as the most frequent PubMed query), one
@@ -37,7 +38,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import DigestSettings, QuerySettings, Settings, find_config, load
 from .coordination import Clock, Coordinator, LeaseLost, utcnow
 from .errors import ConfigError, LitwatchError, StoreConflict, StoreError
-from .health import HealthServer, Metrics
 from .outbox import DigestResult
 from .service import PollResult, Service
 from .tasks import (
@@ -57,6 +57,8 @@ from .tasks import (
     retry_base,
     task_sources,
 )
+from .web.metrics import Metrics
+from .web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,11 @@ def build_tasks(settings: Settings, now: datetime) -> dict[str, Task]:
     return {t.name: t for t in tasks}
 
 
-def single_instance_lock(database: str) -> IO[str] | None:
-    """SQLite is for one instance: hold `<db file>.lock` (flock) while running."""
+def single_instance_lock(database: str) -> IO[bytes] | None:
+    """SQLite is for one instance: hold a lock (flock) on the database file itself while
+    running, so that every name of it (a hard link, a symlink, a bind mount) finds it
+    held. SQLite's own locks on the file are POSIX locks, separate from this one; the
+    file stays open until the daemon has closed its connections."""
     if not database.startswith("sqlite"):
         return None
     import fcntl
@@ -104,19 +109,19 @@ def single_instance_lock(database: str) -> IO[str] | None:
     db = _sqlite_file(database)
     if db is None:
         return None
-    lock_path = Path(db).resolve().with_name(Path(db).name + ".lock")
-    f = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's life
+    path = Path(db).resolve()
+    try:
+        f = open(path, "ab")  # noqa: SIM115 - held for the process's life; an empty file is a new database
+    except OSError as e:
+        raise StoreError(f"cannot open the database {db}: {e.strerror}") from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise StoreError(
-            f"another `litwatch run` is already using {db} (it holds {lock_path}); SQLite is for one "
+            f"another `litwatch run` is already using {db} (under this or another name); SQLite is for one "
             "instance: stop the other one, or use PostgreSQL to run several"
         ) from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
     return f
 
 
@@ -158,11 +163,12 @@ class Daemon:
         self._schedule()
         health = self._start_health()
         log.info(
-            "run started instance=%s database=%s jobs=%d health_port=%s",
+            "run started instance=%s database=%s jobs=%d health_port=%s web_port=%s",
             self.owner,
             self.service.safe_url,
             len(self.scheduler.get_jobs()),
-            health.port if health else "-",
+            next((str(s.port) for s, pages in health if not pages), "-"),
+            next((str(s.port) for s, pages in health if pages), "-"),
         )
         while not self._stop.is_set():
             self._wake.wait(1.0)
@@ -185,7 +191,7 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
 
-    def _shutdown(self, health: HealthServer | None, lock: IO[str] | None) -> int:
+    def _shutdown(self, health: list[tuple[WebServer, bool]], lock: IO[bytes] | None) -> int:
         self.stopping = True
         log.info("stopping instance=%s running_jobs=%d", self.owner, self._running)
         self.scheduler.shutdown(wait=False)
@@ -194,8 +200,8 @@ class Daemon:
             time.sleep(0.05)
         abandoned = self._running
         self.coordination.close()  # give up every lease: another instance takes over at once
-        if health is not None:
-            health.stop()
+        for server, _ in health:
+            server.stop()
         if abandoned:
             # A poll or send stuck on the network: its transaction rolls back when the
             # process ends (ARCHITECTURE.md rules 1-2), so abandoning it is safe.
@@ -222,8 +228,12 @@ class Daemon:
         except LitwatchError as e:
             log.error("config reload failed, keeping the running config: %s", e)
             return
-        if (settings.health_port, settings.health_bind) != (self.settings.health_port, self.settings.health_bind):
-            log.warning("config reload: a new health_port or health_bind takes effect at the next start")
+        if (settings.health_port, settings.health_bind, settings.web) != (
+            self.settings.health_port,
+            self.settings.health_bind,
+            self.settings.web,
+        ):
+            log.warning("config reload: a new health_port, health_bind or web section takes effect at the next start")
         self.settings, self.service = settings, service
         self.scheduler.remove_all_jobs()
         self._schedule()
@@ -301,14 +311,19 @@ class Daemon:
         against the database's `now`; without one, the sources' last success (host
         clock) against this host's clock. Never one clock against the other. A task
         with a failing source is due again when its back-off has passed (host clock,
-        as the failure was written): `tasks.retry_at`."""
+        as the failure was written): `tasks.retry_at` — unless the task has run since
+        (another instance's retry: the failure it read may be stale by then)."""
         tz = self.settings.timezone
         host_anchor = _state_anchor(task, *anchors)
         retry = self._retry(task, anchors[0])
 
         def due(last_run: datetime | None, db_now: datetime) -> bool:
             if retry is not None and retry <= self.clock():
-                return True
+                # the retry time on the database's clock; a run started since (within
+                # half the first back-off: timers wobble) was that retry
+                retry_db = retry - (self.clock() - db_now)
+                if last_run is None or last_run < retry_db - retry_base() / 2:
+                    return True
             if last_run is not None:
                 return task.plan.is_due(last_run, tz, db_now)
             return task.plan.is_due(host_anchor, tz, self.clock())
@@ -516,14 +531,27 @@ class Daemon:
 
     # ------------------------------------------------------------------ health
 
-    def _start_health(self) -> HealthServer | None:
-        port = self.settings.health_port
-        if port is None:
-            return None
-        try:
-            return HealthServer(port, self.health, self.render_metrics, bind=self.settings.health_bind).start()
-        except OSError as e:
-            raise StoreError(f"cannot serve health_port {port} on {self.settings.health_bind}: {e.strerror}") from None
+    def _start_health(self) -> list[tuple[WebServer, bool]]:
+        """One server (uvicorn, web/server.py) per port: `health_port` serves /healthz
+        and /metrics only; `web.port` the web view with them (issue 26)."""
+        from .web.app import make_app
+
+        wanted: list[tuple[str, str, int, bool]] = []
+        if self.settings.health_port is not None:
+            wanted.append(("health_port", self.settings.health_bind, self.settings.health_port, False))
+        web = self.settings.web
+        if web is not None and web.port is not None:
+            wanted.append(("web.port", web.bind, web.port, True))
+        started: list[tuple[WebServer, bool]] = []
+        for what, bind, port, pages in wanted:
+            app = make_app(self.service, self.settings, health=self.health, metrics=self.render_metrics, pages=pages)
+            try:
+                started.append((WebServer(app, bind=bind, port=port).start(), pages))
+            except OSError as e:
+                for server, _ in started:
+                    server.stop()
+                raise StoreError(f"cannot serve {what} {port} on {bind}: {e.strerror}") from None
+        return started
 
     def health(self) -> tuple[bool, str]:
         thread = getattr(self.scheduler, "_thread", None)

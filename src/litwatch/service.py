@@ -10,8 +10,9 @@ sends, then marks the row sent."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,7 @@ from .polls.cycle import Clients, PollCycle
 from .polls.results import PollProgress, PollResult, Quiet
 from .store import Store
 from .store.ports import ServicePort
+from .store.web import EventView, SentMessage, Unsubscribe
 from .tasks import SourceTimes
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ def utcnow() -> datetime:
     """Naive UTC, as stored."""
     return datetime.now(UTC).replace(tzinfo=None)
 
+
+log = logging.getLogger(__name__)
 
 # How long `litwatch poll` / `litwatch digest` wait for a query or digest that another
 # litwatch process is working on (the daemon's job, another hand-started run) before
@@ -174,6 +178,55 @@ class Service:
     def stale_sources(self, tx: Connection, d: DigestSettings) -> list[dict[str, Any]]:
         return self.digests.stale_sources(tx, d)
 
+    # ================================================================== web view (issue 26)
+
+    def web_events(self, **filters: Any) -> list[EventView]:
+        """The events page: filters as `Store.events_page` takes them."""
+        with self.store.transaction() as tx:
+            return self.store.events_page(tx, **filters)
+
+    def web_record(self, ident: str) -> list[dict[str, Any]]:
+        """`history`, with each record's events and the mails they went out in."""
+        found = self.history(ident)
+        with self.store.transaction() as tx:
+            for rec, (rid, _, _) in zip(found, self.store.find_records(tx, ident), strict=True):
+                rec["id"] = rid
+                rec["events"] = self.store.record_events(tx, rid)
+                rec["messages"] = self.store.record_messages(tx, rid)
+        return found
+
+    def web_archive(self, digest: str, before_id: int | None = None) -> list[SentMessage]:
+        with self.store.transaction() as tx:
+            return self.store.digest_messages(tx, digest, before_id=before_id)
+
+    def web_message(self, outbox_id: int) -> tuple[SentMessage, bytes] | None:
+        with self.store.transaction() as tx:
+            return self.store.message_mime(tx, outbox_id)
+
+    def web_events_per_week(self, weeks: int = 12) -> dict[tuple[str, str, datetime], int]:
+        since = self.now() - timedelta(weeks=weeks)
+        with self.store.transaction() as tx:
+            return self.store.events_per_week(tx, since)
+
+    def unsubscribe(self, digest: str, recipient: str, via: str) -> bool:
+        """Stop `recipient`'s mail from `digest` at once; False when already stopped."""
+        done = bool(
+            self.store.write(
+                lambda tx: self.store.unsubscribe(tx, digest, recipient, self.now(), via), what="unsubscribe"
+            )
+        )
+        log.info("unsubscribe digest=%s via=%s changed=%s", digest, via, done)
+        return done
+
+    def resubscribe(self, digest: str, recipient: str) -> bool:
+        return bool(
+            self.store.write(lambda tx: self.store.resubscribe(tx, digest, recipient, self.now()), what="resubscribe")
+        )
+
+    def unsubscribed(self, digest: str | None = None) -> list[Unsubscribe]:
+        with self.store.transaction() as tx:
+            return self.store.unsubscribed(tx, digest)
+
     # ================================================================== for the daemon
 
     @property
@@ -190,7 +243,7 @@ class Service:
     def queued_digests(self) -> list[str]:
         """Digests with a queued message whose retry time has come."""
         with self.store.transaction() as tx:
-            return self.store.queued_digests(tx, self.now())
+            return self.store.queued_digests(tx, self.store.db_now(tx))
 
     def task_anchors(self) -> tuple[dict[tuple[str, str], SourceTimes], dict[str, datetime | None]]:
         """Each source's last success and failures, and each digest's last run, as

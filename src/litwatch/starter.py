@@ -1,7 +1,8 @@
 """`litwatch init`: the starter config, written where the user asks and never over an
 existing file. It is config/litwatch.yaml (the example README runs) with comments for
-a first-time user and the contact address left to fill in; tests/test_init.py keeps
-the two in step."""
+a first-time user, the contact address left to fill in, and its own database file and
+query names (`my-…`), so that it never shares progress with the example run beside
+it; tests/test_init.py keeps the two in step."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ STARTER = """\
 # This one watches TRAIL agonists (aponermin, DR5 agonists) and multiple myeloma.
 
 # Where records, versions and events are kept; relative to the directory litwatch
-# runs in. postgresql+psycopg://user@host/db to run several instances.
-database: sqlite:///litwatch.db
+# runs in. postgresql+psycopg://user@host/db to run several instances. Not the
+# example's litwatch.db: a run of the README's example beside it stays its own.
+database: sqlite:///my-litwatch.db
 
 pubmed:
   email: you@example.org   # FILL IN your address: NCBI asks every tool for a contact
@@ -63,21 +65,29 @@ feeds:
     kind: ema                   # EMA medicines data: positive CHMP opinions, EU authorisations
     stale_days: 14              # report the file stale when its dates stop moving this long
     lookback_days: 30
+  - name: medrxiv-oncology
+    kind: medrxiv               # medRxiv preprints, matched locally with `match`
+    categories: [oncology, hematology]
+    lookback_days: 14
+  - name: biorxiv-cancer
+    kind: biorxiv               # bioRxiv preprints
+    categories: [cancer biology, immunology]
+    lookback_days: 14
 
 # A query has a PubMed search (`pubmed`), or feeds and a `match`, or both.
 # `match`: AND, OR, NOT, "phrases", parentheses, a trailing * (agonist*); case-insensitive,
 # on an item's title and summary.
 queries:
-  - name: trail-agonists
+  - name: my-trail-agonists
     pubmed: '(TRAIL[tiab] OR aponermin[tiab] OR "death receptor 5"[tiab] OR DR5[tiab] OR TNFSF10[tiab]) AND (agonist*[tiab] OR antibod*[tiab])'
-    feeds: [fda-press, fda-approvals, ema-medicines]
+    feeds: [fda-press, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]
     # Drugs@FDA items carry names and the pharmacologic class, not indications
     match: 'TRAIL OR aponermin OR Apo2L OR "death receptor 5" OR DR5 OR TNFSF10 OR "apoptosis-inducing ligand"'
     every: 6h                   # 30s, 15m, 6h, 1d; or cron: "0 */6 * * *"
 
-  - name: multiple-myeloma
+  - name: my-multiple-myeloma
     pubmed: '"multiple myeloma"[mh] AND (therap*[tiab] OR trial[pt])'
-    feeds: [fda-press, blood-toc, fda-approvals, ema-medicines]
+    feeds: [fda-press, blood-toc, fda-approvals, ema-medicines, medrxiv-oncology, biorxiv-cancer]
     # EMA items name the therapeutic area; Drugs@FDA items only the drug, so the
     # myeloma drugs are named (not those with many generics, each an approval)
     match: >-
@@ -91,19 +101,39 @@ queries:
 digests:
   - name: weekly-myeloma
     to: [team@example.org]
-    queries: [trail-agonists, multiple-myeloma]
+    queries: [my-trail-agonists, my-multiple-myeloma]
     cron: "0 7 * * MON"         # in `timezone` below
     events: [new, approval, erratum, retraction, concern, update]
     max_items: 200              # per mail; the rest follows in further mails
 
   - name: safety-daily
     to: [pv@example.org]
-    queries: [trail-agonists, multiple-myeloma]
+    queries: [my-trail-agonists, my-multiple-myeloma]
     every: 1d
     events: [approval, erratum, retraction, concern]
 
 timezone: Europe/Berlin         # for cron schedules; default UTC
 """  # noqa: E501 - the example's PubMed query stays on one line, as users write it
+
+
+PLACEHOLDER = "you@example.org"
+
+
+def placeholder_problems(text: str, source: str, sections: dict[str, str]) -> list[str]:
+    """`file:line: key: …` for each contact address still the starter's placeholder.
+    `sections`: {"pubmed": its email, "crossref": its email or ""}."""
+    out: list[str] = []
+    section = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            section = line.rstrip()[:-1].strip()
+        elif section in sections and line.strip().startswith("email:") and PLACEHOLDER in line:
+            if sections[section] == PLACEHOLDER:
+                out.append(
+                    f"{source}:{n}: {section}.email: {PLACEHOLDER} is the starter's placeholder; "
+                    f"fill in your own address ({'NCBI' if section == 'pubmed' else 'Crossref'} asks for a contact)"
+                )
+    return out
 
 
 def email_line() -> int:

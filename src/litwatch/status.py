@@ -117,6 +117,9 @@ class StatusView:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "last_recheck": _iso(checked.last_ok) if checked else None,
+                        "recheck_note": checked.last_error if checked else None,
+                        "disabled": False,
+                        "stale": None,
                         "next_retry": self._retry(r, crossref.period(tz, now.host)) if crossref else None,
                     }
                 )
@@ -130,6 +133,8 @@ class StatusView:
                         "last_error": r.last_error if r and r.failing_since else None,
                         "failing_since": _iso(r.failing_since) if r else None,
                         "next_retry": self._retry(r, notices.period(tz, now.host)),
+                        "disabled": False,
+                        "stale": None,
                     }
                 )
             digests = []
@@ -156,11 +161,16 @@ class StatusView:
                 )
             box = self.store.outbox_summary(tx)
             refused = self.digests.outbox.refused(tx)
+            unsubscribed = [
+                {"digest": u.digest, "recipient": u.recipient, "since": _iso(u.at), "via": u.via}
+                for u in self.store.unsubscribed(tx)
+            ]
         return {
             "queries": queries,
             "feeds": feeds,
             "sources": sources,
             "digests": digests,
+            "unsubscribed": unsubscribed,  # issue 26: stopped by their link or `litwatch unsubscribe`
             "outbox": {
                 "queued": box.queued,
                 "oldest_queued": _iso(box.oldest_queued),

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 
+from . import crontab
 from .config import DigestSettings, QuerySettings, Settings
 from .records import CROSSREF, NOTICES, SHARED, query_keys
 
@@ -70,17 +71,16 @@ class Plan:
 
 
 def next_cron(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
-    """The first fire time of `cron` (wall-clock times in `zone`) strictly after `after`
-    (naive UTC), as naive UTC. Across a daylight-saving change each wall-clock time fires
+    """The first fire time of `cron` (crontab(5): `crontab.triggers`; wall-clock times in
+    `zone`) strictly after `after` (naive UTC), as naive UTC. Across a daylight-saving change each wall-clock time fires
     once (cron(8)'s rule): one inside the repeated hour fires at its first occurrence
     only; one inside the skipped hour fires at the first valid time after it (02:30 on
     the night Europe/Berlin skips 02:00-03:00 fires at 03:00 CEST)."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    wall_clock = CronTrigger.from_crontab(cron, timezone=UTC)  # UTC has no DST: plain wall-clock times
+    wall_clock = crontab.triggers(cron, UTC)  # UTC has no DST: plain wall-clock times (crontab(5)'s days)
     wall = _to_wall(after, zone)
     while True:
-        fire = wall_clock.get_next_fire_time(None, (wall + timedelta(microseconds=1)).replace(tzinfo=UTC))
+        start = (wall + timedelta(microseconds=1)).replace(tzinfo=UTC)
+        fire = min(t.get_next_fire_time(None, start) for t in wall_clock)
         wall = fire.replace(tzinfo=None)
         at = _from_wall(wall, zone)
         if at > after:
@@ -144,6 +144,16 @@ def crossref_plan(settings: Settings, now: datetime) -> Plan | None:
     if not plans or settings.crossref is None:
         return None
     return min(plans, key=lambda p: p.period(settings.timezone, now))
+
+
+def next_times(plan: Plan, timezone: str, now: datetime, n: int = 3) -> list[datetime]:
+    """The next `n` times `plan` is due after `now` (naive UTC), as aware times in
+    `timezone`: what `litwatch check` shows for each schedule."""
+    zone, out, at = ZoneInfo(timezone), [], now
+    for _ in range(n):
+        at = plan.after(at, timezone)
+        out.append(at.replace(tzinfo=UTC).astimezone(zone))
+    return out
 
 
 def first_run(

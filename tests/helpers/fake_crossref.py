@@ -6,6 +6,10 @@ tests/data/crossref/: `/works/{doi}` (404 "Resource not found." for an unknown D
 (`cursor=*`, `next-cursor`), and the rate-limit headers of Crossref's pools
 (`x-api-pool`, `x-rate-limit-limit`, `x-rate-limit-interval`, `x-concurrency-limit`).
 
+Filters are split on every comma, as Crossref's are (a filter value cannot carry one:
+`doi:10.1000/ab,cd` is answered "Filter cd specified but there is no such filter");
+`refuse` holds DOIs refused with a 400 wherever they are asked.
+
 It enforces what it advertises: a request over the rate or the concurrency limit gets
 a 429 and is counted in `rejected`, so a test can check that a client obeyed. Faults:
 a status with headers (429 + Retry-After, 5xx), malformed or truncated JSON, a huge
@@ -66,6 +70,7 @@ class Fault:
     huge: int = 0  # a valid work list of about this many bytes, streamed
     content_length: bool = True  # with huge: declare the length, or make the client count
     delay: float = 0.0
+    filter_has: str = ""  # only a list request whose filter contains this ("is-update": the new-notice search)
 
 
 @dataclass
@@ -88,6 +93,9 @@ class FakeCrossref(LocalServer):
             "public-single": (5, 1.0, 1),
         }
         self.enforce = True
+        # DOIs refused with a 400 wherever they are asked (filter or /works/{doi}), as
+        # Crossref refuses what its router cannot read
+        self.refuse: set[str] = set()
         self.delay = 0.0  # added to every answer (a network's latency)
         self.rejected = 0  # requests refused for going over the advertised limits
         self.max_in_flight = 0
@@ -144,6 +152,8 @@ class FakeCrossref(LocalServer):
         return True
 
     def work(self, doi: str) -> tuple[int, bytes]:
+        if doi.lower() in self.refuse:
+            return 400, _failure("doi-not-valid", doi, f"DOI {doi} is not valid.")
         with self.lock:
             w = self.works.get(doi.lower())
         if w is None:
@@ -163,6 +173,8 @@ class FakeCrossref(LocalServer):
         for spec in params.get("filter", []):
             for part in spec.split(","):
                 name, _, value = part.partition(":")
+                if name == "doi" and value.lower() in self.refuse:
+                    return 400, _failure("doi-not-valid", value, f"DOI {value} is not valid.")
                 if name not in FILTERS:
                     return 400, _failure(
                         "filter-not-available",
@@ -222,7 +234,15 @@ class FakeCrossref(LocalServer):
                     fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
                     fake.requests.append(Request(time.monotonic(), path, params, ua, pool, fake._in_flight))
                     admitted = fake.admit(pool)
-                    fault = next((f for f in fake.faults if f.route in (route, "*")), None)
+                    filters = ",".join(params.get("filter", []))
+                    fault = next(
+                        (
+                            f
+                            for f in fake.faults
+                            if f.route in (route, "*") and (not f.filter_has or f.filter_has in filters)
+                        ),
+                        None,
+                    )
                     if fault is not None and admitted:
                         fake.faults.remove(fault)
                 try:

@@ -53,7 +53,8 @@ class Digests:
 
     @cached_property
     def renderer(self) -> Renderer:
-        return Renderer(self.settings.template_dir)
+        web = self.settings.web
+        return Renderer(self.settings.template_dir, web.base_url if web is not None else None)
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -72,16 +73,21 @@ class Digests:
         """Send what is queued, then build and send what is pending, digest by digest.
         `retry_failed`: the messages refused for good are queued again first."""
         from ..mail import transport_for
+        from ..outbox import build_failed
 
         results: list[DigestResult] = []
         last_html = ""
         if retry_failed and not dry_run:
-            self.outbox.requeue_refused([d.name for d in digests])
+            results += self.outbox.requeue_refused({d.name: d.to for d in digests})
         # one SMTP connection for the whole run, opened at the first message (none: no connection)
         with transport_for(self.settings.mail) as transport, ExitStack() as claims:
             for d in digests:
                 if dry_run:
-                    for res in self._build(d, dry_run=True):
+                    try:
+                        built = self._build(d, dry_run=True)
+                    except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                        built = [build_failed(d.name, d.to, e)]
+                    for res in built:
                         results.append(res)
                         last_html = res.html or last_html
                     continue
@@ -94,11 +100,15 @@ class Digests:
                 blocked = self.send_queued(
                     [d.name], respect_backoff=respect_backoff, results=results, transport=transport
                 )
-                for res in self._build(d, dry_run=False, skip=blocked):
-                    last_html = res.html or last_html
+                try:
+                    for res in self._build(d, dry_run=False, skip=blocked):
+                        last_html = res.html or last_html
+                except Exception as e:  # noqa: BLE001 - that digest's failure, never the end of the run
+                    results.append(build_failed(d.name, d.to, e))
+                    continue
                 self.send_queued([d.name], respect_backoff=False, results=results, only_new=True, transport=transport)
                 with self.store.transaction() as tx:
-                    self.store.set_digest_state(tx, d.name, last_run=self.now())
+                    self.store.set_digest_state(tx, d.name, last_run=self.store.db_now(tx))
         if html_path is not None and last_html:
             html_path.write_text(last_html, encoding="utf-8")
         return results
@@ -139,7 +149,7 @@ class Digests:
         return recipient_start(
             sent_before=st is not None and st.last_sent is not None,
             last_run=st.last_run if st is not None else None,
-            now=now,
+            now=self.store.db_now(tx),  # last_run is the database's clock too
             backfill=d.backfill_window,
         )
 
@@ -195,9 +205,13 @@ class Digests:
         out = []
         now = self.now()
         texts_seen: set[str] = set()
+        with self.store.transaction() as tx:
+            stopped = {u.recipient.lower() for u in self.store.unsubscribed(tx, d.name)}  # issue 26
         for recipient in d.to:
             if recipient in skip:
                 continue  # a message to them is still queued; new events wait for the next one
+            if recipient.lower() in stopped:
+                continue  # unsubscribed: their events stay undelivered, nobody else's are touched
             out += self._build_for(d, recipient, now, dry_run=dry_run, texts_seen=texts_seen)
         return out
 
@@ -231,28 +245,53 @@ class Digests:
                 attempts=10,
                 pause=0.1,
             )
-            if queued is None:
+            if not queued:
                 return out
-            out.append(queued)
+            out += queued
             if not more:
                 return out
 
     def _queue_next(
         self, tx: Connection, d: DigestSettings, recipient: str, now: datetime
-    ) -> tuple[DigestResult | None, bool]:
-        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
-        data = self.render(d, recipient, tx, now, since)
-        if data is None:
-            return None, False
-        res = self._result(d, recipient, data)
-        part = self._message(d, recipient, data)
-        res.message_id = part.message_id
-        self.outbox.queue(tx, d.name, recipient, part, now)
-        # (no events bound: nothing would change)
-        return res, bool(data.more_waiting and data.event_ids)
+    ) -> tuple[list[DigestResult], bool]:
+        """The next mail for `recipient`, queued with its deliveries; as numbered parts,
+        all in this transaction, when it would be larger than a mail client shows whole
+        (digest/fit.py, issue 26)."""
+        from .fit import fit
 
-    def _result(self, d: DigestSettings, recipient: str, data: DigestData) -> DigestResult:
+        since = self.store.start_recipient(tx, d.name, recipient, self.recipient_since(tx, d, recipient, now))
+        pending = self.store.pending_events(
+            tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=recipient, since=since
+        )
+        if not pending:
+            return [], False
+        data = self._group(d, pending, tx, now, max_items=d.max_items)
+        parts = fit(
+            data,
+            pending,
+            regroup=lambda events, n: self._group(d, events, tx, now, max_items=n),
+            size=lambda p: max(len(self.renderer.html(p).encode()), len(self.renderer.text(p).encode())),
+            event_id=lambda e: e.id,
+        )
+        out = []
+        for n, part_data in enumerate(parts, 1):
+            numbered = (n, len(parts)) if len(parts) > 1 else None
+            res = self._result(d, recipient, part_data, numbered)
+            part = self._message(d, recipient, part_data, numbered)
+            res.message_id = part.message_id
+            self.outbox.queue(tx, d.name, recipient, part, now)
+            out.append(res)
+        # (no events bound: nothing would change)
+        return out, bool(data.more_waiting and data.event_ids)
+
+    def _subject(self, d: DigestSettings, data: DigestData, numbered: tuple[int, int] | None) -> str:
         subject = self.renderer.subject(data, d.subject)
+        return f"{subject} ({numbered[0]} of {numbered[1]})" if numbered else subject
+
+    def _result(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> DigestResult:
+        subject = self._subject(d, data, numbered)
         return DigestResult(
             d.name,
             recipient,
@@ -262,12 +301,15 @@ class Digests:
             html=self.renderer.html(data),
         )
 
-    def _message(self, d: DigestSettings, recipient: str, data: DigestData) -> Part:
+    def _message(
+        self, d: DigestSettings, recipient: str, data: DigestData, numbered: tuple[int, int] | None = None
+    ) -> Part:
         from email.policy import SMTP as SMTP_POLICY
 
         from ..mail import build_message
+        from ..unsubscribe import unsubscribe_url
 
-        subject = self.renderer.subject(data, d.subject)
+        subject = self._subject(d, data, numbered)
         msg = build_message(
             mail=self.settings.mail,
             digest=d.name,
@@ -275,6 +317,7 @@ class Digests:
             subject=subject,
             text=self.renderer.text(data),
             html=self.renderer.html(data),
+            unsubscribe=unsubscribe_url(self.settings, d.name, recipient),  # issue 26
         )
         return Part(
             message_id=str(msg["Message-ID"]),

@@ -53,7 +53,7 @@ def _diff_text(words: list[tuple[str, str]], sep: str = " ") -> str:
 
 
 class Renderer:
-    def __init__(self, template_dir: Path | None = None) -> None:
+    def __init__(self, template_dir: Path | None = None, web_url: str | None = None) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if template_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(template_dir)))
@@ -71,6 +71,7 @@ class Renderer:
         self.env.filters["days"] = _days
         self.env.filters["diff_text"] = _diff_text
         self.env.globals["version"] = __version__
+        self.env.globals["web_url"] = web_url  # web.base_url: items about a change link to their record's page
         self._inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
     def subject(self, data: DigestData, prefix: str | None = None) -> str:

@@ -16,7 +16,6 @@ not a parse tree of the whole answer (`keep` drops the rest as they are read).
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import ijson
 
 from ..errors import ParseError
 from ..records import Notice  # the vocabulary's; named here as before
+from .jsonguard import guarded, loads
 
 # Crossref's update types (Crossmark, https://www.crossref.org/documentation/crossmark/
 # participating-in-crossmark/ "update type") → litwatch's event kinds. A type Crossref
@@ -82,7 +82,7 @@ def parse_works(
 ) -> WorksPage:
     """Parse a `work` or `work-list` answer. Raises `ParseError` (a `SourceError`) for
     an answer that is not JSON, ends early, or is not a works answer."""
-    stream = io.BytesIO(body) if isinstance(body, bytes) else body
+    stream = io.BytesIO(guarded(body, what=what, url=url))  # nesting bounded, BOM dropped
     where = f" from {url}" if url else ""
     state = _State(keep)
     try:
@@ -119,8 +119,8 @@ def error_message(body: bytes) -> str:
     (`{"status":"failed","message-type":"validation-failure","message":[{…,"message":"…"}]}`),
     else the body's first line ("Resource not found.")."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = loads(body, what="Crossref's error answer")
+    except (ValueError, ParseError):
         return body.decode("utf-8", "replace").strip().splitlines()[0][:300] if body.strip() else ""
     msg = data.get("message") if isinstance(data, dict) else None
     if isinstance(msg, list):

@@ -18,9 +18,11 @@ once however often the file is read:
 * ``<product number>#<status>`` — a withdrawal, suspension, refusal, negative opinion
   or withdrawn application, dated by its own date field: reported as an `update`.
 
-``since`` drops records dated before it: the file holds every medicine since 1995,
-and a poll wants what happened since the last one (less an overlap: EMA publishes
-days after the decision).
+``since`` drops records dated before it, unless the medicine itself was first
+published on or after it (``first_published_date``): the file holds every medicine
+since 1995, and a poll wants what happened since the last one, or what became
+visible since then (EMA publishes a product's page weeks after the decision: the real
+Itvisma, opinion 23/04/2026, authorisation 30/06/2026, first published 28/07/2026).
 
 Field names have changed before. A field litwatch does not know, or a known one that
 is missing, is a warning that names it, never a crash; a medicine without a name or a
@@ -42,6 +44,7 @@ import ijson
 from ..errors import ParseError
 from ..records import Record, feed_source
 from .feeds import html_to_text
+from .jsonguard import guarded
 
 __all__ = ["KNOWN_FIELDS", "EmaParse", "medicine_records", "parse_ema", "staleness"]
 
@@ -145,7 +148,7 @@ class EmaParse:
 
 def parse_ema(data: bytes | IO[bytes], *, feed_name: str, since: date | None = None) -> EmaParse:
     """Read the whole document; raise `ParseError` if it is not EMA medicines JSON."""
-    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    stream = io.BytesIO(guarded(bytes(data) if isinstance(data, bytearray) else data, what=f"feed {feed_name}"))
     acc = _Accumulator(feed_name, since)
     meta: Mapping[str, Any] = {}
     saw_data = False
@@ -287,7 +290,11 @@ def _records(m: Mapping[str, Any], *, feed_name: str, since: date | None, warn: 
             out.append((kind, when))
     elif status not in _QUIET_STATUS:
         warn(f"medicine_status {m.get('medicine_status')!r} is not one litwatch knows; only its dates were used")
-    return [_record(m, kind, when, feed_name) for kind, when in out if since is None or when >= since]
+    # EMA publishes a product's page weeks after the decision: a medicine first published
+    # within the window is new to us, whatever the dates of its events (keys keep each once)
+    published = _date(_text(m.get("first_published_date")), lambda _msg: None)
+    fresh = since is not None and published is not None and published >= since
+    return [_record(m, kind, when, feed_name) for kind, when in out if since is None or fresh or when >= since]
 
 
 def _record(m: Mapping[str, Any], kind: str, when: date, feed_name: str) -> Record:

@@ -38,6 +38,7 @@ import ijson
 
 from ..errors import ParseError
 from ..records import Record, feed_source
+from .jsonguard import guarded
 
 __all__ = ["OpenFdaParse", "application_records", "drugs_at_fda_url", "parse_drugsfda", "submission_kind"]
 
@@ -61,7 +62,7 @@ def parse_drugsfda(
     until: date | None = None,
 ) -> OpenFdaParse:
     """Parse one drugsfda response page (``{"meta": …, "results": [...]}``), streaming."""
-    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    stream = io.BytesIO(guarded(bytes(data) if isinstance(data, bytearray) else data, what=f"feed {feed_name}"))
     records: list[Record] = []
     warnings: list[str] = []
     seen: set[str] = set()

@@ -9,10 +9,9 @@ import hashlib
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from ..config import CrossrefSettings, FeedSettings, PubmedSettings
+from ..config import CrossrefSettings, FeedSettings, PubmedSettings, Settings
 from ..coordination import DailyRequests, RequestBudget
 from ..errors import UsageError
-from ..sources import openfda
 from ..sources.eutils import EutilsClient, EutilsSettings
 from ..sources.http import RetryPolicy
 from ..store.ports import ClaimsPort
@@ -95,11 +94,30 @@ def crossref_client(
     )
 
 
+def preprint_budget(feed: FeedSettings, claims: ClaimsPort | None) -> RequestBudget | None:
+    """The preprint server's pace (1 request a second per API host) kept in the database
+    `claims`, shared by every process; None: this process's own."""
+    if claims is None:
+        return None
+    from ..sources import biorxiv  # only where such a feed is polled (a first poll's fixed cost, #22)
+
+    return RequestBudget(claims, f"preprints:{biorxiv.host(feed.url)}", biorxiv.PER_SECOND)
+
+
+def contact(settings: Settings) -> str | None:
+    """The address for a User-Agent: Crossref's polite-pool address, else PubMed's."""
+    if settings.crossref is not None and settings.crossref.email:
+        return settings.crossref.email
+    return settings.pubmed.email or None
+
+
 def openfda_budgets(feed: FeedSettings, claims: ClaimsPort | None) -> tuple[RequestBudget | None, DailyRequests | None]:
     """openFDA's rate (240 a minute) and day limit (1,000 without a key) kept in the
     database `claims`, shared by every process; (None, None): this process's own."""
     if claims is None:
         return None, None
+    from ..sources import openfda  # only where such a feed is polled (a first poll's fixed cost, #22)
+
     key = feed.api_key.get_secret_value() if feed.api_key is not None else ""
     host = urlsplit(feed.url).netloc
     per_day = openfda.PER_DAY_WITH_KEY if key else openfda.PER_DAY_WITHOUT_KEY
@@ -112,11 +130,13 @@ def openfda_budgets(feed: FeedSettings, claims: ClaimsPort | None) -> tuple[Requ
 
 
 __all__ = [
+    "contact",
     "crossref_client",
     "eutils_client",
     "eutils_settings",
     "feed_max_bytes",
     "feed_policy",
     "openfda_budgets",
+    "preprint_budget",
     "retry_policy",
 ]

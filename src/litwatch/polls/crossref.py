@@ -30,7 +30,7 @@ from ..errors import SourceError
 from ..ingest import Batch, Progress, ingest, record_failure
 from ..records import CROSSREF, SHARED, Notice
 from ..records import CROSSREF_RECHECK as RECHECK
-from ..sources.crossref import CrossrefClient
+from ..sources.crossref import CrossrefClient, unchecked_note
 from ..sources.eutils import window_start
 from ..store.ports import IngestPort
 from .results import PollResult
@@ -104,24 +104,41 @@ def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, ever
         checked = store.poll_state(tx, SHARED, RECHECK)
         held = store.doi_first_seen(tx)
     stored = set(held)
-    progress = [Progress(SHARED, CROSSREF, {"watermark": today.isoformat()})]
+    progress: list[Progress] = []
     notices: dict[Notice, None] = {}  # ordered set: one notice seen from both sides is one
-    try:
+    errors: list[str] = []
+    moved: dict[str, object] = {}  # the watermark, when the new-notice search ran
+    try:  # the two halves fail apart: a refused re-check never stops the new-notice search
         if state is not None and state.watermark:
             found = client.new_notices(window_start(state.watermark), today=today, stored=stored)
             notices.update(dict.fromkeys(found.notices))
-        if recheck_due(checked.last_ok if checked is not None else None, every, now):
-            due = recheck_plan(held, now, _day(checked.watermark if checked is not None else None))
-            log.info("crossref: re-checking %d of %d stored DOIs (tiered by age)", len(due), len(held))
+        moved["watermark"] = today.isoformat()
+    except SourceError as e:
+        errors.append(f"new notices: {e}")
+    if recheck_due(checked.last_ok if checked is not None else None, every, now):
+        due = recheck_plan(held, now, _day(checked.watermark if checked is not None else None))
+        log.info("crossref: re-checking %d of %d stored DOIs (tiered by age)", len(due), len(held))
+        try:
             found = client.recheck(due, today=today)
+        except SourceError as e:
+            errors.append(f"re-check: {e}")
+            progress.append(Progress(SHARED, RECHECK, {}, error=str(e)))
+        else:
             notices.update(dict.fromkeys(found.notices))
-            progress.append(Progress(SHARED, RECHECK, {"watermark": today.isoformat()}))
+            progress.append(Progress(SHARED, RECHECK, {"watermark": today.isoformat(), **unchecked_note(found)}))
             if found.missing:
                 log.info("crossref: %d stored DOIs are not Crossref's", len(found.missing))
-        if client.requests_made == before:
-            # nothing to ask yet (a first cycle before any DOI is stored): one request all
-            # the same, so a Crossref that does not answer is a failure, not a success
+    if not errors and client.requests_made == before:
+        # nothing to ask yet (a first cycle before any DOI is stored): one request all
+        # the same, so a Crossref that does not answer is a failure, not a success
+        try:
             client.probe(today)
+        except SourceError as e:
+            errors.append(str(e))
+            moved.clear()
+    result.error = "; ".join(errors) or None
+    progress.append(Progress(SHARED, CROSSREF, moved, error=result.error))
+    try:
         result.found = len(notices)
         batch = Batch(CROSSREF, CROSSREF, crossref=tuple(notices), progress=progress)
         done = store.write(lambda tx: ingest(store, tx, batch, now), what="crossref")

@@ -28,7 +28,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..config import FeedSettings, QuerySettings, Settings
-from ..coordination import Coordinator, busy
+from ..coordination import Coordinator, LeaseLost, busy
 from ..errors import StoreError, first_line
 from ..ingest import record_failure
 from ..records import CROSSREF, NOTICES, PUBMED, SHARED, feed_source
@@ -147,6 +147,8 @@ class PollCycle:
             return []
         try:
             return PubmedCycle(self.settings, self.store, self.clients.eutils, self.now(), self.progress).run(todo)
+        except LeaseLost:
+            raise  # another process holds the claim now: this cycle stops, it does the work
         except Exception as e:  # noqa: BLE001 - logged with its traceback, shown per query
             log.exception("poll pubmed: unexpected error")
             error = f"unexpected error: {type(e).__name__}: {first_line(e)}"
@@ -199,6 +201,8 @@ class PollCycle:
         what = {PUBMED: f"query {name}", NOTICES: "notice search", CROSSREF: "Crossref"}.get(source, f"feed {name}")
         try:
             return poll()
+        except LeaseLost:
+            raise  # another process holds the claim now: this cycle stops, it does the work
         except StoreError as e:
             error = f"{what}: could not store what it fetched: {first_line(e)}"
             log.warning("poll query=%s source=%s: %s", query, source, error)

@@ -11,6 +11,7 @@ remembered. Each kind's `fetch` turns the feed's stored state into one `FeedAnsw
   (application:type:number) make the overlap free. Requests keep to openFDA's rate
   (240 a minute) and day limit (1,000 without a key) across every process on the
   database (polls/clients.py); a 429 is obeyed by the client.
+- biorxiv, medrxiv (the preprint servers, issue 27): polls/preprints.py.
 - ema (EMA's medicines file): a conditional GET with the validators of the last 200
   (`etag`, `last_modified`, and in `url` the URL they belong to); a 304 parses nothing.
   `watermark` holds the newest `last_updated_date` the file had (ISO day): the file is
@@ -23,11 +24,11 @@ and the watermark stays. Parser warnings (renamed or missing fields) are the ans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from ..config import FeedSettings
+from ..events import is_withdrawn
 from ..parse.ema import staleness
 from ..parse.feeds import parse_feed
 from ..records import Record
@@ -36,37 +37,41 @@ from ..sources.feeds import FeedFetcher, FeedResponse
 from ..sources.http import Limiter
 from ..store.ports import ClaimsPort
 from ..store.rows import PollState
+from . import preprints
+from .answers import FeedAnswer, day
 from .clients import feed_max_bytes, feed_policy, openfda_budgets, retry_policy
 
-__all__ = ["FeedAnswer", "fetch", "fetch_openfda", "stale_note"]
+__all__ = ["FeedAnswer", "fetch", "fetch_openfda", "matchable", "stale_note"]
 
 
-@dataclass
-class FeedAnswer:
-    """What one fetch of a feed brought. `records` None: nothing new (a 304, or an answer
-    still fresh): the feed's stored entries stand. `values`: the poll_state columns to
-    record with it (validators, watermark). `what`: the log's word on it."""
-
-    records: Sequence[Record] | None
-    values: dict[str, object]
-    requests: int
-    warnings: list[str] = field(default_factory=list)
-    what: str = ""
+Fetch = Callable[[FeedSettings, PollState | None, datetime, ClaimsPort | None, str | None], FeedAnswer]
 
 
-Fetch = Callable[[FeedSettings, PollState | None, datetime, ClaimsPort | None], FeedAnswer]
-
-
-def fetch(feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None = None) -> FeedAnswer:
+def fetch(
+    feed: FeedSettings,
+    state: PollState | None,
+    now: datetime,
+    claims: ClaimsPort | None = None,
+    contact: str | None = None,
+) -> FeedAnswer:
     """Fetch `feed` by its kind, after `state` (None: as if never fetched). `claims`: the
-    database the request budgets are kept in (None: this process's own limits)."""
-    return KINDS[feed.kind](feed, state, now, claims)
+    database the request budgets are kept in (None: this process's own limits);
+    `contact`: an address for a User-Agent (clients.contact)."""
+    return KINDS[feed.kind](feed, state, now, claims, contact)
+
+
+def matchable(feed: FeedSettings, record: Record) -> bool:
+    """Whether a stored entry of `feed` is matched for a query that has not matched it
+    yet: a withdrawn preprint is news only to a query that had it."""
+    return feed.kind not in PREPRINTS or not is_withdrawn(record)
 
 
 # ====================================================================== rss
 
 
-def fetch_rss(feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None) -> FeedAnswer:
+def fetch_rss(
+    feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None, contact: str | None
+) -> FeedAnswer:
     # a permanent redirect noted earlier is followed, unless the config's URL changed since
     url = state.url if state is not None and state.url and state.watermark == feed.url else feed.url
     same = state is not None and url == (state.url or feed.url)
@@ -111,10 +116,10 @@ def _validators(resp: FeedResponse, feed: FeedSettings) -> dict[str, object]:
 
 
 def fetch_openfda_answer(
-    feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None
+    feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None, contact: str | None
 ) -> FeedAnswer:
     limiter, budget = openfda_budgets(feed, claims)
-    got = fetch_openfda(feed, now, _day(state.watermark) if state is not None else None, budget=budget, limiter=limiter)
+    got = fetch_openfda(feed, now, day(state.watermark) if state is not None else None, budget=budget, limiter=limiter)
     return FeedAnswer(
         got.records,
         {"watermark": got.watermark.isoformat()},
@@ -152,11 +157,13 @@ def fetch_openfda(
 # ====================================================================== ema
 
 
-def fetch_ema(feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None) -> FeedAnswer:
+def fetch_ema(
+    feed: FeedSettings, state: PollState | None, now: datetime, claims: ClaimsPort | None, contact: str | None
+) -> FeedAnswer:
     # the validators and the newest date belong to the URL they came from: a URL edited
     # in the config starts over
     mine = state is not None and state.url == feed.url
-    newest = _day(state.watermark) if state is not None and mine else None
+    newest = day(state.watermark) if state is not None and mine else None
     got = ema.poll_ema(
         name=feed.name,
         now=now,
@@ -183,16 +190,13 @@ def stale_note(feed: FeedSettings, state: PollState | None, now: datetime) -> st
     moved for `stale_days`), or None: fresh, never fetched, or not kind ema."""
     if feed.kind != "ema" or state is None or state.last_ok is None or state.url != feed.url:
         return None
-    return staleness(_day(state.watermark), now, feed.stale_after_days)
+    return staleness(day(state.watermark), now, feed.stale_after_days)
 
 
-def _day(value: str | None) -> date | None:
-    """An ISO day kept in `watermark`; anything else (a feed that was of another kind
-    under this name kept its URL there) is no day: the first poll's lookback applies."""
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-
-
-KINDS: dict[str, Fetch] = {"rss": fetch_rss, "openfda": fetch_openfda_answer, "ema": fetch_ema}
+PREPRINTS = ("biorxiv", "medrxiv")
+KINDS: dict[str, Fetch] = {
+    "rss": fetch_rss,
+    "openfda": fetch_openfda_answer,
+    "ema": fetch_ema,
+    **dict.fromkeys(PREPRINTS, preprints.fetch_answer),  # issue 27
+}

@@ -31,7 +31,9 @@ from ..ingest import Batch, Ingested, Progress, ingest, record_failure
 from ..records import SHARED, Record, feed_source
 from ..sources.feeds import FeedGoneError
 from ..store.ports import ClaimsPort, IngestPort
-from .feedkinds import FeedAnswer, fetch
+from .answers import FeedAnswer, Prepared
+from .clients import contact
+from .feedkinds import fetch, matchable
 from .results import PollResult
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def poll_feed(
         return result
     users = [q for q in settings.queries if feed.name in q.feeds and q.matcher is not None]
     try:
-        answer = fetch(feed, state, now, claims)
+        answer = fetch(feed, state, now, claims, contact(settings))
     except FeedGoneError as e:
         result.error = str(e)
         log.warning("poll feed=%s: %s", feed.name, e)
@@ -98,20 +100,25 @@ def _store(
     entries yet, theirs too (with a new answer, or alone after a 304); the progress."""
     source = feed_source(feed.name)
     progress = [Progress(SHARED, source, answer.values)]
-    records = answer.records
-    if records is None:
+    if answer.records is None:
         batch = _behind(store, tx, feed, users) or Batch(feed.name, source)
     else:
-        batch = _matched(feed, users, records, generation=now)
+        got = (
+            answer.prepare(store, tx)
+            if answer.prepare is not None
+            else Prepared(answer.records, answer.records, answer.records)
+        )
+        batch = _matched(feed, users, got.fresh, generation=now)
         stored = _behind(store, tx, feed, users)
         for q, matched in stored.matches.items() if stored is not None else ():
             for key, hit in matched.items():
                 batch.matches.setdefault(q, {}).setdefault(key, hit)
 
         def entries(tx: Connection, ids: dict[tuple[str, str], int]) -> None:
-            store.set_feed_entries(tx, source, list(dict.fromkeys(ids[(r.source, r.key)] for r in records)), now)
+            kept = dict.fromkeys(ids[(r.source, r.key)] for r in got.entries)
+            store.set_feed_entries(tx, source, list(kept), now)
 
-        batch.records, batch.bookkeeping = records, [entries]
+        batch.records, batch.bookkeeping, batch.crossref = got.records, [entries], got.notices
     batch.progress = progress
     return ingest(store, tx, batch, now)
 
@@ -150,7 +157,7 @@ def _behind(store: IngestPort, tx: Connection, feed: FeedSettings, queries: Sequ
     if not behind:
         return None
     current = store.current_by_id(tx, set(record_ids))
-    stored = [current[rid].record for rid in record_ids if rid in current]
+    stored = [current[rid].record for rid in record_ids if rid in current and matchable(feed, current[rid].record)]
     return _matched(feed, behind, stored, generation=generation)
 
 

@@ -382,12 +382,13 @@ class PubmedCycle:
 
 
 def poll_notices(store: IngestPort, eutils: EutilsClient, now: datetime, *, reached: bool = False) -> PollResult:
-    """One search per cycle for erratum, retraction and concern notices entered since
-    the watermark; those naming stored records are stored and become events. The first
-    cycle only sets the watermark: records fetched now already carry their earlier notices.
-    It does so once NCBI has answered (`reached`: it did in this cycle; else one search
-    of today, its answer unused): a first search NCBI never answered is a failure, tried
-    again, not a success (issue 22)."""
+    """One search per cycle for erratum, retraction and concern notices entered or
+    modified since the watermark (PubMed may add a notice's link to the original after
+    it was entered); those naming stored records are stored and become events. The
+    first cycle only sets the watermark: records fetched now already carry their
+    earlier notices. It does so once NCBI has answered (`reached`: it did in this
+    cycle; else one search of today, its answer unused): a first search NCBI never
+    answered is a failure, tried again, not a success (issue 22)."""
     result = PollResult("notices", PUBMED)
     today = pubmed_day(now)  # NCBI's day: US Eastern
     before = eutils.requests_made
@@ -409,7 +410,7 @@ def poll_notices(store: IngestPort, eutils: EutilsClient, now: datetime, *, reac
             store.write(lambda tx: ingest(store, tx, Batch("notices", NOTICES, progress=progress), now), what="notices")
             return result
         start = window_start(state.watermark)  # a day of overlap: stored notices cost nothing
-        found = eutils.search_window(NOTICE_TERM, what="notice search", datetype="edat", start=start, end=today)
+        found = eutils.search_entered_or_modified(NOTICE_TERM, what="notice search", start=start, end=today)
         ids = _ids(found)
         result.found = len(ids)
         with store.transaction() as tx:

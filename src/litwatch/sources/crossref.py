@@ -6,6 +6,10 @@ only; answers are parsed by `parse.crossref` and returned as plain data.
   the notices whose target is a DOI the caller has stored.
 - Stored DOIs re-checked: `/works?filter=doi:A,doi:B,…` (a repeated filter means OR),
   about 50 a request, reading each work's `updated-by` (Retraction Watch's entries).
+  A DOI the filter syntax cannot carry (a comma: filters are comma-separated, with no
+  escape) is asked alone as `/works/{doi}`; a batch Crossref refuses (HTTP 400) is
+  split in halves until the DOI it refuses is found, which is then asked alone; a DOI
+  refused alone too is returned as `unchecked`, and the rest are checked all the same.
 
 Politeness (Crossref, "REST API: access and authentication", rate limits from
 1 December 2025): `mailto=` on every request and a User-Agent naming litwatch and the
@@ -149,6 +153,7 @@ class CrossrefBatch:
     requests: int
     checked: frozenset[str] = frozenset()  # DOIs Crossref answered for
     missing: frozenset[str] = frozenset()  # DOIs asked about that Crossref does not hold
+    unchecked: frozenset[str] = frozenset()  # DOIs Crossref refused to be asked about, even alone
     pool: str = ""  # x-api-pool of the last answer: polite-array, public-array, ...
 
 
@@ -232,29 +237,35 @@ class CrossrefClient:
         `max_connections`)."""
         before = self._requests
         wanted = list(dict.fromkeys(d for d in (normalize_doi(x) for x in dois) if d))
-        batches = [wanted[i : i + self.batch_size] for i in range(0, len(wanted), self.batch_size)]
-        pages: list[WorksPage] = []
+        listed = [d for d in wanted if filter_can_carry(d)]
+        batches = [listed[i : i + self.batch_size] for i in range(0, len(listed), self.batch_size)]
+        done: list[tuple[list[WorksPage], set[str]]] = []
         if batches:
-            pages.append(self._batch(batches[0]))  # alone: its headers say how many may follow at once
+            done.append(self._checked(batches[0]))  # alone: its headers say how many may follow at once
         rest = batches[1:]
         workers = min(self.lists.concurrency, self.max_connections, len(rest))
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crossref") as pool:
-                pages += list(pool.map(self._batch, rest))
+                done += list(pool.map(self._checked, rest))
         else:
-            pages += [self._batch(b) for b in rest]
+            done += [self._checked(b) for b in rest]
+        done += [self._alone(d) for d in wanted if not filter_can_carry(d)]
         notices: dict[Notice, None] = {}
         checked: set[str] = set()
-        for page in pages:
-            notices.update(dict.fromkeys(page.notices))
-            checked |= page.dois
+        unchecked: set[str] = set()
+        for pages, refused in done:
+            unchecked |= refused
+            for page in pages:
+                notices.update(dict.fromkeys(page.notices))
+                checked |= page.dois
         asked = set(wanted)
         return CrossrefBatch(
             notices=tuple(n for n in notices if n.target_doi in asked),
             progress=today.isoformat(),
             requests=self._requests - before,
             checked=frozenset(checked & asked),
-            missing=frozenset(asked - checked),
+            missing=frozenset(asked - checked - unchecked),
+            unchecked=frozenset(unchecked),
             pool=self.lists.pool,
         )
 
@@ -287,6 +298,33 @@ class CrossrefClient:
         return parse_works(fetched.content, what=f"Crossref work {norm}", url=redact(url))
 
     # ------------------------------------------------------------------ plumbing
+
+    def _checked(self, dois: list[str]) -> tuple[list[WorksPage], set[str]]:
+        """A batch checked whatever Crossref refuses: a refused batch (HTTP 400) is split
+        in halves until the DOI it refuses is found, and that one is asked alone."""
+        try:
+            return [self._batch(dois)], set()
+        except SourceError as e:
+            if e.status != 400:
+                raise
+            log.info("crossref: a check of %d DOIs was refused (%s); splitting it", len(dois), e)
+        if len(dois) == 1:
+            return self._alone(dois[0])
+        half = len(dois) // 2
+        left, right = self._checked(dois[:half]), self._checked(dois[half:])
+        return left[0] + right[0], left[1] | right[1]
+
+    def _alone(self, doi: str) -> tuple[list[WorksPage], set[str]]:
+        """One DOI asked as `/works/{doi}`: ([its page] or [] when Crossref does not
+        hold it, set()), or ([], {doi}) when Crossref refuses that too."""
+        try:
+            page = self.work(doi)
+        except SourceError as e:
+            if e.status != 400:
+                raise
+            log.warning("crossref: stored DOI %r cannot be checked: %s", doi, e)
+            return [], {doi}
+        return ([page] if page is not None else []), set()
 
     def _batch(self, dois: list[str]) -> WorksPage:
         params = {"filter": ",".join(f"doi:{d}" for d in dois), "rows": len(dois), "select": SELECT}
@@ -334,6 +372,23 @@ class CrossrefClient:
             with self._count_lock:
                 self._clients.append(client)
         return client
+
+
+def unchecked_note(found: CrossrefBatch) -> dict[str, object]:
+    """The re-check row's note (`last_error`, shown by `status` once, not as a failure):
+    the stored DOIs Crossref refused to be asked about, even alone; none: no note."""
+    if not found.unchecked:
+        return {"last_error": None}
+    dois = sorted(found.unchecked)
+    some = ", ".join(dois[:5]) + (f" and {len(dois) - 5} more" if len(dois) > 5 else "")
+    return {"last_error": f"{len(dois)} stored DOI{'s' if len(dois) != 1 else ''} Crossref refused to check: {some}"}
+
+
+def filter_can_carry(doi: str) -> bool:
+    """Whether `doi:<doi>` fits Crossref's filter syntax: filters are separated by
+    commas, with no way to escape one, so a DOI with a comma cannot be a filter value
+    (Crossref answers "Filter cd specified but there is no such filter")."""
+    return "," not in doi
 
 
 def _int(value: str | None) -> int | None:

@@ -197,6 +197,19 @@ class EutilsClient:
         result = self.esearch(term, what=what, datetype="mdat", mindate=start, maxdate=end, usehistory=False)
         return result if result.count < ESEARCH_CAP else None
 
+    def search_entered_or_modified(self, term: str, *, what: str, start: date, end: date) -> list[SearchResult]:
+        """What `term` finds entered or modified in [start, end]: one OR'd search
+        (`search_changed`); only when that answer reaches the cap, each date range on
+        its own, split by date (`search_window`). The notice search: a notice whose
+        RetractionOf/ErratumFor link PubMed adds after it was entered is modified then."""
+        both = self.search_changed(term, what=what, entered_from=start, modified_from=start, end=end)
+        if both is not None:
+            return [both]
+        log.info("%s: entered or modified reaches PubMed's cap; searching each on its own", what)
+        return self.search_window(term, what=what, datetype="edat", start=start, end=end) + self.search_window(
+            term, what=what, datetype="mdat", start=start, end=end
+        )
+
     # ------------------------------------------------------------------ efetch
 
     def efetch_history(self, result: SearchResult, *, what: str) -> Iterator[bytes]:

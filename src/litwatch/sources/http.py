@@ -181,7 +181,9 @@ class HttpClient:
                 if isinstance(e, requests.Timeout):
                     problem = f"timed out after {policy.timeout:g}s"
                 elif isinstance(e, requests.ConnectionError):
-                    problem = "connection failed"
+                    problem = f"connection failed: {connection_problem(e)}"
+                    if FAIL_FAST.is_set():  # `check --online`: no network is news at once, not after retries
+                        raise SourceError(f"{what}: {problem} from {redact(url)}", url=redact(url)) from e
                 else:  # the server hung up before the end of the body: a cut-off download, try again
                     problem = "answer cut off before its end"
                 delay = None
@@ -198,7 +200,8 @@ class HttpClient:
                 delay = retry_after_seconds(fetched.headers.get("retry-after"))
             if attempt > policy.retries:
                 raise SourceError(
-                    f"{what}: {problem} from {redact(url)} (gave up after {attempt} attempts)",
+                    f"{what}: {problem} from {redact(url)} "
+                    f"(gave up after {attempt} attempt{'s' if attempt != 1 else ''})",
                     url=redact(url),
                     status=status,
                 )
@@ -400,3 +403,41 @@ class _DeadlineAdapter(HTTPAdapter):
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+# Set by `litwatch check --online`: a connection that fails (name, refused, TLS) fails
+# the request at once, without retries or their warnings. Time-outs are still retried.
+FAIL_FAST = threading.Event()
+
+
+def connection_problem(e: BaseException) -> str:
+    """Why a connection failed, in a person's words: the name did not resolve, the
+    host refused, TLS failed, or it timed out (requests wraps urllib3 wraps socket)."""
+    import socket
+    import ssl
+
+    seen: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and cur not in seen and len(seen) < 12:
+        seen.append(cur)
+        nxt = cur.__cause__ or cur.__context__
+        for arg in getattr(cur, "args", ()):
+            if isinstance(arg, BaseException) and arg not in seen:
+                nxt = nxt or arg
+                seen.append(arg)
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException) and reason not in seen:
+            nxt = reason
+        cur = nxt
+    text = " ".join(f"{type(x).__name__} {x}" for x in seen)
+    if any(isinstance(x, socket.gaierror) for x in seen) or "NameResolutionError" in text or "Name or service" in text:
+        return "the host name could not be resolved (DNS)"
+    if any(isinstance(x, ssl.SSLError) for x in seen) or "SSLError" in text or "CERTIFICATE" in text:
+        return "TLS failed (certificate or handshake)"
+    if any(isinstance(x, ConnectionRefusedError) for x in seen) or "Connection refused" in text:
+        return "the host refused the connection"
+    if any(isinstance(x, (TimeoutError, socket.timeout)) for x in seen) or "timed out" in text:
+        return "timed out"
+    if any(isinstance(x, ConnectionResetError) for x in seen) or "reset" in text.lower():
+        return "the connection was reset"
+    return "network unreachable or closed" if "unreachable" in text.lower() else type(e).__name__

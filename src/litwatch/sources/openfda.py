@@ -20,15 +20,17 @@ tests/data/openfda/MANIFEST):
   day limit is `DailyBudget`, or any `DayBudget`. The poll pipeline (feedkinds.py)
   passes the database's: `coordination.RequestBudget` and `coordination.DailyRequests`,
   shared by every process on the database (ARCHITECTURE.md rule 6).
-* Windows: Drugs@FDA learns of a decision days after it is made, so each window starts
-  two weeks before the end of the last one (`plan_window`); identities make the overlap
-  free. Days are US Eastern calendar days, the FDA's.
+* Windows: Drugs@FDA learns of a decision days or weeks after it is made, and offers
+  no date of when a submission was added (only the dataset's `meta.last_updated`), so
+  each window starts 60 days before the end of the last one (`plan_window`): an
+  approval listed up to 60 days after its `submission_status_date` is caught, once
+  (identities make the overlap free: a stored, unchanged record is no news). Days are
+  US Eastern calendar days, the FDA's.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import threading
 from dataclasses import dataclass
@@ -40,7 +42,8 @@ from zoneinfo import ZoneInfo
 import ijson
 from requests.utils import parse_header_links
 
-from ..errors import SourceError
+from ..errors import ParseError, SourceError
+from ..parse.jsonguard import guarded, loads
 from ..parse.openfda import parse_drugsfda
 from ..records import Record
 from .http import Fetched, HttpClient, Limiter, RetryPolicy, redact, shared_limiter
@@ -65,7 +68,7 @@ MAX_SKIP = 25_000
 PER_SECOND = 4  # 240 a minute
 PER_DAY_WITHOUT_KEY = 1_000
 PER_DAY_WITH_KEY = 120_000
-OVERLAP = timedelta(days=14)
+OVERLAP = timedelta(days=60)  # how late Drugs@FDA may list a decision and still be caught
 FDA_TIME = ZoneInfo("America/New_York")
 DEFAULT_MAX_BYTES = 64_000_000  # a page of 1,000 applications is a few MB
 
@@ -84,7 +87,7 @@ class Window:
 def plan_window(
     last_until: date | None, now: datetime, *, lookback_days: int = 30, overlap: timedelta = OVERLAP
 ) -> Window:
-    """The window of one poll: from two weeks before the end of the last successful
+    """The window of one poll: from `overlap` (60 days) before the end of the last successful
     window (or `lookback_days` back on the first poll) to today, in US Eastern days."""
     today = (now if now.tzinfo else now.replace(tzinfo=ZoneInfo("UTC"))).astimezone(FDA_TIME).date()
     since = last_until - overlap if last_until else today - timedelta(days=lookback_days)
@@ -332,8 +335,8 @@ def _host(url: str) -> str:
 
 def _error(content: bytes) -> dict[str, object]:
     try:
-        body = json.loads(content)
-    except ValueError:
+        body = loads(content, what="openFDA's error answer")
+    except (ValueError, ParseError):
         return {}
     err = body.get("error") if isinstance(body, dict) else None
     return err if isinstance(err, dict) else {}
@@ -349,8 +352,8 @@ def _message(content: bytes) -> str:
 
 def _total(content: bytes) -> int | None:
     try:
-        for value in ijson.items(io.BytesIO(content), "meta.results.total"):
+        for value in ijson.items(io.BytesIO(guarded(content, what="openFDA")), "meta.results.total"):
             return int(value)
-    except (ijson.JSONError, ValueError, TypeError):
+    except (ijson.JSONError, ValueError, TypeError, ParseError):
         return None
     return None

@@ -122,11 +122,13 @@ class ClaimsStore(StoreCore):
             tx.execute(self._insert_ignore(request_budget, ["name"]).values(name=name, starts="[]"))
             found = tx.execute(q).scalar_one()
         starts = json.loads(found)
+        return self.clock_epoch(tx), [float(x) for x in starts]
+
+    def clock_epoch(self, tx: Connection) -> float:
+        """The database's clock now, in epoch seconds (SQLite: this host's)."""
         if self.dialect == "postgresql":
-            now = float(tx.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
-        else:
-            now = time.time()
-        return now, [float(x) for x in starts]
+            return float(tx.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        return time.time()
 
     def set_budget_starts(self, tx: Connection, name: str, starts: Sequence[float]) -> None:
         tx.execute(request_budget.update().where(request_budget.c.name == name).values(starts=json.dumps(list(starts))))

@@ -51,7 +51,9 @@ def is_conflict(e: sa.exc.SQLAlchemyError) -> bool:
     if isinstance(e, sa.exc.IntegrityError):
         return code == "23505" or "UNIQUE constraint failed" in str(e.orig)
     if isinstance(e, sa.exc.OperationalError):
-        return code in {"40001", "40P01"} or "database is locked" in str(e.orig)
+        # 55P03: a lock not granted within lock_timeout (its holder may be stopped): a
+        # rerun waits again, and the server ends a stopped holder's transaction soon
+        return code in {"40001", "40P01", "55P03"} or "database is locked" in str(e.orig)
     return False
 
 
@@ -100,6 +102,26 @@ def guard_public(cls: C) -> C:
 # ------------------------------------------------------------------ engine and migrations
 
 
+# Every PostgreSQL session's bounds (ARCHITECTURE.md: no instance can stall the others).
+# A lock held by a stopped holder (SIGSTOP, a frozen VM) is waited for at most
+# `lock_timeout`, and the holder's transaction is ended by the server once it has been
+# idle for `idle_in_transaction_session_timeout`, which releases its locks; a partitioned
+# peer is found dead by TCP keepalives within about 25 s instead of about two hours.
+PG_SESSION = {
+    "lock_timeout": "5s",
+    "statement_timeout": "60s",
+    "idle_in_transaction_session_timeout": "10s",
+}
+PG_CONNECT = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25000,  # ms: data sent but never acknowledged (a partition)
+}
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -113,7 +135,19 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=dict(PG_CONNECT))
+
+    @sa.event.listens_for(engine, "connect")
+    def _bounds(dbapi_conn: Any, _record: object) -> None:
+        # No instance can stall the others: a lock wait, a statement, and a transaction
+        # left open by a stopped or partitioned process each end after a few seconds.
+        cur = dbapi_conn.cursor()
+        for name, value in PG_SESSION.items():
+            cur.execute(f"SET {name} = '{value}'")
+        cur.close()
+        dbapi_conn.commit()
+
+    return engine
 
 
 class StoreCore:
@@ -146,7 +180,7 @@ class StoreCore:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to this litwatch's head; refuse a newer one."""
-        if self._at_head():
+        if self._at_head() or self._created():
             return
         from alembic.config import Config
         from alembic.script import ScriptDirectory
@@ -179,6 +213,35 @@ class StoreCore:
             return False  # no table yet, or no server: the full path says which
         return versions == [SCHEMA_HEAD]
 
+    def _created(self) -> bool:
+        """On a database with no table at all (a first run), create the head schema from
+        `schema.metadata` and stamp it, without importing Alembic (a fifth of a first
+        `litwatch poll`'s fixed cost). The migrations build exactly these tables
+        (tests/test_store.py and test_migrations.py compare them). False if anything is
+        there already: Alembic's path then upgrades it, or refuses a newer schema."""
+        from .schema import metadata
+
+        version = sa.Table(  # what Alembic's stamp creates
+            "alembic_version",
+            sa.MetaData(),
+            sa.Column("version_num", sa.String(32), nullable=False),
+            sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+        )
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # a second process starting now waits, then finds tables
+                elif self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))  # as _migrate_once
+                if sa.inspect(conn).get_table_names():
+                    return False
+                metadata.create_all(conn, checkfirst=False)  # none there: no per-table check
+                version.create(conn)
+                conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+        except sa.exc.DBAPIError:
+            return False  # no server, a lock held too long...: the full path retries and says which
+        return True
+
     def _migrate_once(self, cfg: Config, heads: set[str], known: set[str]) -> None:
         sqlite = self.dialect == "sqlite"
         with self.engine.connect() as conn:
@@ -192,6 +255,10 @@ class StoreCore:
                         # The pragma is the transaction's first statement, so it applies.
                         conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                     if self.dialect == "postgresql":
+                        # a migration may take long, and the others wait for it: unbounded here
+                        conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+                        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+                        conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
                         # several instances may start at once: one migrates, the others wait
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(74207101)"))
                     self._upgrade(conn, cfg, heads, known)

@@ -79,6 +79,25 @@ class NoticesStore(StoreCore):
                 )
         return out
 
+    def reported_versions(self, tx: Connection, dois: Iterable[str], sources: Sequence[str]) -> dict[str, list[int]]:
+        """The records that `sources` (a preprint server) reported a newer version of,
+        by that version's DOI: journal DOI (lower case) → the preprints' record ids. How
+        the journal article of a preprint is known to be the same work (issue 27)."""
+        out: dict[str, list[int]] = {}
+        t = notice_reports.c
+        for part in chunks(sorted({d.lower() for d in dois if d})):
+            wanted = {lookup_form(d, IDENT_LIMIT): d for d in part}
+            q = (
+                sa.select(t.record_id, t.notice_ident)
+                .where(t.kind == "update", t.source.in_(list(sources)), t.notice_ident.in_(list(wanted)))
+                .order_by(t.record_id)
+            )
+            for row in tx.execute(q):
+                ids = out.setdefault(wanted[row.notice_ident], [])
+                if row.record_id not in ids:
+                    ids.append(row.record_id)
+        return out
+
     def notice_events_for(
         self, tx: Connection, record_ids: Iterable[int], kinds: Sequence[str]
     ) -> dict[int, list[NoticeEvent]]:

@@ -127,6 +127,15 @@ class OutboxStore(StoreCore):
         )
         return bool(result.rowcount == 1)
 
+    def renew_claim(self, tx: Connection, outbox_id: int, owner: str, ttl: timedelta, margin: timedelta) -> bool:
+        """Extend `owner`'s claim to `ttl` from now, if it still holds it with at least
+        `margin` left (database clock); False otherwise: not to be handed over."""
+        now = self.db_now(tx)
+        result = tx.execute(
+            outbox.update().where(_mine(outbox_id, owner), outbox.c.until > now + margin).values(until=now + ttl)
+        )
+        return bool(result.rowcount == 1)
+
     def release_claim(self, tx: Connection, outbox_id: int, owner: str | None) -> bool:
         """A dead process's claim goes back to `queued` (checked: still that owner's)."""
         result = tx.execute(
@@ -222,20 +231,47 @@ class OutboxStore(StoreCore):
             q = q.where(outbox.c.digest == digest)
         return [row_of(RefusedMessage, r) for r in tx.execute(q)]
 
-    def requeue_refused(self, tx: Connection, digests: Sequence[str] | None) -> list[RefusedMessage]:
-        """`--retry-failed`: refused messages go back to `queued`, as they were (same
-        Message-ID), to be sent before anything newer. Returns them (as they were)."""
-        q = sa.select(*_REFUSED_COLUMNS).where(outbox.c.state == "refused")
-        if digests is not None:
-            q = q.where(outbox.c.digest.in_(list(digests)))
-        rows = [row_of(RefusedMessage, r) for r in tx.execute(q.order_by(outbox.c.id))]
-        if rows:
+    def requeue_refused(self, tx: Connection, ids: Sequence[int]) -> int:
+        """`--retry-failed`: these refused messages go back to `queued`, as they were
+        (same Message-ID), to be sent before anything newer. Returns how many."""
+        if not ids:
+            return 0
+        result = tx.execute(
+            outbox.update()
+            .where(outbox.c.id.in_(list(ids)), outbox.c.state == "refused")
+            .values(state="queued", next_attempt_at=None)
+        )
+        return int(result.rowcount)
+
+    def readdress_refused(self, tx: Connection, outbox_id: int, to: tuple[str, bytes] | None) -> bool:
+        """A refused message whose recipient the config no longer lists: with `to`
+        (the corrected address, the message addressed to it), queued for them, same
+        Message-ID (it never reached anyone), binding its events to them too (one they
+        have bound already stays as it was; the old address keeps its bindings, so it
+        never gets them again). Without, `withdrawn` (the recipient was removed): kept,
+        never sent. True when it was queued."""
+        row = tx.execute(sa.select(outbox).where(outbox.c.id == outbox_id, outbox.c.state == "refused")).first()
+        if row is None:
+            return False
+        if to is None:
+            tx.execute(outbox.update().where(outbox.c.id == outbox_id).values(state="withdrawn"))
+            return False
+        recipient, mime = to
+        bound = sa.select(deliveries.c.event_id)
+        events = set(tx.execute(bound.where(deliveries.c.outbox_id == outbox_id)).scalars())
+        theirs = bound.where(deliveries.c.digest == row.digest, deliveries.c.recipient == recipient)
+        new = sorted(events - set(tx.execute(theirs).scalars()))
+        tx.execute(
+            outbox.update()
+            .where(outbox.c.id == outbox_id)
+            .values(recipient=recipient, mime=mime, state="queued", next_attempt_at=None)
+        )
+        if new:
             tx.execute(
-                outbox.update()
-                .where(outbox.c.id.in_([r.id for r in rows]), outbox.c.state == "refused")
-                .values(state="queued", next_attempt_at=None)
+                sa.insert(deliveries),
+                [{"event_id": e, "digest": row.digest, "recipient": recipient, "outbox_id": outbox_id} for e in new],
             )
-        return rows
+        return True
 
     def outbox_summary(self, tx: Connection) -> OutboxSummary:
         waiting = outbox.c.state.in_(["queued", "sending"])

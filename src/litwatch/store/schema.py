@@ -36,6 +36,7 @@ records = sa.Table(
     # NULL: `updated_at` stands in (rows from before 0013, feed items)
     sa.Column("checked_at", sa.DateTime),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
+    sa.Index("ix_records_key_hash", "key_hash"),  # a record by PMID or feed id, whatever its source (0008)
 )
 
 versions = sa.Table(
@@ -72,6 +73,7 @@ events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.UniqueConstraint("query", "dedup", name="uq_events_query_dedup"),
     sa.Index("ix_events_query_id", "query", "id"),
+    sa.Index("ix_events_record_id", "record_id"),  # a record's page: its events and mails (0008)
 )
 
 poll_state = sa.Table(
@@ -220,4 +222,15 @@ notice_reports = sa.Table(
     sa.Column("reported_at", sa.DateTime, nullable=False),
     sa.Column("dedup", sa.String(400)),  # lookup form of the event's dedup; NULL: not an event ("other")
     sa.UniqueConstraint("record_id", "source", "kind", "notice_ident", name="uq_notice_reports_notice"),
+)
+
+# Recipients who stopped a digest's mail: by its one-click List-Unsubscribe link or
+# `litwatch unsubscribe` (0008). `litwatch resubscribe` deletes the row.
+unsubscribes = sa.Table(
+    "unsubscribes",
+    metadata,
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("recipient", sa.String(500), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("via", sa.String(20), nullable=False),  # link | cli
 )

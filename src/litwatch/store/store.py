@@ -10,6 +10,7 @@ SQLAlchemy Core. Each concern is a module of its own, whose part of `Store` is a
 - progress.py — poll state, PubMed's missing records and overflowed days, feed
   entries, digest state and recipients
 - claims.py — task leases and the request budget
+- web.py — what the web view reads, and the unsubscribed recipients
 
 Mixins rather than composition: callers keep one object and one flat vocabulary
 (`store.poll_ok(tx, …)`, not `store.progress.poll_ok(tx, …)`), no method is written
@@ -28,12 +29,13 @@ from .notices import NoticesStore
 from .outbox import OutboxStore
 from .progress import ProgressStore
 from .versions import RecordsStore
+from .web import WebStore
 
-PARTS = (RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore)
+PARTS = (RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WebStore)
 
 
 @guard_public
-class Store(RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore):
+class Store(RecordsStore, EventsStore, NoticesStore, OutboxStore, ProgressStore, ClaimsStore, WebStore):
     """The database of one litwatch: `Store(url)` creates or migrates its schema.
     Every public method raises `StoreError` (`StoreConflict` for a conflict a rerun
     resolves) for a database error, never a SQLAlchemy exception."""

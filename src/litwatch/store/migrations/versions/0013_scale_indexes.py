@@ -8,7 +8,7 @@ back (issue 28). NULL for rows stored before: `updated_at` stands in.
 the whole hits table.
 
 Revision ID: 0013_scale_indexes
-Revises: 0007_notice_reports
+Revises: 0008_unsubscribes
 Create Date: 2026-12-08
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_scale_indexes"
-down_revision = "0007_notice_reports"
+down_revision = "0008_unsubscribes"
 branch_labels = None
 depends_on = None
 

@@ -53,6 +53,16 @@ def _everything(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {x["name"]: x for part in ("queries", "feeds", "sources") for x in status[part]}
 
 
+def _summary(cfg: Path) -> str:
+    """Each source's state in `status`, for a failure message."""
+    found = _everything(_status(cfg))
+    return "; ".join(
+        f"{n}: ok {x['last_success'] or 'never'}, error {(x['last_error'] or '-')[:60]}"
+        for n, x in sorted(found.items())
+        if n in EXPECTED
+    ) + (" (no notice search in status)" if "notices" not in found else "")
+
+
 EXPECTED = {"trail", "myeloma", "press", "blood", "notices", "crossref"}
 SOURCES = [("trail", "pubmed"), ("myeloma", "pubmed"), ("*", "feed:press"), ("*", "feed:blood")]
 SOURCES += [("*", "notices"), ("*", "crossref")]
@@ -107,7 +117,11 @@ queries:
                 failing = {n for n, x in found.items() if x["last_error"] and not x["last_success"]}
                 return found if EXPECTED <= failing else None
 
-            found = wait_for(all_failing, 60, "every query, feed, the notice search and Crossref failing")
+            found = wait_for(
+                all_failing,
+                60,
+                lambda: f"every query, feed, the notice search and Crossref failing; status: {_summary(cfg)}",
+            )
             for name in ("trail", "myeloma"):
                 # a failing query is polled again within minutes, not at its hourly interval
                 assert _t(found[name]["next_run"]) - _t(found[name]["failing_since"]) <= timedelta(minutes=2)
@@ -129,7 +143,11 @@ queries:
                 ok = {n for n, x in found.items() if x["last_success"] and not x["last_error"]}
                 return found if EXPECTED <= ok else None
 
-            found = wait_for(all_ok, 90, "every query, feed, the notice search and Crossref succeeding")
+            found = wait_for(
+                all_ok,
+                90,
+                lambda: f"every query, feed, the notice search and Crossref succeeding; status: {_summary(cfg)}",
+            )
         finally:
             rc, _ = run.stop()
             crossref.stop()

@@ -1,5 +1,5 @@
-"""Feeds of kind openfda and ema polled through `Service.poll()` on the pipeline
-(feedkinds.py), against the local openFDA (tests/fake_openfda.py) and a file host
+"""Feeds of kind openfda and ema polled through `Service.poll()` (polls/feeds.py,
+polls/feedkinds.py), against the local openFDA (tests/fake_openfda.py) and a file host
 (tests/feedhost.py) serving EMA's medicines JSON, on SQLite and PostgreSQL.
 
 A record's first match is the event its `reg_kind` says (`events.classify_new`,
@@ -189,11 +189,11 @@ def test_openfda_new_bla_and_efficacy_supplement_tentative_ignored(
     assert "20251228+TO+20260127" in fda.requests[-1].raw_query
     assert state(s, "fda-approvals").watermark == "2026-01-27"
 
-    # the next day: the window overlaps by two weeks, the same approvals are seen again
+    # the next day: the window overlaps by 60 days, the same approvals are seen again
     # and are neither stored again nor announced again
     second = poll(s, FDA_NOW + timedelta(days=1))
     assert (second.found, second.new, second.changed, second.events, second.requests) == (2, 0, 0, 0, 1)
-    assert "20260113+TO+20260128" in fda.requests[-1].raw_query
+    assert "20251128+TO+20260128" in fda.requests[-1].raw_query
     assert len(events(store_url)) == 2
     print(f"openfda requests per cycle: {second.requests} (one page of up to 1,000 applications; +1 per 429)")
 
@@ -208,9 +208,26 @@ def test_openfda_record_that_appears_days_after_its_date(tmp_path: Path, store_u
     fda.add(late)  # Drugs@FDA learns of it eight days after the decision
     found = poll(s, FDA_NOW + timedelta(days=3))
     assert (found.new, found.events) == (1, 1)
-    assert "20260114+TO+20260130" in fda.requests[-1].raw_query  # from the last window's end (01-28) less two weeks
+    assert "20251129+TO+20260130" in fda.requests[-1].raw_query  # from the last window's end (01-28) less 60 days
     again = poll(s, FDA_NOW + timedelta(days=4))  # seen again in the overlap: nothing new
     assert (again.found, again.new, again.events) == (2, 0, 0)
+    assert [key for _, _, key in events(store_url)] == ["BLA761036:SUPPL:85", "BLA761901:ORIG:1"]
+
+
+def test_openfda_approval_listed_seven_weeks_after_its_date_is_found_once(
+    tmp_path: Path, store_url: str, fda: FakeOpenFda
+) -> None:
+    """Drugs@FDA offers no date of listing: the window reaches 60 days back (#24)."""
+    late = _apps()["BLA761901"]
+    late["submissions"][0]["submission_status_date"] = "20251210"  # decided then, listed 7 weeks later
+    fda.applications = [a for a in fda.applications if a["application_number"] != "BLA761901"]
+    s = settings(tmp_path, store_url, fda_feed(fda), MYELOMA_FDA, "myeloma")
+    assert poll(s, FDA_NOW).events == 1  # DARZALEX's supplement only
+    fda.add(late)
+    found = poll(s, FDA_NOW + timedelta(days=1))
+    again = poll(s, FDA_NOW + timedelta(days=2))
+    print(f"openfda approval listed 49 days late: events {found.events}, then {again.events}")
+    assert (found.new, found.events) == (1, 1) and (again.new, again.events) == (0, 0)
     assert [key for _, _, key in events(store_url)] == ["BLA761036:SUPPL:85", "BLA761901:ORIG:1"]
 
 
@@ -242,14 +259,14 @@ def test_openfda_query_added_later_sees_the_stored_entries(tmp_path: Path, store
     one = query("daratumumab", "fda-approvals", "daratumumab")
     s1 = settings(tmp_path, store_url, fda_feed(fda), one, "daratumumab")
     assert poll(s1, FDA_NOW).events == 1
-    assert poll(s1, datetime(2026, 2, 3, 12, 0)).events == 0  # window 01-13..02-03
+    assert poll(s1, datetime(2026, 3, 20, 12, 0)).events == 0  # window 2025-11-29..03-20
     both = one + query("trail", "fda-approvals", "aponermin")
     s2 = settings(tmp_path, store_url, fda_feed(fda), both, "daratumumab, trail")
-    later = poll(s2, datetime(2026, 2, 20, 12, 0))  # window 01-20..02-20: TRAILNOVA (01-15) is not in it
-    assert "20260120+TO+20260220" in fda.requests[-1].raw_query
+    later = poll(s2, datetime(2026, 4, 1, 12, 0))  # window 01-19..04-01: TRAILNOVA (01-15) is not in it
+    assert "20260119+TO+20260401" in fda.requests[-1].raw_query
     assert later.events == 1
     assert ("trail", "BLA761901:ORIG:1") in {(q, k) for q, _, k in events(store_url)}
-    assert poll(s2, datetime(2026, 2, 21, 12, 0)).events == 0
+    assert poll(s2, datetime(2026, 4, 2, 12, 0)).events == 0
 
 
 def test_openfda_budgets_are_kept_in_the_database(tmp_path: Path, store_url: str, fda: FakeOpenFda) -> None:
@@ -356,6 +373,46 @@ def test_ema_positive_opinion_then_authorisation(tmp_path: Path, store_url: str,
     st = state(s, "ema-medicines")
     assert (st.etag, st.watermark, st.url) == ('"d2"', "2026-10-04", host.url(EMA_PATH))
     print(f"ema requests per cycle: {second.requests} (200) and {unchanged.requests} (304)")
+
+
+def test_ema_itvisma_first_published_weeks_after_its_decisions_is_found_and_mailed_once(
+    tmp_path: Path, store_url: str, host: FeedHost
+) -> None:
+    """The real Itvisma row: opinion 23/04/2026, authorisation 30/06/2026, first
+    published 28/07/2026. The file of 27/07 has no Itvisma; the file of 29/07 has it;
+    later files (the real one of 04/10) have it too (#24)."""
+    real = _ema()
+    itvisma = _medicine(real, "Itvisma")
+    before = {"meta": real["meta"], "data": [dict(m) for m in real["data"] if m is not itvisma]}
+    for m in before["data"]:
+        m["last_updated_date"] = "27/07/2026"
+    published = {"meta": real["meta"], "data": [*before["data"], dict(itvisma, last_updated_date="28/07/2026")]}
+    s = settings(tmp_path, store_url, ema_feed(host, stale_days=400), query("sma", "ema-medicines", "itvisma"), "sma")
+    outbox = tmp_path / "outbox"
+    mailed: list[str] = []
+    results = []
+    for when, doc, etag in (
+        (datetime(2026, 7, 27, 8), before, '"a"'),
+        (datetime(2026, 7, 29, 8), published, '"b"'),
+        (datetime(2026, 7, 30, 8), published, '"c"'),  # a new validator, the same rows
+        (EMA_NOW, real, '"d"'),
+    ):
+        _serve(host, doc, etag)
+        svc = Service(s, now=lambda when=when: when)
+        try:
+            results.append(poll(s, when))
+            svc.digest()
+        finally:
+            svc.close()
+        if outbox.exists():
+            mailed += [p.read_text() for p in sorted(outbox.iterdir()) if p.read_text() not in mailed]
+    print("itvisma: " + "; ".join(f"found {r.found}, new {r.new}, events {r.events}" for r in results))
+    assert [r.events for r in results] == [0, 2, 0, 0]
+    assert len(mailed) == 1 and mailed[0].count("Itvisma") >= 2, mailed
+    assert [key for _, _, key in events(store_url)] == [
+        "EMEA/H/C/006498#chmp-opinion",
+        "EMEA/H/C/006498#eu-authorisation",
+    ]
 
 
 def test_ema_304_parses_nothing_and_a_query_added_later_catches_up(
