@@ -4,13 +4,13 @@ sections, to every query that ever matched the record."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, invoke
+from helpers import TODAY, basic_config, fetched_yesterday, invoke
 from helpers.fake_eutils import FakeEutils
 
 NOTICE_TERM = '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt] OR "expression of concern"[pt]'
@@ -26,19 +26,6 @@ def messages(outbox: Path, seen: set[Path]) -> list[tuple[str, str]]:
         msg = message_from_bytes(f.read_bytes(), policy=policy.default)
         out.append((str(msg["Subject"]), msg.get_body(("plain",)).get_content().replace("\r\n", "\n")))
     return out
-
-
-def fetched_yesterday(tmp_path: Path) -> None:
-    """The records stored so far were fetched yesterday. A record fetched today is
-    fetched again only once its modification day has ended (issue 28: not on every
-    poll of that day); these tests' changes come after the day of the earlier poll."""
-    db = sa.create_engine(f"sqlite:///{tmp_path / 'litwatch.db'}")
-    with db.begin() as c:
-        c.execute(
-            sa.text("UPDATE records SET checked_at = :t"),
-            {"t": datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)},
-        )
-    db.dispose()
 
 
 def section(text: str, title: str) -> str:
@@ -124,7 +111,7 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
         pubtypes=("Published Erratum",),
         links=(("ErratumFor", "777"),),
     )
-    fetched_yesterday(tmp_path)
+    fetched_yesterday(tmp_path / "litwatch.db")
     r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 0, r.stdout + r.stderr
     assert invoke("--config", str(cfg), "digest").returncode == 0
@@ -174,7 +161,7 @@ def test_event_reaches_every_query_that_ever_matched(tmp_path: Path, eutils: Fak
         "1", mdat=TODAY, title="Shared paper", links=(("RetractionIn", "5"),), pubtypes=("Retracted Publication",)
     )
     eutils.records["1"].terms = {"TRAIL"}
-    fetched_yesterday(tmp_path)
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     r = invoke("--config", str(cfg), "digest")
     assert "da → a@example.org: da: 1 retraction" in r.stdout
@@ -194,7 +181,7 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
     invoke("--config", str(cfg), "poll")
     invoke("--config", str(cfg), "digest")
     eutils.change("1", mdat=TODAY, title="  Paper ", mesh=("C", "A", "B"), pubtypes=("Review", "Journal Article"))
-    fetched_yesterday(tmp_path)
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     db = sa.create_engine(f"sqlite:///{tmp_path / 'litwatch.db'}")
     with db.connect() as c:
@@ -207,7 +194,7 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
         pubtypes=("Review", "Journal Article"),
         status="PubMed-not-MEDLINE",
     )
-    fetched_yesterday(tmp_path)
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     with db.connect() as c:
         assert c.execute(sa.text("select count(*) from versions")).scalar_one() == 2
