@@ -189,7 +189,7 @@ def test_the_budget_keeps_threads_of_several_processes_under_the_rate(store_url:
         f"\n24 requests from 6 threads of 3 pools: {len(slots) / (slots[-1] - slots[0]):.2f}/s, "
         f"peak {peak(slots)} in 1 s, {peak(slots, 1.1)} in 1.1 s"
     )
-    assert len(slots) == 24
+    assert len(slots) >= 24  # a thread late to its slot takes another: every slot counts below
     assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3  # the margin kept as well
 
 
@@ -235,7 +235,7 @@ def test_two_polls_back_to_back_keep_to_ncbis_rate(tmp_path: Path, eutils: FakeE
     # the pace as reserved, not the fake's refusals (a late arrival on a loaded machine
     # is refused, then retried): see helpers/budget.py
     slots = read_slots(log, "eutils:")
-    assert len(slots) == len(eutils.requests)
+    assert len(slots) >= len(eutils.requests)  # one late to its slot takes another
     assert peak(slots, 1.0 + BUDGET_MARGIN - 0.001) <= 3
     assert all(p.returncode == 0 for p in procs), outs
 

