@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, invoke
+from helpers import TODAY, basic_config, fetched_yesterday, invoke
 from helpers.fake_eutils import FakeEutils
 
 NOTICE_TERM = '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt] OR "expression of concern"[pt]'
@@ -111,6 +111,7 @@ def test_errata_retractions_concerns_updates_once(tmp_path: Path, eutils: FakeEu
         pubtypes=("Published Erratum",),
         links=(("ErratumFor", "777"),),
     )
+    fetched_yesterday(tmp_path / "litwatch.db")
     r = invoke("--config", str(cfg), "poll")
     assert r.returncode == 0, r.stdout + r.stderr
     assert invoke("--config", str(cfg), "digest").returncode == 0
@@ -160,6 +161,7 @@ def test_event_reaches_every_query_that_ever_matched(tmp_path: Path, eutils: Fak
         "1", mdat=TODAY, title="Shared paper", links=(("RetractionIn", "5"),), pubtypes=("Retracted Publication",)
     )
     eutils.records["1"].terms = {"TRAIL"}
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     r = invoke("--config", str(cfg), "digest")
     assert "da → a@example.org: da: 1 retraction" in r.stdout
@@ -179,6 +181,7 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
     invoke("--config", str(cfg), "poll")
     invoke("--config", str(cfg), "digest")
     eutils.change("1", mdat=TODAY, title="  Paper ", mesh=("C", "A", "B"), pubtypes=("Review", "Journal Article"))
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     db = sa.create_engine(f"sqlite:///{tmp_path / 'litwatch.db'}")
     with db.connect() as c:
@@ -191,6 +194,7 @@ def test_reordered_xml_gives_no_version_and_status_change_no_mail(tmp_path: Path
         pubtypes=("Review", "Journal Article"),
         status="PubMed-not-MEDLINE",
     )
+    fetched_yesterday(tmp_path / "litwatch.db")
     invoke("--config", str(cfg), "poll")
     with db.connect() as c:
         assert c.execute(sa.text("select count(*) from versions")).scalar_one() == 2

@@ -121,11 +121,15 @@ def test_end_to_end_update_in_is_mailed_as_newer_version(tmp_path: Path, eutils:
         queries="queries:\n  - name: trail\n    pubmed: TRAIL\n",
         digests="digests:\n  - name: d\n    to: [a@example.org]\n    queries: [trail]\n",
     )
-    svc = Service(load(cfg))
+    clock = [datetime.now(UTC).replace(tzinfo=None)]
+    svc = Service(load(cfg), now=lambda: clock[0])
     try:
         svc.poll()
         svc.digest()
         eutils.change("11034741", mdat=TODAY, xml=real_article_xml(shared_data, "11034741"))
+        # the next day: a record fetched today is fetched again once its modification
+        # day has ended, not on every poll of that day (issue 28)
+        clock[0] += timedelta(days=1)
         svc.poll()
         svc.digest()
         svc.poll()  # seen again unchanged: nothing new

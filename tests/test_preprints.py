@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from helpers.cli import invoke
 from helpers.config import write_config
+from helpers.days import fetched_yesterday
 from helpers.fake_biorxiv import FakeBiorxiv
 from helpers.fake_eutils import FakeEutils
 
@@ -184,6 +185,7 @@ def test_preprints_end_to_end(tmp_path: Path, store_url: str, api: FakeBiorxiv, 
         doi=JOURNAL_DOI,
         links=(("ErratumIn", "41000003"),),
     )
+    fetched_yesterday(store_url)  # the erratum comes after the day of the fetch (#28)
     run(cfg, "poll")
     run(cfg, "digest")
     assert len(mails(tmp_path)) == 4

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import TODAY, basic_config, invoke
+from helpers import TODAY, basic_config, fetched_yesterday, invoke
 from helpers.fake_eutils import FakeEutils
 from helpers.net import free_port
 from litwatch.config import load
@@ -76,6 +76,7 @@ def site(tmp_path: Path, eutils: FakeEutils) -> Iterator[Site]:
     assert invoke("--config", str(cfg), "poll").returncode == 0
     assert invoke("--config", str(cfg), "digest").returncode == 0
     eutils.change("1", mdat=TODAY, title="TRAIL agonist trial", abstract="We tested it in mice and men.", doi="10.1/a")
+    fetched_yesterday(tmp_path / "litwatch.db")  # the change comes after the day of the first poll (#28)
     assert invoke("--config", str(cfg), "poll").returncode == 0
     r = invoke("--config", str(cfg), "digest")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,6 +166,18 @@ class _Held:
     depth: int = 1
 
 
+@dataclass(frozen=True, eq=False)
+class _Fence:
+    """Run before a commit (`Store.fences`): the claims the thread works under, by task
+    and token, are still this process's."""
+
+    coordinator: Coordinator
+    tokens: Mapping[str, int]
+
+    def __call__(self, tx: Connection) -> None:
+        self.coordinator.check_fences(tx, self.tokens)
+
+
 @dataclass
 class Coordinator:
     """Claims for one process (`owner`), with the heartbeat that renews them."""
@@ -248,9 +260,13 @@ class Coordinator:
         with self._lock:
             self._held[task] = _Held(claim.token)
         self._ensure_heartbeat()
-        fence = self._fence(task, claim.token)
+        # one fence for every claim this thread holds of this coordinator: one query
+        # before a commit, not one per claim (a cycle holds each of its queries)
         fences = self.store.fences
-        reset = fences.set((*fences.get(), fence))
+        others = tuple(f for f in fences.get() if not (isinstance(f, _Fence) and f.coordinator is self))
+        outer_fence = next((f for f in fences.get() if isinstance(f, _Fence) and f.coordinator is self), None)
+        tokens = {**(outer_fence.tokens if outer_fence is not None else {}), task: claim.token}
+        reset = fences.set((*others, _Fence(self, tokens)))
         try:
             yield holding
         finally:
@@ -299,16 +315,18 @@ class Coordinator:
                 return
             time.sleep(WAIT_STEP)
 
-    def _fence(self, task: str, token: int) -> Callable[[Connection], None]:
-        def check(tx: Connection) -> None:
-            if not self.store.lease_held(tx, task, self.owner, token):
-                with self._lock:
+    def check_fences(self, tx: Connection, tokens: Mapping[str, int]) -> None:
+        """Raise `LeaseLost` (each lost claim marked) unless this process still holds
+        every task of `tokens` with its token."""
+        held = self.store.leases_held(tx, self.owner, tokens)
+        lost = [t for t in tokens if t not in held]
+        if lost:
+            with self._lock:
+                for task in lost:
                     if task in self._held:
                         self._held[task].lost = True
-                row = self.store.leases(tx).get(task)
-                raise LeaseLost(task, taken=row is not None and row.owner != self.owner)
-
-        return check
+            row = self.store.leases(tx).get(lost[0])
+            raise LeaseLost(lost[0], taken=row is not None and row.owner != self.owner)
 
     def check(self, task: str) -> None:
         """Raise `LeaseLost` unless this process still holds `task` (before an action
@@ -318,7 +336,7 @@ class Coordinator:
         if held is None or held.lost:
             raise LeaseLost(task)
         with self.store.transaction(fenced=False) as tx:
-            self._fence(task, held.token)(tx)
+            self.check_fences(tx, {task: held.token})
 
     def _release(self, task: str, token: int, next_run: datetime | None) -> None:
         with self.store.transaction(fenced=False) as tx:

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from .config import DigestSettings, QuerySettings, Settings
 from .digest.build import REPORT_GAPS_FOR, Digests, overflow_text
 from .errors import UsageError
 from .polls.feedkinds import stale_note
 from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, NoticeReport, feed_source
 from .store.ports import ServicePort
-from .store.rows import Lease, PollState
+from .store.rows import Lease, MissingPmid, Overflow, PollState
 from .store.works import WorkDoubt
 from .tasks import (
     SourceTimes,
@@ -82,8 +80,20 @@ class StatusView:
             leases = self.store.leases(tx)
             tz = self.settings.timezone
             queries = []
+            # each query's rows, counts and gaps read once for all (issue 28: `status` of
+            # a thousand queries makes a handful of queries, not thousands)
+            names = [q.name for q in self.settings.queries]
+            by_query: dict[str, list[PollState]] = {}
+            for (qn, _), row in states.items():
+                by_query.setdefault(qn, []).append(row)
+            times = _times(states)
+            counts = self.store.count_records_by_query(tx, names)
+            missing = self.store.missing_reports(tx, names)
+            overflows: dict[str, list[Overflow]] = {}
+            for o in self.store.overflows(tx, names, since=now.host - REPORT_GAPS_FOR):
+                overflows.setdefault(o.query, []).append(o)
             for q in self.settings.queries:
-                rows = [r for (qn, _), r in states.items() if qn == q.name]
+                rows = by_query.get(q.name, [])
                 last_ok = max((r.last_ok for r in rows if r.last_ok), default=None)
                 errs = [r for r in rows if r.failing_since is not None]
                 queries.append(
@@ -92,9 +102,9 @@ class StatusView:
                         "last_success": _iso(last_ok),
                         "last_error": errs[0].last_error if errs else None,
                         "failing_since": _iso(errs[0].failing_since) if errs else None,
-                        "next_run": _iso(self._next_poll(q, states, leases, now)),
-                        "records": self.store.count_records(tx, q.name),
-                        **self._gaps(tx, q.name, now.host),
+                        "next_run": _iso(self._next_poll(q, times, leases, now)),
+                        "records": counts.get(q.name, 0),
+                        **_gaps(missing.get(q.name, []), overflows.get(q.name, []), now.host),
                     }
                 )
             feeds = []
@@ -149,19 +159,12 @@ class StatusView:
                 pending, skipped = 0, 0
                 for to in d.to:
                     since = self.digests.recipient_since(tx, d, to, now.host)
-                    for before in (False, True):
-                        n = self.store.count_pending(
-                            tx,
-                            queries=d.queries,
-                            kinds=d.events,
-                            digest=d.name,
-                            recipient=to,
-                            since=since,
-                            before=before,
-                        )
-                        if not before and n:
-                            n -= len(self.digests.heard(tx, d, to, since))  # already told: bound at the next run
-                        pending, skipped = (pending, max(skipped, n)) if before else (max(pending, n), skipped)
+                    waiting, early = self.store.count_pending(
+                        tx, queries=d.queries, kinds=d.events, digest=d.name, recipient=to, since=since
+                    )
+                    if waiting:
+                        waiting -= len(self.digests.heard(tx, d, to, since))  # already told: bound at the next run
+                    pending, skipped = max(pending, waiting), max(skipped, early)
                 last_run = st.last_run if st else None
                 refused = self.digests.outbox.refused(tx, d.name)
                 digests.append(
@@ -197,35 +200,14 @@ class StatusView:
             },
         }
 
-    def _gaps(self, tx: Connection, query: str, now: datetime) -> dict[str, Any]:
-        """What a query's PubMed polls could not store: PMIDs left out of efetch answers
-        (still asked for, or given up) and days of modifications over the cap."""
-        rows = self.store.missing_report(tx, query)
-        waiting = [r for r in rows if r.gave_up_at is None]
-        rows = [r for r in rows if r.gave_up_at is None or r.gave_up_at >= now - REPORT_GAPS_FOR]
-        return {
-            "missing": [r.pmid for r in waiting],
-            "missing_since": _iso(min((r.first_missing for r in waiting), default=None)),
-            "gave_up": [
-                {"pmid": r.pmid, "missing_since": _iso(r.first_missing), "gave_up_at": _iso(r.gave_up_at)}
-                for r in rows
-                if r.gave_up_at is not None
-            ],
-            "skipped_modifications": [
-                {"day": o.day, "records": o.count, "noted_at": _iso(o.noted_at), "note": overflow_text(o)}
-                for o in self.store.overflows(tx, [query], since=now - REPORT_GAPS_FOR)
-            ],
-        }
-
     def _next_poll(
-        self, q: QuerySettings, states: dict[tuple[str, str], PollState], leases: dict[str, Lease], now: _Now
+        self, q: QuerySettings, times: dict[tuple[str, str], SourceTimes], leases: dict[str, Lease], now: _Now
     ) -> datetime:
         """When `litwatch run` polls `q` next: due after the last start by any instance
         (database clock), else after its oldest source's last success (host clock), not
         before the daemon's plan (tasks.py, the function the daemon uses)."""
         plan = plan_of(q)
         keys = task_sources("poll", q)
-        times = _times(states)
         planned = self._next_run(plan, leases.get(poll_task(q.name)), last_success(keys, times), now)
         # a failing source is tried again sooner: when the daemon will (tasks.next_retry)
         retry = next_retry(keys, times, retry_base(), plan.period(self.settings.timezone, now.host))
@@ -264,6 +246,26 @@ class StatusView:
 class _Now:
     host: datetime
     db: datetime
+
+
+def _gaps(rows: list[MissingPmid], overflowed: list[Overflow], now: datetime) -> dict[str, Any]:
+    """What a query's PubMed polls could not store: PMIDs left out of efetch answers
+    (still asked for, or given up) and days of modifications over the cap."""
+    waiting = [r for r in rows if r.gave_up_at is None]
+    rows = [r for r in rows if r.gave_up_at is None or r.gave_up_at >= now - REPORT_GAPS_FOR]
+    return {
+        "missing": [r.pmid for r in waiting],
+        "missing_since": _iso(min((r.first_missing for r in waiting), default=None)),
+        "gave_up": [
+            {"pmid": r.pmid, "missing_since": _iso(r.first_missing), "gave_up_at": _iso(r.gave_up_at)}
+            for r in rows
+            if r.gave_up_at is not None
+        ],
+        "skipped_modifications": [
+            {"day": o.day, "records": o.count, "noted_at": _iso(o.noted_at), "note": overflow_text(o)}
+            for o in overflowed
+        ],
+    }
 
 
 def _times(states: Mapping[tuple[str, str], PollState | None]) -> dict[tuple[str, str], SourceTimes]:

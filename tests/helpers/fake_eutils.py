@@ -42,6 +42,7 @@ class Request:
     method: str
     utility: str
     params: dict[str, str]
+    sent: int = 0  # bytes of the answer's body
 
 
 @dataclass
@@ -119,6 +120,11 @@ class FakeEutils(LocalServer):
             best = max(best, hi - lo + 1)
         return best
 
+    def bytes_sent(self, since: int = 0) -> int:
+        """The bytes of every answer's body since request `since`."""
+        with self.lock:
+            return sum(r.sent for r in self.requests[since:])
+
     def count(self, utility: str) -> int:
         return sum(1 for r in self.requests if r.utility == utility)
 
@@ -195,6 +201,8 @@ class FakeEutils(LocalServer):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            logged: Request
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -211,7 +219,8 @@ class FakeEutils(LocalServer):
                 with fake.lock:
                     now = time.monotonic()
                     over = fake.limit is not None and fake.in_last_second(now) >= fake.limit
-                    fake.requests.append(Request(now, self.command, utility, params))
+                    self.logged = Request(now, self.command, utility, params)
+                    fake.requests.append(self.logged)
                     if over:
                         fake.refused += 1
                 if over:
@@ -251,6 +260,7 @@ class FakeEutils(LocalServer):
                 self._send(404, b"unknown utility")
 
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.logged.sent = len(body)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "text/xml; charset=UTF-8")

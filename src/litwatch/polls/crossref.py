@@ -10,7 +10,8 @@ Once a cycle, under its own poll_state row (SHARED, "crossref"):
   query a notice. The first cycle only sets the watermark, like the PubMed notice
   search: what is older is found by the re-check.
 - **stored DOIs re-checked** every `crossref.every` (its own row, (SHARED,
-  "crossref-recheck"), `last_ok`): every stored DOI in batches of `batch_size` a
+  "crossref-recheck"), `last_ok`): the stored DOIs due (`recheck_plan`: tiered by how
+  long litwatch has held them, daily, weekly, monthly) in batches of `batch_size` a
   request, reading each work's `updated-by` (Retraction Watch's entries are there).
 
 What both found goes to `pipeline.ingest` as one `Batch(crossref=…)`: each notice
@@ -20,8 +21,10 @@ rows' progress commits with them; a failure stores nothing and moves neither."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 
 from ..errors import SourceError
 from ..ingest import Batch, Progress, ingest, record_failure
@@ -43,6 +46,54 @@ def recheck_due(last_ok: datetime | None, every: timedelta, now: datetime) -> bo
     return last_ok is None or now - last_ok >= every - min(every / 10, RECHECK_SLACK)
 
 
+# How often a stored DOI is re-checked, by how long ago litwatch first stored it (issue
+# 28): (younger than, every so many days). Retractions come years after publication, so
+# no work is ever dropped; an old one is checked monthly. New notices Crossref indexes
+# are found daily whatever the age (`new_notices`): the tiers delay only what the
+# re-check alone finds (an `updated-by` with no newly indexed notice, e.g. Retraction
+# Watch's), by at most the tier's period.
+RECHECK_TIERS: tuple[tuple[timedelta | None, int], ...] = (
+    (timedelta(days=90), 1),
+    (timedelta(days=730), 7),
+    (None, 30),
+)
+
+
+def recheck_period(first_seen: datetime, now: datetime) -> int:
+    """Every how many days a DOI first stored at `first_seen` is re-checked."""
+    for younger_than, days in RECHECK_TIERS:
+        if younger_than is None or now - first_seen < younger_than:
+            return days
+    return RECHECK_TIERS[-1][1]
+
+
+def recheck_plan(held: Mapping[str, datetime], now: datetime, last: date | None) -> list[str]:
+    """The stored DOIs (→ first stored) due for a re-check today, sorted: each is due on
+    one day of its tier's period, its slot (a hash of the DOI, so the tier's DOIs are
+    spread evenly over the days), and is due today if that day came since the last
+    re-check (`last`, a UTC day; None: every DOI). A re-check that did not run for a
+    day or more catches up every slot it missed."""
+    today = now.date()
+    gap = (today - last).days if last is not None else None
+    due = []
+    for doi, first in held.items():
+        period = recheck_period(first, now)
+        if gap is None or gap >= period or period <= 1:
+            due.append(doi)
+            continue
+        slot = int.from_bytes(hashlib.sha256(doi.encode()).digest()[:4], "big") % period
+        if any((today.toordinal() - k) % period == slot for k in range(max(gap, 0))):
+            due.append(doi)
+    return sorted(due)
+
+
+def _day(watermark: str | None) -> date | None:
+    try:
+        return date.fromisoformat(watermark) if watermark else None
+    except ValueError:
+        return None
+
+
 def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, every: timedelta) -> PollResult:
     """One Crossref cycle: new notices since the watermark, and the re-check when due."""
     result = PollResult(CROSSREF, CROSSREF)
@@ -51,7 +102,8 @@ def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, ever
     with store.transaction() as tx:
         state = store.poll_state(tx, SHARED, CROSSREF)
         checked = store.poll_state(tx, SHARED, RECHECK)
-        stored = store.stored_dois(tx)
+        held = store.doi_first_seen(tx)
+    stored = set(held)
     progress: list[Progress] = []
     notices: dict[Notice, None] = {}  # ordered set: one notice seen from both sides is one
     errors: list[str] = []
@@ -64,8 +116,10 @@ def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, ever
     except SourceError as e:
         errors.append(f"new notices: {e}")
     if recheck_due(checked.last_ok if checked is not None else None, every, now):
+        due = recheck_plan(held, now, _day(checked.watermark if checked is not None else None))
+        log.info("crossref: re-checking %d of %d stored DOIs (tiered by age)", len(due), len(held))
         try:
-            found = client.recheck(sorted(stored), today=today)
+            found = client.recheck(due, today=today)
         except SourceError as e:
             errors.append(f"re-check: {e}")
             progress.append(Progress(SHARED, RECHECK, {}, error=str(e)))
@@ -97,4 +151,4 @@ def poll_crossref(store: IngestPort, client: CrossrefClient, now: datetime, ever
     return result
 
 
-__all__ = ["CROSSREF", "RECHECK", "poll_crossref", "recheck_due"]
+__all__ = ["CROSSREF", "RECHECK", "RECHECK_TIERS", "poll_crossref", "recheck_due", "recheck_period", "recheck_plan"]

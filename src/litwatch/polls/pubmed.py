@@ -19,8 +19,10 @@ A cycle makes as few requests as it can (issue 15):
    own, the others' records and watermarks commit.
 
 A record that the OR'd search finds and litwatch holds already may have been modified
-or only entered within the overlap; one search cannot tell which, so it is fetched
-again with the rest (an unchanged record writes nothing). Windows are NCBI's days."""
+or only entered within the overlap; one search cannot tell which. It is not fetched
+again if a poll fetched it after its last modification day had ended, nor twice the
+same day (`_unchanged`, issue 28): a quiet poll fetches what is new, and a known record
+once more the day after the day it was fetched and modified. Windows are NCBI's days."""
 
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ from ..store.ports import IngestPort
 from .results import MISSING_GIVE_UP, PollProgress, PollResult, some
 
 log = logging.getLogger(__name__)
+
+# Known records last fetched before today that an answer brings back: up to this many
+# are fetched again rather than asking which changed (one more esearch). A request
+# costs NCBI more than 20 records of ~10 KB; a day's overlap of a broad query, far more.
+REFETCH_RATHER = 20
 
 NOTICE_TERM = (
     '"published erratum"[pt] OR "retraction of publication"[pt] OR "retraction notice"[pt]'
@@ -151,20 +158,25 @@ class PubmedCycle:
             both = self._both(q.pubmed, p.what, entered_from, modified_from, today)
             if both is not None:
                 entered, modified = [both], [both]
-                p.history = [both]
                 p.found = list(both.ids)
-                p.wanted = list(p.found)  # entered or modified: which, one search cannot tell
+                # entered or modified: which, this search cannot tell; what is known
+                # and fetched since its last modification day is not fetched again
+                p.wanted, p.known_unfetched = self._unchanged(p, p.found, modified_from, today)
+                p.history = [both] if not p.known_unfetched else []
             else:
                 entered = self._window(q.pubmed, p.what, "edat", entered_from, today, errors)
                 modified = self._window(q.pubmed, p.what, "mdat", modified_from, today, errors, skip_overflow=True)
                 entered_ids, modified_ids = _ids(entered or []), _ids(modified or [])
                 p.found = list(dict.fromkeys([*entered_ids, *modified_ids]))
                 with self.store.transaction() as tx:
-                    known = set(self.store.records_by_pmid(tx, entered_ids))  # keys only: no fields JSON
+                    checked = self.store.pubmed_checked(tx, p.found)  # keys and times only: no fields JSON
                 mod = set(modified_ids)
-                p.wanted = [i for i in p.found if i not in known or i in mod]
-                p.known_unfetched = [i for i in entered_ids if i in known and i not in mod]
-                p.history = list(entered or []) if not known else []
+                # known and not modified since the window: unchanged; modified, but
+                # fetched today: fetched once more tomorrow, when its day has ended
+                skip = {i for i, at in checked.items() if i not in mod or pubmed_day(at) >= today}
+                p.wanted = [i for i in p.found if i not in skip]
+                p.known_unfetched = [i for i in p.found if i in skip]
+                p.history = list(entered or []) if not skip.intersection(entered_ids) else []
         p.error = "; ".join(dict.fromkeys(errors))
         if entered is None and modified is None:
             p.failed = True
@@ -181,6 +193,44 @@ class PubmedCycle:
         p.result.found = len(p.found)
         p.wanted = list(dict.fromkeys([*p.wanted, *p.retry]))
         self.progress.searched(q.name, p.searched, len(p.wanted))
+
+    def _unchanged(self, p: _Query, found: list[str], modified_from: date, today: date) -> tuple[list[str], list[str]]:
+        """Split what the OR'd search found into what to fetch and the known records
+        that did not change since a poll last fetched them: (fetch, skip).
+
+        PubMed's modification dates are whole US Eastern days, so a record fetched on
+        day F may have changed later on F: it is fetched again if it was modified on
+        or after F — once, after F has ended, never twice the same day (a change later
+        on the day of a fetch is fetched the next day; the modification window's day
+        of overlap holds it). For the known records last fetched before today, one
+        modification search from the earliest of their days (`search_modified`) tells
+        which were modified since: only when more than `REFETCH_RATHER` of them, else
+        fetching them is cheaper than asking. A record last fetched before the
+        modification window is fetched: it is in the answer because it changed. If
+        that search fails or reaches the cap, every one of them is fetched."""
+        with self.store.transaction() as tx:
+            checked = {i: pubmed_day(at) for i, at in self.store.pubmed_checked(tx, found).items()}
+        if not checked:
+            return list(found), []
+        again = {i for i, day in checked.items() if day < modified_from}
+        undecided = {i: day for i, day in checked.items() if modified_from <= day < today}
+        if len(undecided) > REFETCH_RATHER:
+            since = min(undecided.values())
+            what = f"{p.what} (which known records changed)"
+            try:
+                modified = self.eutils.search_modified(p.q.pubmed or "", what=what, start=since, end=today)
+            except SourceError as e:
+                log.warning("%s: %s; fetching the %d known records again", what, e, len(undecided))
+                modified = None
+            if modified is None:
+                again.update(undecided)
+            else:
+                mod = set(modified.ids)
+                again.update(i for i in undecided if i in mod)
+        else:
+            again.update(undecided)
+        skip = set(checked) - again
+        return [i for i in found if i not in skip], [i for i in found if i in skip]
 
     def _both(self, term: str, what: str, entered_from: date, modified_from: date, end: date) -> SearchResult | None:
         """The one OR'd search; None when it overflows or fails (then each on its own)."""
@@ -284,7 +334,8 @@ class PubmedCycle:
         matches: dict[tuple[str, str], tuple[str, ...]] = {(PUBMED, k): () for k in got}
         matches.update({(PUBMED, k): () for k in p.known_unfetched})
 
-        def bookkeeping(tx: Connection, _ids: dict[tuple[str, str], int]) -> None:
+        def bookkeeping(tx: Connection, ids: dict[tuple[str, str], int]) -> None:
+            self.store.mark_checked(tx, [ids[PUBMED, k] for k in got if (PUBMED, k) in ids], now)
             self.store.found_missing(tx, q.name, got)
             self.store.note_missing(tx, q.name, missing, now)
             self.store.give_up_missing(tx, q.name, gave_up, now)

@@ -189,6 +189,14 @@ class EutilsClient:
         result = self.esearch(dated, what=what)
         return result if result.count < ESEARCH_CAP else None
 
+    def search_modified(self, term: str, *, what: str, start: date, end: date) -> SearchResult | None:
+        """The records `term` finds modified in [start, end] (US Eastern days), ids only
+        (no history server): what a poll asks to tell the known records its overlap
+        brings back that changed from those that did not. None when the answer reaches
+        the 10,000-id cap (the caller then fetches them all: nothing is missed)."""
+        result = self.esearch(term, what=what, datetype="mdat", mindate=start, maxdate=end, usehistory=False)
+        return result if result.count < ESEARCH_CAP else None
+
     def search_entered_or_modified(self, term: str, *, what: str, start: date, end: date) -> list[SearchResult]:
         """What `term` finds entered or modified in [start, end]: one OR'd search
         (`search_changed`); only when that answer reaches the cap, each date range on

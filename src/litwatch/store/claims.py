@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .engine import EPOCH, StoreCore
+from .keys import chunks
 from .rows import Lease, row_of
 from .schema import leases, request_budget
 
@@ -43,6 +44,13 @@ class ClaimsStore(StoreCore):
         """Extend the leases `owner` still holds with the given tokens; returns those."""
         if not held:
             return set()
+        if self.dialect == "postgresql":
+            # rows locked in task order, as `leases_held` share-locks them: a commit's
+            # fence and the heartbeat never wait on each other in a cycle (deadlock)
+            for part in chunks(sorted(held)):
+                tx.execute(
+                    sa.select(leases.c.task).where(leases.c.task.in_(part)).order_by(leases.c.task).with_for_update()
+                ).all()
         tx.execute(
             leases.update()
             .where(leases.c.task.in_(list(held)), leases.c.owner == owner, leases.c.until > self.db_now(tx))
@@ -51,14 +59,23 @@ class ClaimsStore(StoreCore):
         rows = tx.execute(sa.select(leases.c.task, leases.c.token).where(leases.c.owner == owner))
         return {r.task for r in rows if held.get(r.task) == r.token}
 
-    def lease_held(self, tx: Connection, task: str, owner: str, token: int) -> bool:
-        """Does `owner` still hold `task` with `token`, unexpired? The row is share-locked
-        on PostgreSQL, so no takeover commits between this check and the caller's commit."""
-        q = sa.select(leases.c.until).where(leases.c.task == task, leases.c.owner == owner, leases.c.token == token)
-        if self.dialect == "postgresql":
-            q = q.with_for_update(read=True)
-        until = tx.execute(q).scalar_one_or_none()
-        return until is not None and until > self.db_now(tx)
+    def leases_held(self, tx: Connection, owner: str, tokens: Mapping[str, int]) -> set[str]:
+        """Which of `tokens`' tasks `owner` still holds with that token, unexpired: one
+        query for every claim a transaction works under (however many queries a cycle
+        holds). The rows are share-locked on PostgreSQL, so no takeover commits between
+        this check and the caller's commit."""
+        out: set[str] = set()
+        now = self.db_now(tx)
+        for part in chunks(sorted(tokens)):
+            q = (
+                sa.select(leases.c.task, leases.c.token, leases.c.until)
+                .where(leases.c.task.in_(part), leases.c.owner == owner)
+                .order_by(leases.c.task)
+            )
+            if self.dialect == "postgresql":
+                q = q.with_for_update(read=True)
+            out.update(r.task for r in tx.execute(q) if r.token == tokens[r.task] and r.until > now)
+        return out
 
     def release_lease(
         self, tx: Connection, task: str, owner: str, token: int, *, next_run: datetime | None = None

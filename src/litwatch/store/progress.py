@@ -5,7 +5,7 @@ transaction that stored what it covers (ARCHITECTURE.md rule 1)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -99,14 +99,19 @@ class ProgressStore(StoreCore):
         for part in chunks(sorted(set(pmids))):
             tx.execute(pubmed_missing.delete().where(pubmed_missing.c.query == query, pubmed_missing.c.pmid.in_(part)))
 
-    def missing_report(self, tx: Connection, query: str) -> list[MissingPmid]:
-        """Every row of `query`'s list, waiting ones first, then those given up, by PMID."""
-        q = (
-            sa.select(pubmed_missing)
-            .where(pubmed_missing.c.query == query)
-            .order_by(pubmed_missing.c.gave_up_at.is_not(None), pubmed_missing.c.pmid)
-        )
-        return [row_of(MissingPmid, r) for r in tx.execute(q)]
+    def missing_reports(self, tx: Connection, queries: Sequence[str]) -> dict[str, list[MissingPmid]]:
+        """Each of `queries`' missing PMIDs, waiting ones first, then those given up, by
+        PMID: one query a chunk."""
+        out: dict[str, list[MissingPmid]] = {q: [] for q in queries}
+        for part in chunks(list(dict.fromkeys(queries))):
+            q = (
+                sa.select(pubmed_missing)
+                .where(pubmed_missing.c.query.in_(part))
+                .order_by(pubmed_missing.c.gave_up_at.is_not(None), pubmed_missing.c.pmid)
+            )
+            for r in tx.execute(q):
+                out[r.query].append(row_of(MissingPmid, r))
+        return out
 
     def note_overflow(self, tx: Connection, query: str, day: str, count: int, now: datetime) -> bool:
         """A day whose modifications went over the cap; False if it was noted already."""

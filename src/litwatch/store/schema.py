@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # The revision of the newest migration: a database stamped with it needs no Alembic at
 # all (Store.migrate's one-query check). tests/test_migrations.py keeps it in step.
-SCHEMA_HEAD = "0012_works"
+SCHEMA_HEAD = "0013_scale_indexes"
 
 metadata = sa.MetaData()
 
@@ -32,6 +32,11 @@ records = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     # the work (paper or decision) the record is of (0012); NULL only for a moment
     sa.Column("work_id", sa.Integer, index=True),
+    # when a poll last fetched the record, changed or not (0013): PubMed's dates are
+    # whole days, so a known record is fetched again only when it was modified on or
+    # after the day it was last fetched, and never twice the same day (polls/pubmed.py).
+    # NULL: `updated_at` stands in (rows from before 0013, feed items)
+    sa.Column("checked_at", sa.DateTime),
     sa.UniqueConstraint("source", "key_hash", name="uq_records_source_key_hash"),
     sa.Index("ix_records_key_hash", "key_hash"),  # a record by PMID or feed id, whatever its source (0008)
 )
@@ -54,6 +59,7 @@ hits = sa.Table(
     sa.Column("query", sa.String(200), primary_key=True),
     sa.Column("first_seen", sa.DateTime, nullable=False),
     sa.Column("terms", sa.Text, nullable=False, server_default="[]"),  # why it matched
+    sa.Index("ix_hits_query", "query"),  # a query's records, counted by `status` (0013)
 )
 
 events = sa.Table(

@@ -151,12 +151,39 @@ class RecordsStore(StoreCore):
             out.update({row.key: row.id for row in tx.execute(q)})
         return out
 
+    def pubmed_checked(self, tx: Connection, pmids: Iterable[str]) -> dict[str, datetime]:
+        """The stored PubMed records among `pmids`: PMID → when a poll last fetched it
+        (`checked_at`, else `updated_at` for rows from before it was kept)."""
+        out: dict[str, datetime] = {}
+        at = sa.func.coalesce(records.c.checked_at, records.c.updated_at).label("at")
+        for part in chunks(list(set(pmids))):
+            q = sa.select(records.c.key, at).where(
+                records.c.source == "pubmed", records.c.key_hash.in_([key_hash(p) for p in part])
+            )
+            out.update({row.key: row.at for row in tx.execute(q)})
+        return out
+
+    def mark_checked(self, tx: Connection, record_ids: Iterable[int], now: datetime) -> None:
+        """Note that a poll fetched `record_ids` at `now`, whether they changed or not."""
+        for part in chunks(sorted(set(record_ids))):
+            tx.execute(records.update().where(records.c.id.in_(part)).values(checked_at=now))
+
     def stored_dois(self, tx: Connection) -> set[str]:
         """Every DOI stored (lower case), of PubMed records and feed items alike: what
         the Crossref source watches, read once a cycle (a set, not a request a notice).
         A DOI over `DOI_LIMIT` characters is kept only as its hash and is left out."""
         q = sa.select(records.c.doi).where(records.c.doi.is_not(None)).distinct()
         return {row.doi for row in tx.execute(q) if row.doi and not row.doi.startswith("sha256:")}
+
+    def doi_first_seen(self, tx: Connection) -> dict[str, datetime]:
+        """Every stored DOI (lower case, as `stored_dois`) → when litwatch first stored a
+        record with it: how the Crossref re-check tiers them by age."""
+        q = (
+            sa.select(records.c.doi, sa.func.min(records.c.first_seen).label("first"))
+            .where(records.c.doi.is_not(None))
+            .group_by(records.c.doi)
+        )
+        return {row.doi: row.first for row in tx.execute(q) if row.doi and not row.doi.startswith("sha256:")}
 
     def records_by_doi(self, tx: Connection, dois: Iterable[str]) -> dict[str, list[int]]:
         """The stored records of each of `dois` (lower case): a PubMed record and a
