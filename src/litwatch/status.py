@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import DigestSettings, QuerySettings, Settings
 from .digest.build import REPORT_GAPS_FOR, Digests, overflow_text
@@ -17,6 +17,10 @@ from .records import CROSSREF, CROSSREF_RECHECK, NOTICES, SHARED, NoticeReport, 
 from .store.ports import ServicePort
 from .store.rows import Lease, MissingPmid, Overflow, PollState
 from .store.works import WorkDoubt
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
 from .tasks import (
     SourceTimes,
     crossref_plan,
