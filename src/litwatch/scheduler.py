@@ -66,7 +66,7 @@ OUTBOX_EVERY = timedelta(seconds=60)  # queued mail is retried this often (each 
 STOP_GRACE = 8.0  # seconds a running job may finish after SIGTERM; exit 0 within 10 s
 FEED_WAIT = 10.0  # seconds a query waits for another instance fetching the same feed
 # PubMed queries due within this long of each other share one cycle: one fetch of the
-# union of what they found (pubmedpoll.py) instead of one per query
+# union of what they found (polls/pubmed.py) instead of one per query
 SHARE_CYCLE = timedelta(seconds=5)
 
 

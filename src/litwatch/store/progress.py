@@ -49,7 +49,7 @@ class ProgressStore(StoreCore):
 
     def note_matched(self, tx: Connection, query: str, source: str, marker: str) -> None:
         """`query` has matched the answer of the shared `source` that `marker` names
-        (feedpoll): kept in the query's own row, which records no success or failure."""
+        (polls/feeds.py): kept in the query's own row, which records no success or failure."""
         self._upsert(tx, poll_state, {"query": query, "source": source}, {"watermark": marker})
 
     # ------------------------------------------------------------------ PubMed gaps
